@@ -1,0 +1,57 @@
+# The two commands: `make run` (set up and start a dev server) and `make test` (the whole suite).
+PYTHON ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+HOST ?= 127.0.0.1
+PORT ?= 8000
+NODE_DIR := tests/protocol/node
+
+.PHONY: run test check lint format pytest install node-deps bench clean
+
+$(BIN)/python:
+	@$(PYTHON) -c 'import sys; assert sys.version_info >= (3, 11), "Tandem needs Python 3.11+"'
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+
+# Reinstall only when the project metadata or the pins change.
+$(VENV)/.installed: pyproject.toml constraints.txt | $(BIN)/python
+	$(BIN)/python -m pip install --quiet -c constraints.txt -e '.[dev]'
+	@touch $@
+
+install: $(VENV)/.installed
+
+$(NODE_DIR)/node_modules/.installed: $(NODE_DIR)/package.json $(NODE_DIR)/package-lock.json
+	cd $(NODE_DIR) && npm ci --no-audit --no-fund --loglevel=error
+	@touch $@
+
+node-deps: $(NODE_DIR)/node_modules/.installed
+
+run: install
+	$(BIN)/tandem migrate
+	@echo
+	@echo "  Tandem is starting on http://$(HOST):$(PORT)  (OpenAPI docs: http://$(HOST):$(PORT)/docs)"
+	@echo "  Get a development token:   $(BIN)/tandem token --sub alice --channel 'room:*'"
+	@echo "  Publish from a shell:       $(BIN)/tandem publish room:lobby chat.message '{\"text\": \"hi\"}'"
+	@echo
+	$(BIN)/tandem serve --host $(HOST) --port $(PORT)
+
+lint: install
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+	$(BIN)/mypy
+	$(BIN)/lint-imports
+
+format: install
+	$(BIN)/ruff format .
+	$(BIN)/ruff check --fix .
+
+pytest: install node-deps
+	$(BIN)/pytest $(PYTEST_ARGS)
+
+test: lint pytest
+
+bench: install
+	$(BIN)/tandem bench
+
+clean:
+	rm -rf $(VENV) $(NODE_DIR)/node_modules .mypy_cache .pytest_cache .ruff_cache tandem.db

@@ -1,0 +1,1 @@
+"""Pure domain: entities, services, events and the Protocols storage implements."""

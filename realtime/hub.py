@@ -1,0 +1,133 @@
+"""The Hub: which local connections listen on which channel, and the race-free join.
+
+The hub holds this node's interest in channels. The first local subscriber makes the node
+subscribe in the broker, the last one leaving unsubscribes it. A subscriber joins in two
+steps so that nothing published while it reads history is lost or doubled: ``begin`` makes the
+node listen and buffers what arrives for that subscriber, ``commit`` hands the buffer back and
+makes the subscriber live, in one synchronous step.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections import defaultdict
+from collections.abc import Awaitable, Callable, Collection
+
+from realtime.broker import Broker, Publication
+
+log = logging.getLogger(__name__)
+
+Deliver = Callable[[Publication, Collection[str]], Awaitable[None]]
+
+# Publications buffered for one joining subscriber; a join that would need more is retried by
+# the client from its position instead of buffering without bound.
+MAX_JOIN_BUFFER = 10_000
+
+
+class JoinOverflow(Exception):
+    """Too much was published while a subscriber was joining."""
+
+
+class Hub:
+    def __init__(self, deliver: Deliver) -> None:
+        self._broker: Broker | None = None
+        self._deliver = deliver
+        self._live: dict[str, set[str]] = defaultdict(set)
+        self._joining: dict[str, dict[str, list[Publication] | None]] = defaultdict(dict)
+        self._by_conn: dict[str, set[str]] = defaultdict(set)
+        self._locks: dict[str, asyncio.Lock] = defaultdict(asyncio.Lock)
+
+    def use(self, broker: Broker) -> None:
+        """Listen through ``broker``, whose handler is this hub's ``on_publication``."""
+        self._broker = broker
+
+    @property
+    def broker(self) -> Broker:
+        if self._broker is None:
+            raise RuntimeError("Hub has no broker: call hub.use(broker) first")
+        return self._broker
+
+    async def on_publication(self, pub: Publication) -> None:
+        """The broker's handler: buffer for joining subscribers, deliver to live ones."""
+        joining = self._joining.get(pub.channel)
+        if joining:
+            for conn, buffer in joining.items():
+                if buffer is None:
+                    continue
+                if len(buffer) >= MAX_JOIN_BUFFER:
+                    joining[conn] = None  # commit() reports the overflow
+                else:
+                    buffer.append(pub)
+        live = self._live.get(pub.channel)
+        if live:
+            await self._deliver(pub, live)
+
+    async def begin(self, conn: str, channel: str) -> None:
+        """Start listening on ``channel`` for ``conn`` and buffer what arrives for it."""
+        self._leave_local(conn, channel)
+        self._joining[channel][conn] = []
+        self._by_conn[conn].add(channel)
+        try:
+            await self._ensure_subscribed(channel)
+        except BaseException:
+            await self.leave(conn, channel)
+            raise
+
+    def commit(self, conn: str, channel: str) -> list[Publication]:
+        """Make ``conn`` live on ``channel``; return what was buffered since ``begin``.
+
+        Synchronous on purpose: no publication can slip between the buffer and live delivery.
+        """
+        buffer = self._joining[channel].pop(conn, None)
+        if buffer is None:
+            raise JoinOverflow(f"more than {MAX_JOIN_BUFFER} publications while joining")
+        self._live[channel].add(conn)
+        return buffer
+
+    async def leave(self, conn: str, channel: str) -> None:
+        self._leave_local(conn, channel)
+        self._by_conn[conn].discard(channel)
+        if not self._by_conn[conn]:
+            del self._by_conn[conn]
+        await self._release(channel)
+
+    async def leave_all(self, conn: str) -> None:
+        for channel in list(self._by_conn.get(conn, ())):
+            await self.leave(conn, channel)
+
+    def channels_of(self, conn: str) -> frozenset[str]:
+        return frozenset(self._by_conn.get(conn, ()))
+
+    def is_subscribed(self, conn: str, channel: str) -> bool:
+        return channel in self._by_conn.get(conn, ())
+
+    def connection_count(self, channel: str) -> int:
+        return len(self._live.get(channel, ())) + len(self._joining.get(channel, ()))
+
+    @property
+    def channel_count(self) -> int:
+        return len(self._live.keys() | self._joining.keys())
+
+    def _leave_local(self, conn: str, channel: str) -> None:
+        live = self._live.get(channel)
+        if live is not None:
+            live.discard(conn)
+            if not live:
+                del self._live[channel]
+        joining = self._joining.get(channel)
+        if joining is not None:
+            joining.pop(conn, None)
+            if not joining:
+                del self._joining[channel]
+
+    async def _ensure_subscribed(self, channel: str) -> None:
+        async with self._locks[channel]:
+            await self.broker.subscribe(channel)
+
+    async def _release(self, channel: str) -> None:
+        async with self._locks[channel]:
+            # Someone may have joined while we waited for the lock.
+            if self.connection_count(channel) == 0:
+                await self.broker.unsubscribe(channel)
+                self._locks.pop(channel, None)

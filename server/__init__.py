@@ -1,0 +1,1 @@
+"""Composition root: settings, CLI, the ASGI app, Socket.IO handlers and the HTTP API."""

@@ -1,0 +1,110 @@
+"""The ASGI application: FastAPI for HTTP, python-socketio for /socket.io, one lifespan."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+import socketio
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.types import Receive, Scope, Send
+
+from domain.errors import DomainError, ErrorCode
+from server import health, http_api
+from server.config import Settings
+from server.errors import HTTP_STATUS, error_body
+from server.limits import BodySizeLimit
+from server.runtime import Runtime, build_runtime
+
+log = logging.getLogger(__name__)
+
+
+class TandemApp:
+    """The node's ASGI callable; ``runtime`` is exposed for the CLI's graceful drain."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.runtime = build_runtime(settings)
+        self.api = _build_api(self.runtime)
+        combined = socketio.ASGIApp(self.runtime.sio, other_asgi_app=self.api)
+        self._app = BodySizeLimit(
+            combined,
+            default_limit=settings.max_body_bytes,
+            engine_limit=settings.engine_max_bytes,
+        )
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        await self._app(scope, receive, send)
+
+
+def create_app(settings: Settings) -> TandemApp:
+    return TandemApp(settings)
+
+
+def app_from_env() -> TandemApp:
+    """For ``uvicorn --factory server.app:app_from_env``."""
+    return create_app(Settings())
+
+
+def _build_api(runtime: Runtime) -> FastAPI:
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        async with runtime.running():
+            log.info("tandem node %s ready", runtime.node_id)
+            yield
+
+    api = FastAPI(
+        title="Tandem",
+        version="0.1.0",
+        summary="Real-time channels with ordered, recoverable delivery.",
+        lifespan=lifespan,
+    )
+    api.state.runtime = runtime
+    api.include_router(http_api.router)
+    api.include_router(health.router)
+    _install_error_handlers(api)
+    return api
+
+
+def _json_error(code: ErrorCode, message: str, *, retryable: bool = False) -> JSONResponse:
+    status = HTTP_STATUS.get(code, 400)
+    headers = {"Retry-After": "1"} if status == 503 else None
+    return JSONResponse(
+        {"error": error_body(code, message, retryable=retryable)},
+        status_code=status,
+        headers=headers,
+    )
+
+
+def _install_error_handlers(api: FastAPI) -> None:
+    @api.exception_handler(DomainError)
+    async def domain_error(_: Request, exc: DomainError) -> JSONResponse:
+        return _json_error(exc.code, exc.message, retryable=exc.retryable)
+
+    @api.exception_handler(RequestValidationError)
+    async def invalid(_: Request, exc: RequestValidationError) -> JSONResponse:
+        parts = []
+        for error in exc.errors()[:5]:
+            where = ".".join(str(p) for p in error.get("loc", ())) or "body"
+            parts.append(f"{where}: {error.get('msg', 'invalid')}")
+        return _json_error(ErrorCode.INVALID_PAYLOAD, "; ".join(parts) or "invalid request")
+
+    @api.exception_handler(StarletteHTTPException)
+    async def http_error(_: Request, exc: StarletteHTTPException) -> JSONResponse:
+        code = {
+            404: ErrorCode.NOT_FOUND,
+            401: ErrorCode.UNAUTHORIZED,
+            403: ErrorCode.PERMISSION_DENIED,
+            413: ErrorCode.PAYLOAD_TOO_LARGE,
+        }.get(exc.status_code, ErrorCode.BAD_REQUEST)
+        response = _json_error(code, str(exc.detail))
+        response.status_code = exc.status_code
+        return response
+
+    @api.exception_handler(Exception)
+    async def internal(_: Request, exc: Exception) -> JSONResponse:
+        log.exception("unhandled error", exc_info=exc)
+        return _json_error(ErrorCode.INTERNAL, "internal error", retryable=True)

@@ -1,0 +1,142 @@
+"""``tandem``: serve, migrate, token, publish."""
+
+from __future__ import annotations
+
+import json
+import logging
+from typing import Annotated, Any
+
+import httpx
+import typer
+import uvicorn
+from pydantic import ValidationError
+
+from server.auth import mint_token
+from server.config import Settings
+from storage.migrate import upgrade
+
+cli = typer.Typer(no_args_is_help=True, add_completion=False, help="Tandem real-time server.")
+
+
+def load_settings(**overrides: Any) -> Settings:
+    try:
+        return Settings(**{k: v for k, v in overrides.items() if v is not None})
+    except ValidationError as exc:
+        typer.echo(f"invalid settings: {exc}", err=True)
+        raise typer.Exit(2) from None
+
+
+class DrainingServer(uvicorn.Server):
+    """Tells every client to reconnect (``server.notice`` shutdown) before uvicorn closes."""
+
+    def __init__(self, config: uvicorn.Config, drain: Any) -> None:
+        super().__init__(config)
+        self._drain = drain
+
+    async def shutdown(self, sockets: Any = None) -> None:
+        try:
+            await self._drain()
+        except Exception:
+            logging.getLogger(__name__).exception("drain failed")
+        await super().shutdown(sockets)
+
+
+@cli.command()
+def serve(
+    host: Annotated[str | None, typer.Option(help="Interface to bind.")] = None,
+    port: Annotated[int | None, typer.Option(help="Port to bind (0 picks a free one).")] = None,
+    migrate: Annotated[
+        bool | None, typer.Option(help="Run migrations first (default: on for SQLite).")
+    ] = None,
+) -> None:
+    """Run one node."""
+    from server.app import create_app
+
+    settings = load_settings(host=host, port=port)
+    logging.basicConfig(
+        level=settings.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s %(message)s"
+    )
+    if migrate if migrate is not None else settings.database_url.startswith("sqlite"):
+        upgrade(settings.database_url)
+    app = create_app(settings)
+    config = uvicorn.Config(
+        app,
+        host=settings.host,
+        port=settings.port,
+        ws="websockets-sansio",
+        lifespan="on",
+        log_level=settings.log_level,
+        timeout_graceful_shutdown=int(settings.shutdown_timeout_s),
+        ws_max_size=settings.engine_max_bytes,
+        proxy_headers=True,
+    )
+    DrainingServer(config, app.runtime.gateway.drain).run()
+
+
+@cli.command()
+def migrate() -> None:
+    """Bring the database schema up to date (Alembic)."""
+    settings = load_settings()
+    upgrade(settings.database_url)
+    typer.echo("database is up to date")
+
+
+@cli.command()
+def token(
+    sub: Annotated[str, typer.Option(help="User id (the token's 'sub').")],
+    channel: Annotated[
+        list[str] | None, typer.Option(help="Grant a channel or 'prefix:*'; repeatable.")
+    ] = None,
+    ttl: Annotated[int, typer.Option(help="Lifetime in seconds.")] = 3600,
+    name: Annotated[str | None, typer.Option(help="Display name.")] = None,
+    admin: Annotated[bool, typer.Option(help="Grant the admin scope.")] = False,
+) -> None:
+    """Print a signed user token (for development and scripts)."""
+    settings = load_settings()
+    value, _ = mint_token(
+        settings,
+        sub=sub,
+        ttl_s=ttl,
+        channels=channel or [],
+        name=name,
+        scope="admin" if admin else None,
+    )
+    typer.echo(value)
+
+
+@cli.command()
+def publish(
+    channel: str,
+    event: str,
+    data: Annotated[str, typer.Argument(help="JSON data, e.g. '{\"progress\": 40}'.")] = "null",
+    url: Annotated[str, typer.Option(help="Server base URL.")] = "http://127.0.0.1:8000",
+    api_key: Annotated[str | None, typer.Option(help="API key (default: from settings).")] = None,
+) -> None:
+    """Publish an event through a running server's HTTP API."""
+    try:
+        payload = json.loads(data)
+    except json.JSONDecodeError as exc:
+        typer.echo(f"data is not valid JSON: {exc}", err=True)
+        raise typer.Exit(2) from None
+    keys = load_settings().effective_api_keys()
+    key = api_key or (keys[0] if keys else None)
+    if key is None:
+        typer.echo("no API key: pass --api-key or set TANDEM_API_KEYS", err=True)
+        raise typer.Exit(2)
+    response = httpx.post(
+        f"{url.rstrip('/')}/api/publish",
+        json={"channel": channel, "event": event, "data": payload},
+        headers={"Authorization": f"Bearer {key}"},
+        timeout=10,
+    )
+    typer.echo(response.text)
+    if response.is_error:
+        raise typer.Exit(1)
+
+
+def main() -> None:
+    cli(prog_name="tandem")
+
+
+if __name__ == "__main__":  # pragma: no cover
+    main()

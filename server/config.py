@@ -1,0 +1,122 @@
+"""Settings: read once from ``TANDEM_*`` variables (and ``.env``), then passed down as values."""
+
+from __future__ import annotations
+
+from enum import StrEnum
+from typing import Annotated, Literal, Self
+
+from pydantic import Field, SecretStr, field_validator, model_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+
+DEV_JWT_SECRET = "tandem-development-secret-do-not-use-in-production"
+DEV_API_KEY = "tandem-dev-key"
+_HMAC_ALGORITHMS = {"HS256", "HS384", "HS512"}
+_KEY_ALGORITHMS = {"RS256", "RS384", "RS512", "ES256", "ES384", "ES512", "PS256", "EdDSA"}
+
+
+class Environment(StrEnum):
+    DEVELOPMENT = "development"
+    PRODUCTION = "production"
+
+
+CommaList = Annotated[list[str], NoDecode]
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(
+        env_prefix="TANDEM_", env_file=".env", extra="ignore", frozen=True
+    )
+
+    env: Environment = Environment.DEVELOPMENT
+    host: str = "127.0.0.1"
+    port: int = 8000
+    database_url: str = "sqlite+aiosqlite:///./tandem.db"
+    broker_url: str = "memory://"
+    node_id: str = ""
+
+    jwt_secret: SecretStr = SecretStr(DEV_JWT_SECRET)
+    jwt_algorithms: CommaList = Field(default_factory=lambda: ["HS256"])
+    jwt_public_key: SecretStr | None = None
+    jwt_private_key: SecretStr | None = None
+    jwt_audience: str | None = None
+    jwt_issuer: str | None = None
+    jwt_leeway_s: float = 0.0
+    api_keys: Annotated[list[SecretStr], NoDecode] = Field(default_factory=list)
+    cors_origins: CommaList = Field(default_factory=list)
+
+    serializer: Literal["json", "msgpack"] = "json"
+    max_payload_bytes: int = Field(default=64 * 1024, ge=1024)
+    max_body_bytes: int = Field(default=1024 * 1024, ge=1024)
+    engine_max_bytes: int = Field(default=1_000_000, ge=1024)
+    ping_interval_s: float = 25.0
+    ping_timeout_s: float = 20.0
+
+    history_size: int = Field(default=300, ge=0)
+    history_ttl_s: float = Field(default=300.0, ge=0)
+    idempotency_ttl_s: float = Field(default=300.0, ge=0)
+    recovery_max_publications: int = Field(default=300, ge=0)
+    max_channels_per_connection: int = Field(default=128, ge=1)
+    client_rate_per_s: float = Field(default=20.0, gt=0)
+    client_burst: int = Field(default=40, ge=1)
+    protocol_error_limit: int = Field(default=3, ge=1)
+    token_max_ttl_s: int = Field(default=7 * 86_400, ge=60)
+    shutdown_timeout_s: float = 10.0
+    log_level: str = "info"
+
+    @field_validator("jwt_algorithms", "cors_origins", mode="before")
+    @classmethod
+    def _split_list(cls, value: object) -> object:
+        if isinstance(value, str):
+            return [part.strip() for part in value.split(",") if part.strip()]
+        return value
+
+    @field_validator("api_keys", mode="before")
+    @classmethod
+    def _split_keys(cls, value: object) -> object:
+        if isinstance(value, str):
+            return [SecretStr(part.strip()) for part in value.split(",") if part.strip()]
+        return value
+
+    @field_validator("jwt_algorithms")
+    @classmethod
+    def _known_algorithms(cls, value: list[str]) -> list[str]:
+        unknown = set(value) - _HMAC_ALGORITHMS - _KEY_ALGORITHMS
+        if unknown or not value:
+            raise ValueError(
+                f"TANDEM_JWT_ALGORITHMS must list algorithms from "
+                f"{sorted(_HMAC_ALGORITHMS | _KEY_ALGORITHMS)}; 'none' is never allowed"
+            )
+        return value
+
+    @model_validator(mode="after")
+    def _refuse_insecure_production(self) -> Self:
+        if set(self.jwt_algorithms) & _KEY_ALGORITHMS and self.jwt_public_key is None:
+            raise ValueError("TANDEM_JWT_PUBLIC_KEY is required for RS/ES/PS/EdDSA algorithms")
+        if self.env is not Environment.PRODUCTION:
+            return self
+        problems = []
+        secret = self.jwt_secret.get_secret_value()
+        if set(self.jwt_algorithms) & _HMAC_ALGORITHMS and (
+            secret == DEV_JWT_SECRET or len(secret) < 32
+        ):
+            problems.append("set TANDEM_JWT_SECRET to a random value of at least 32 characters")
+        if not self.api_keys:
+            problems.append("set TANDEM_API_KEYS (comma-separated) for server-to-server calls")
+        if any(key.get_secret_value() == DEV_API_KEY for key in self.api_keys):
+            problems.append("TANDEM_API_KEYS contains the development key")
+        if "*" in self.cors_origins:
+            problems.append("TANDEM_CORS_ORIGINS must list origins, not '*'")
+        if problems:
+            raise ValueError("refusing to start in production: " + "; ".join(problems))
+        return self
+
+    @property
+    def is_development(self) -> bool:
+        return self.env is Environment.DEVELOPMENT
+
+    def effective_api_keys(self) -> list[str]:
+        """Configured keys; in development with none configured, the well-known dev key."""
+        keys = [key.get_secret_value() for key in self.api_keys]
+        if not keys and self.is_development:
+            return [DEV_API_KEY]
+        return keys

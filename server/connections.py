@@ -1,0 +1,27 @@
+"""Per-connection state kept by this node: who it is, its limits and its expiry timer."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections import deque
+from dataclasses import dataclass, field
+
+from realtime.ratelimit import TokenBucket
+from server.auth import Principal
+
+
+@dataclass(eq=False, slots=True)
+class Connection:
+    sid: str
+    principal: Principal
+    bucket: TokenBucket
+    transport: str = "unknown"
+    connected_at: float = field(default_factory=time.monotonic)
+    expiry: asyncio.TimerHandle | None = None
+    protocol_errors: deque[float] = field(default_factory=lambda: deque(maxlen=16))
+
+    def close(self) -> None:
+        if self.expiry is not None:
+            self.expiry.cancel()
+            self.expiry = None

@@ -1,0 +1,47 @@
+"""The edge's one mapping from errors to what clients see: acks and HTTP responses."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from pydantic import ValidationError
+
+from domain.errors import DomainError, ErrorCode
+
+HTTP_STATUS: dict[ErrorCode, int] = {
+    ErrorCode.UNAUTHORIZED: 401,
+    ErrorCode.TOKEN_EXPIRED: 401,
+    ErrorCode.PERMISSION_DENIED: 403,
+    ErrorCode.UNKNOWN_CHANNEL: 422,
+    ErrorCode.INVALID_PAYLOAD: 422,
+    ErrorCode.PAYLOAD_TOO_LARGE: 413,
+    ErrorCode.RATE_LIMITED: 429,
+    ErrorCode.NOT_FOUND: 404,
+    ErrorCode.CONFLICT: 409,
+    ErrorCode.UNRECOVERABLE_POSITION: 410,
+    ErrorCode.BAD_REQUEST: 400,
+    ErrorCode.BROKER_UNAVAILABLE: 503,
+    ErrorCode.SHUTDOWN: 503,
+    ErrorCode.INTERNAL: 500,
+}
+
+
+def error_body(code: ErrorCode, message: str, *, retryable: bool = False) -> dict[str, Any]:
+    return {"code": code.value, "message": message, "retryable": retryable}
+
+
+def error_ack(code: ErrorCode, message: str, *, retryable: bool = False) -> dict[str, Any]:
+    return {"ok": False, "error": error_body(code, message, retryable=retryable)}
+
+
+def domain_error_ack(exc: DomainError) -> dict[str, Any]:
+    return error_ack(exc.code, exc.message, retryable=exc.retryable)
+
+
+def validation_message(exc: ValidationError) -> str:
+    """A one-line summary naming each bad field, e.g. ``channel: Field required``."""
+    parts = []
+    for error in exc.errors()[:5]:
+        where = ".".join(str(p) for p in error["loc"]) or "payload"
+        parts.append(f"{where}: {error['msg']}")
+    return "; ".join(parts)

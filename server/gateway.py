@@ -1,0 +1,338 @@
+"""The Socket.IO edge: connect/disconnect, and the subscribe/unsubscribe/publish requests.
+
+Handlers are thin: parse the payload, check the caller, call the broker or hub, map errors.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Awaitable, Callable, Collection
+from typing import Any, TypeVar
+
+from pydantic import BaseModel, ValidationError
+from socketio.exceptions import ConnectionRefusedError as RefuseConnection
+
+from domain.errors import (
+    BadRequest,
+    DomainError,
+    ErrorCode,
+    InvalidPayload,
+    PermissionDenied,
+    Unavailable,
+    UnknownChannel,
+)
+from realtime.broker import (
+    Broker,
+    BrokerUnavailable,
+    Publication,
+    StreamPosition,
+    UnrecoverablePosition as Unrecoverable,
+)
+from realtime.channels import Channel, InvalidChannel, parse_channel
+from realtime.hub import Hub, JoinOverflow
+from realtime.ratelimit import TokenBucket
+from server.auth import TokenVerifier
+from server.authz import can_publish_from_client, can_subscribe
+from server.config import Settings
+from server.connections import Connection
+from server.errors import domain_error_ack, error_ack, error_body, validation_message
+from server.metrics import Metrics
+from server.socket_server import TandemSocketServer
+from server.state import ChannelState
+from server.wire import (
+    SERVER_EVENT_PREFIXES,
+    PublishRequest,
+    SubscribeRequest,
+    UnsubscribeRequest,
+)
+
+log = logging.getLogger(__name__)
+
+Ack = dict[str, Any]
+NOTICE_EVENT = "server.notice"
+M = TypeVar("M", bound=BaseModel)
+
+
+def parse(name: str) -> Channel:
+    try:
+        return parse_channel(name)
+    except InvalidChannel as exc:
+        if exc.unknown_kind:
+            raise UnknownChannel(str(exc)) from None
+        raise InvalidPayload(str(exc)) from None
+
+
+class SocketGateway:
+    def __init__(
+        self,
+        *,
+        sio: TandemSocketServer,
+        settings: Settings,
+        broker: Broker,
+        hub: Hub,
+        state: ChannelState,
+        verifier: TokenVerifier,
+        metrics: Metrics,
+    ) -> None:
+        self._sio = sio
+        self._settings = settings
+        self._broker = broker
+        self._hub = hub
+        self._state = state
+        self._verifier = verifier
+        self._metrics = metrics
+        self._connections: dict[str, Connection] = {}
+        self._tasks: set[asyncio.Task[None]] = set()
+        self.draining = False
+
+    def register(self) -> None:
+        sio = self._sio
+        sio.on("connect", self.on_connect)
+        sio.on("disconnect", self.on_disconnect)
+        sio.on("subscribe", self._request(SubscribeRequest, self.subscribe))
+        sio.on("unsubscribe", self._request(UnsubscribeRequest, self.unsubscribe))
+        sio.on("publish", self._request(PublishRequest, self.publish))
+        sio.on("*", self.on_unknown_event)
+        sio.on_abuse = self.on_abuse
+
+    @property
+    def connection_count(self) -> int:
+        return len(self._connections)
+
+    # -- connection lifecycle -------------------------------------------------------------
+
+    async def on_connect(self, sid: str, environ: dict[str, Any], auth: Any) -> None:
+        if self.draining:
+            self._refuse("shutdown", error_body(ErrorCode.SHUTDOWN, "server is restarting"))
+        token = auth.get("token") if isinstance(auth, dict) else None
+        try:
+            principal = self._verifier.verify(token)
+        except DomainError as exc:
+            self._refuse(exc.code, error_body(exc.code, exc.message))
+        settings = self._settings
+        conn = Connection(
+            sid=sid,
+            principal=principal,
+            bucket=TokenBucket(settings.client_rate_per_s, settings.client_burst),
+            transport=self._sio.transport(sid),
+        )
+        if principal.expires_at is not None:
+            delay = max(0.0, principal.expires_at - time.time())
+            conn.expiry = asyncio.get_running_loop().call_later(delay, self._on_expired, sid)
+        self._connections[sid] = conn
+        self._metrics.connects.labels("accepted").inc()
+        self._metrics.connections.set(len(self._connections))
+
+    def _refuse(self, code: str, body: dict[str, Any]) -> None:
+        self._metrics.connects.labels(code).inc()
+        # The JS client shows `message`; `data` carries our {code, message, retryable}.
+        raise RefuseConnection(body["message"], body)
+
+    async def on_disconnect(self, sid: str, reason: Any = None) -> None:
+        conn = self._connections.pop(sid, None)
+        if conn is None:
+            return
+        conn.close()
+        subscribed = len(self._hub.channels_of(sid))
+        await self._hub.leave_all(sid)
+        self._metrics.subscriptions.dec(subscribed)
+        self._metrics.connections.set(len(self._connections))
+        self._metrics.disconnects.labels(str(reason or "unknown")).inc()
+
+    def _on_expired(self, sid: str) -> None:
+        self._spawn(self.kick(sid, ErrorCode.TOKEN_EXPIRED, "token expired", reconnect=True))
+
+    async def kick(
+        self, sid: str, code: ErrorCode, message: str, *, reconnect: bool, retry_after_ms: int = 0
+    ) -> None:
+        """Tell the client why (``server.notice``), then disconnect it."""
+        notice = {
+            "code": code.value,
+            "message": message,
+            "reconnect": reconnect,
+            "retry_after_ms": retry_after_ms,
+        }
+        self._metrics.disconnects.labels(code.value).inc()
+        try:
+            await self._sio.emit(NOTICE_EVENT, notice, to=sid)
+            await self._sio.disconnect(sid)
+        except Exception:  # the transport may already be gone
+            log.debug("could not notify %s before disconnecting", sid, exc_info=True)
+
+    async def on_abuse(self, eio_sid: str) -> None:
+        """Too many malformed packets: stop talking to this client."""
+        sid = self._sio.sid_of(eio_sid)
+        if sid is not None:
+            await self.kick(
+                sid, ErrorCode.BAD_REQUEST, "too many malformed packets", reconnect=False
+            )
+        await self._sio.eio.disconnect(eio_sid)
+
+    async def drain(self, retry_after_ms: int = 1000) -> None:
+        """Refuse new connections and tell every client to reconnect elsewhere."""
+        self.draining = True
+        await asyncio.gather(
+            *(
+                self.kick(
+                    sid,
+                    ErrorCode.SHUTDOWN,
+                    "server is restarting",
+                    reconnect=True,
+                    retry_after_ms=retry_after_ms,
+                )
+                for sid in list(self._connections)
+            )
+        )
+
+    def _spawn(self, coro: Awaitable[None]) -> None:
+        task = asyncio.ensure_future(coro)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    # -- requests ---------------------------------------------------------------------------
+
+    def _request(
+        self, model: type[M], handler: Callable[[Connection, M], Awaitable[Ack]]
+    ) -> Callable[..., Awaitable[Ack]]:
+        async def run(sid: str, *args: Any) -> Ack:
+            conn = self._connections.get(sid)
+            if conn is None:
+                return self._error(error_ack(ErrorCode.UNAUTHORIZED, "not connected"))
+            if not conn.bucket.take():
+                return self._error(
+                    error_ack(ErrorCode.RATE_LIMITED, "too many requests", retryable=True)
+                )
+            if len(args) != 1 or not isinstance(args[0], dict):
+                return self._error(
+                    error_ack(ErrorCode.INVALID_PAYLOAD, "send exactly one object as payload")
+                )
+            try:
+                request = model.model_validate(args[0])
+            except ValidationError as exc:
+                return self._error(error_ack(ErrorCode.INVALID_PAYLOAD, validation_message(exc)))
+            try:
+                return await handler(conn, request)
+            except DomainError as exc:
+                return self._error(domain_error_ack(exc))
+            except BrokerUnavailable:
+                self._metrics.broker_errors.labels(model.__name__).inc()
+                return self._error(domain_error_ack(Unavailable("broker unavailable; retry")))
+            except Exception:
+                log.exception("%s from %s failed", model.__name__, sid)
+                return self._error(
+                    error_ack(ErrorCode.INTERNAL, "internal error; retry", retryable=True)
+                )
+
+        return run
+
+    def _error(self, ack: Ack) -> Ack:
+        self._metrics.request_errors.labels(ack["error"]["code"]).inc()
+        return ack
+
+    async def on_unknown_event(self, event: str, sid: str, *args: Any) -> Ack:
+        self._metrics.protocol_errors.labels("unknown_event").inc()
+        return self._error(
+            error_ack(
+                ErrorCode.INVALID_PAYLOAD,
+                f"unknown event {str(event)[:64]!r}; use subscribe, unsubscribe or publish",
+            )
+        )
+
+    async def subscribe(self, conn: Connection, req: SubscribeRequest) -> Ack:
+        channel = parse(req.channel)
+        if not can_subscribe(conn.principal, channel):
+            raise PermissionDenied(f"not allowed to subscribe to {channel}")
+        name, sid, hub = str(channel), conn.sid, self._hub
+        fresh = not hub.is_subscribed(sid, name)
+        if fresh and len(hub.channels_of(sid)) >= self._settings.max_channels_per_connection:
+            raise BadRequest(
+                f"a connection may hold {self._settings.max_channels_per_connection} channels"
+            )
+        await hub.begin(sid, name)
+        try:
+            recovered, history = False, None
+            if req.since is not None:
+                since = StreamPosition(req.since.epoch, req.since.offset)
+                try:
+                    history = await self._broker.history(
+                        name, since=since, limit=self._settings.recovery_max_publications
+                    )
+                    recovered = True
+                except Unrecoverable:
+                    pass
+                self._metrics.recoveries.labels("recovered" if recovered else "unrecoverable").inc()
+            if history is None:
+                history = await self._broker.history(name, limit=0)
+            # State is read after the position: a publication in between may show in both
+            # (clients skip stale versions) but can never be missed.
+            state = await self._state(channel)
+            buffered = hub.commit(sid, name)
+        except JoinOverflow as exc:
+            await hub.leave(sid, name)
+            raise Unavailable(str(exc)) from None
+        except BaseException:
+            await hub.leave(sid, name)
+            raise
+        if fresh:
+            self._metrics.subscriptions.inc()
+        publications = list(history.publications)
+        position = history.position
+        for pub in buffered:
+            if pub.epoch == position.epoch and pub.offset > position.offset:
+                publications.append(pub)
+                position = StreamPosition(pub.epoch, pub.offset)
+        return {
+            "ok": True,
+            "channel": name,
+            "epoch": position.epoch,
+            "offset": position.offset,
+            "recovered": recovered,
+            "publications": [pub.envelope() for pub in publications],
+            "state": state,
+        }
+
+    async def unsubscribe(self, conn: Connection, req: UnsubscribeRequest) -> Ack:
+        name = str(parse(req.channel))
+        if self._hub.is_subscribed(conn.sid, name):
+            await self._hub.leave(conn.sid, name)
+            self._metrics.subscriptions.dec()
+        return {"ok": True}
+
+    async def publish(self, conn: Connection, req: PublishRequest) -> Ack:
+        channel = parse(req.channel)
+        if not can_publish_from_client(conn.principal, channel):
+            raise PermissionDenied(f"not allowed to publish to {channel}")
+        if req.event.startswith(SERVER_EVENT_PREFIXES):
+            raise PermissionDenied(f"event type {req.event!r} is reserved for the server")
+        # Idempotency keys are scoped to the user, so one user cannot suppress another's.
+        key = f"{conn.principal.sub}:{req.id}" if req.id is not None else None
+        result = await self._broker.publish(str(channel), req.event, req.data, idempotency_key=key)
+        if not result.duplicate:
+            self._metrics.publications.labels("socket").inc()
+        return {
+            "ok": True,
+            "offset": result.offset,
+            "epoch": result.epoch,
+            "duplicate": result.duplicate,
+        }
+
+
+class SocketDelivery:
+    """Hands one publication to the local subscribers: one encode, one emit."""
+
+    def __init__(self, metrics: Metrics) -> None:
+        self._metrics = metrics
+        self._sio: TandemSocketServer | None = None
+
+    def attach(self, sio: TandemSocketServer) -> None:
+        self._sio = sio
+
+    async def __call__(self, pub: Publication, recipients: Collection[str]) -> None:
+        if self._sio is None:
+            raise RuntimeError("SocketDelivery is not attached to a server")
+        # A list of sids: python-socketio encodes the packet once for all of them.
+        await self._sio.emit(pub.event, pub.envelope(), to=list(recipients))
+        self._metrics.deliveries.inc(len(recipients))
+        self._metrics.latency.observe(max(0.0, time.time() - pub.ts))

@@ -1,0 +1,156 @@
+"""The HTTP API: publish, history and tokens (OpenAPI at /docs)."""
+
+from __future__ import annotations
+
+import hmac
+import json
+from typing import Annotated
+
+from fastapi import APIRouter, Depends, Header, Query, Request
+
+from domain.errors import (
+    InvalidPayload,
+    PayloadTooLarge,
+    PermissionDenied,
+    Unauthorized,
+    Unavailable,
+    Unrecoverable,
+)
+from realtime.broker import BrokerUnavailable, StreamPosition, UnrecoverablePosition
+from server.auth import SERVICE, Principal, mint_token
+from server.authz import can_publish_from_client, can_subscribe
+from server.gateway import parse
+from server.runtime import Runtime
+from server.wire import (
+    SERVER_EVENT_PREFIXES,
+    ErrorResponse,
+    HistoryResponse,
+    HttpPublishRequest,
+    PublishResponse,
+    TokenRequest,
+    TokenResponse,
+)
+
+ERRORS = {
+    status: {"model": ErrorResponse}
+    for status in (400, 401, 403, 404, 409, 410, 413, 422, 429, 503)
+}
+router = APIRouter(prefix="/api", responses=ERRORS)  # type: ignore[arg-type]
+
+
+def get_runtime(request: Request) -> Runtime:
+    runtime: Runtime = request.app.state.runtime
+    return runtime
+
+
+RuntimeDep = Annotated[Runtime, Depends(get_runtime)]
+
+
+def get_caller(request: Request, runtime: RuntimeDep) -> Principal:
+    """``Authorization: Bearer <API key or user JWT>``."""
+    scheme, _, credential = request.headers.get("authorization", "").partition(" ")
+    if scheme.lower() != "bearer" or not credential:
+        raise Unauthorized("send 'Authorization: Bearer <API key or token>'")
+    for key in runtime.settings.effective_api_keys():
+        if hmac.compare_digest(credential.encode(), key.encode()):
+            return SERVICE
+    return runtime.verifier.verify(credential)
+
+
+Caller = Annotated[Principal, Depends(get_caller)]
+
+
+def require_service(caller: Caller) -> Principal:
+    if not caller.is_service:
+        raise PermissionDenied("this endpoint needs an API key")
+    return caller
+
+
+ServiceCaller = Annotated[Principal, Depends(require_service)]
+
+
+@router.post("/publish", response_model=PublishResponse)
+async def publish(
+    body: HttpPublishRequest,
+    caller: Caller,
+    runtime: RuntimeDep,
+    idempotency_key: Annotated[str | None, Header(max_length=128)] = None,
+) -> PublishResponse:
+    """Publish one event to a channel; retry with the same ``Idempotency-Key`` safely."""
+    channel = parse(body.channel)
+    if caller.is_service:
+        if body.event.startswith("server."):
+            raise PermissionDenied("event types starting with 'server.' are reserved")
+    elif not can_publish_from_client(caller, channel) or body.event.startswith(
+        SERVER_EVENT_PREFIXES
+    ):
+        raise PermissionDenied(f"not allowed to publish {body.event!r} to {channel}")
+    size = len(json.dumps(body.data, separators=(",", ":")))
+    if size > runtime.settings.max_payload_bytes:
+        raise PayloadTooLarge(f"data is over the {runtime.settings.max_payload_bytes}-byte limit")
+    key = idempotency_key or body.id
+    scoped = None if key is None else f"{caller.sub}:{key}"
+    try:
+        result = await runtime.broker.publish(
+            str(channel), body.event, body.data, idempotency_key=scoped
+        )
+    except BrokerUnavailable:
+        runtime.metrics.broker_errors.labels("publish").inc()
+        raise Unavailable(
+            "the broker is unavailable; retry with the same Idempotency-Key"
+        ) from None
+    if not result.duplicate:
+        runtime.metrics.publications.labels("http").inc()
+    return PublishResponse(offset=result.offset, epoch=result.epoch, duplicate=result.duplicate)
+
+
+@router.get("/channels/{channel}/history", response_model=HistoryResponse)
+async def history(
+    channel: str,
+    caller: Caller,
+    runtime: RuntimeDep,
+    since_epoch: Annotated[str | None, Query(max_length=64)] = None,
+    since_offset: Annotated[int | None, Query(ge=0)] = None,
+    limit: Annotated[int | None, Query(ge=0, le=1000)] = None,
+) -> HistoryResponse:
+    """Retained publications, oldest first; with ``since_*`` everything after that position."""
+    parsed = parse(channel)
+    if not can_subscribe(caller, parsed):
+        raise PermissionDenied(f"not allowed to read {parsed}")
+    if (since_epoch is None) != (since_offset is None):
+        raise InvalidPayload("give both since_epoch and since_offset, or neither")
+    since = None if since_epoch is None else StreamPosition(since_epoch, since_offset or 0)
+    try:
+        result = await runtime.broker.history(str(parsed), since=since, limit=limit)
+    except UnrecoverablePosition as exc:
+        raise Unrecoverable(str(exc)) from None
+    except BrokerUnavailable:
+        raise Unavailable("the broker is unavailable; retry") from None
+    return HistoryResponse.model_validate(
+        {
+            "channel": str(parsed),
+            "epoch": result.position.epoch,
+            "offset": result.position.offset,
+            "publications": [pub.envelope() for pub in result.publications],
+        }
+    )
+
+
+@router.post("/tokens", response_model=TokenResponse)
+async def create_token(body: TokenRequest, _: ServiceCaller, runtime: RuntimeDep) -> TokenResponse:
+    """Mint a user token with explicit channel grants (for pages and scripts)."""
+    settings = runtime.settings
+    if body.ttl > settings.token_max_ttl_s:
+        raise InvalidPayload(f"ttl may be at most {settings.token_max_ttl_s} seconds")
+    for name in body.channels:
+        if not name.endswith("*"):
+            parse(name)
+    token, expires_at = mint_token(
+        settings,
+        sub=body.sub,
+        ttl_s=body.ttl,
+        channels=body.channels,
+        name=body.name,
+        scope=body.scope,
+    )
+    return TokenResponse(token=token, expires_at=expires_at)

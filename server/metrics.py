@@ -1,0 +1,54 @@
+"""Prometheus metrics, on a registry owned by the app (never the process-global one)."""
+
+from __future__ import annotations
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+
+
+class Metrics:
+    def __init__(self) -> None:
+        self.registry = CollectorRegistry()
+        r = self.registry
+        self.connections = Gauge("tandem_connections", "Connected Socket.IO clients", registry=r)
+        self.connects = Counter(
+            "tandem_connects", "Connection attempts by result", ["result"], registry=r
+        )
+        self.disconnects = Counter(
+            "tandem_disconnects", "Disconnects by reason", ["reason"], registry=r
+        )
+        self.subscriptions = Gauge(
+            "tandem_subscriptions", "Live channel subscriptions on this node", registry=r
+        )
+        self.publications = Counter(
+            "tandem_publications", "Publications accepted, by source", ["source"], registry=r
+        )
+        self.deliveries = Counter(
+            "tandem_deliveries", "Publications written to client connections", registry=r
+        )
+        self.latency = Histogram(
+            "tandem_publish_to_deliver_seconds",
+            "Time from publication to hand-off to the connection",
+            buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0),
+            registry=r,
+        )
+        self.recoveries = Counter(
+            "tandem_recoveries", "Subscribe-with-position outcomes", ["result"], registry=r
+        )
+        self.request_errors = Counter(
+            "tandem_request_errors",
+            "Requests answered with an error, by code",
+            ["code"],
+            registry=r,
+        )
+        self.protocol_errors = Counter(
+            "tandem_protocol_errors", "Malformed packets received", ["kind"], registry=r
+        )
+        self.channels = Gauge(
+            "tandem_channels", "Channels with local subscribers on this node", registry=r
+        )
+        self.broker_errors = Counter(
+            "tandem_broker_errors", "Broker operations that failed", ["op"], registry=r
+        )
+
+    def subscriptions_snapshot(self, channel_count: int) -> None:
+        self.channels.set(channel_count)

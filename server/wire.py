@@ -1,0 +1,96 @@
+"""Request payloads of the Socket.IO protocol and the HTTP API, validated with pydantic."""
+
+from __future__ import annotations
+
+from typing import Annotated, Any
+
+from pydantic import BaseModel, ConfigDict, Field, StringConstraints
+
+EVENT_PATTERN = r"^[A-Za-z][A-Za-z0-9_-]*(\.[A-Za-z0-9_-]+)+$"
+EventName = Annotated[str, StringConstraints(pattern=EVENT_PATTERN, max_length=64)]
+ChannelName = Annotated[str, StringConstraints(min_length=3, max_length=160)]
+MessageId = Annotated[str, StringConstraints(min_length=1, max_length=128)]
+
+# Types the server itself emits; clients may not publish them (they would look authoritative).
+SERVER_EVENT_PREFIXES = ("server.", "presence.", "job.", "notification.", "flight.", "doc.")
+
+
+class Request(BaseModel):
+    model_config = ConfigDict(extra="forbid", strict=True, frozen=True)
+
+
+class Since(Request):
+    epoch: Annotated[str, StringConstraints(min_length=1, max_length=64)]
+    offset: Annotated[int, Field(ge=0)]
+
+
+class SubscribeRequest(Request):
+    channel: ChannelName
+    since: Since | None = None
+
+
+class UnsubscribeRequest(Request):
+    channel: ChannelName
+
+
+class PublishRequest(Request):
+    channel: ChannelName
+    event: EventName
+    data: Any = None
+    id: MessageId | None = None
+
+
+class HttpPublishRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    channel: ChannelName
+    event: EventName
+    data: Any = None
+    id: MessageId | None = None
+
+
+class PublishResponse(BaseModel):
+    offset: int
+    epoch: str
+    duplicate: bool
+
+
+class Envelope(BaseModel):
+    channel: str
+    type: str
+    offset: int
+    epoch: str
+    ts: float
+    data: Any
+
+
+class HistoryResponse(BaseModel):
+    channel: str
+    epoch: str
+    offset: int
+    publications: list[Envelope]
+
+
+class TokenRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    sub: Annotated[str, StringConstraints(min_length=1, max_length=128)]
+    name: Annotated[str, StringConstraints(max_length=128)] | None = None
+    channels: Annotated[list[ChannelName], Field(max_length=100)] = Field(default_factory=list)
+    scope: Annotated[str, StringConstraints(max_length=256)] | None = None
+    ttl: Annotated[int, Field(ge=1)] = 3600
+
+
+class TokenResponse(BaseModel):
+    token: str
+    expires_at: int
+
+
+class ErrorBody(BaseModel):
+    code: str
+    message: str
+    retryable: bool
+
+
+class ErrorResponse(BaseModel):
+    error: ErrorBody

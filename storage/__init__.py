@@ -1,0 +1,1 @@
+"""SQLAlchemy 2 async persistence: engine, repositories, Alembic migrations."""
