@@ -67,7 +67,7 @@ def parse_channel(name: object) -> Channel:
     if len(name) > MAX_CHANNEL_LENGTH:
         raise InvalidChannel(f"channel name is longer than {MAX_CHANNEL_LENGTH} characters")
     kind, sep, ident = name.partition(":")
-    if not sep:
+    if not sep or not kind:
         raise InvalidChannel(f"channel {name!r} has no kind; use '<kind>:<id>', e.g. 'job:42'")
     try:
         channel_kind = ChannelKind(kind)

@@ -1,0 +1,170 @@
+"""Values the SDK hands to its users, parsed from the wire."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any, NamedTuple
+
+
+class Position(NamedTuple):
+    """A point in a channel's stream: the epoch and the offset of a publication."""
+
+    epoch: str
+    offset: int
+
+
+@dataclass(frozen=True, slots=True)
+class Message:
+    """One publication on a channel.
+
+    Attributes:
+        channel: The channel name, for example ``"room:lobby"``.
+        type: The event type, for example ``"chat.message"``.
+        offset: Its offset; strictly increasing within an epoch.
+        epoch: The stream epoch; a new epoch means the stream was reset.
+        ts: Server timestamp (seconds since the Unix epoch).
+        data: The event payload.
+    """
+
+    channel: str
+    type: str
+    offset: int
+    epoch: str
+    ts: float
+    data: Any
+
+    @property
+    def position(self) -> Position:
+        """The stream position of this publication."""
+        return Position(self.epoch, self.offset)
+
+    @classmethod
+    def from_envelope(cls, envelope: Mapping[str, Any]) -> Message:
+        """Parse a wire envelope ``{channel, type, offset, epoch, ts, data}``.
+
+        Raises:
+            ValueError: If a field is missing or has the wrong type.
+        """
+        try:
+            return cls(
+                channel=str(envelope["channel"]),
+                type=str(envelope["type"]),
+                offset=_int(envelope["offset"]),
+                epoch=str(envelope["epoch"]),
+                ts=float(envelope["ts"]),
+                data=envelope.get("data"),
+            )
+        except (KeyError, TypeError) as exc:
+            raise ValueError(f"malformed envelope: {envelope!r}") from exc
+
+
+@dataclass(frozen=True, slots=True)
+class Resync:
+    """The stream could not be replayed: continue from ``state`` at this position.
+
+    Yielded by a subscription instead of the missed publications when they are no longer in
+    the channel's history (or the local queue overflowed). Publications after it follow on.
+
+    Attributes:
+        channel: The channel name.
+        epoch: The stream epoch from now on.
+        offset: The offset the state corresponds to; publications after it follow.
+        state: The channel's current state (``None`` for channels without state).
+    """
+
+    channel: str
+    epoch: str
+    offset: int
+    state: Any
+
+    @property
+    def position(self) -> Position:
+        """The stream position this resync starts from."""
+        return Position(self.epoch, self.offset)
+
+
+@dataclass(frozen=True, slots=True)
+class PublishResult:
+    """The outcome of a publish.
+
+    Attributes:
+        offset: The publication's offset in the channel.
+        epoch: The channel's stream epoch.
+        duplicate: True when the idempotency key was seen before; offset is the original one.
+    """
+
+    offset: int
+    epoch: str
+    duplicate: bool
+
+    @classmethod
+    def from_wire(cls, body: Mapping[str, Any]) -> PublishResult:
+        """Parse ``{offset, epoch, duplicate}``."""
+        return cls(_int(body["offset"]), str(body["epoch"]), bool(body.get("duplicate", False)))
+
+
+@dataclass(frozen=True, slots=True)
+class History:
+    """Retained publications of a channel, oldest first.
+
+    Attributes:
+        channel: The channel name.
+        epoch: The stream epoch.
+        offset: The stream's latest offset.
+        publications: The publications, in offset order.
+    """
+
+    channel: str
+    epoch: str
+    offset: int
+    publications: list[Message]
+
+
+@dataclass(frozen=True, slots=True)
+class Token:
+    """A minted user token.
+
+    Attributes:
+        token: The JWT to pass to `Client`.
+        expires_at: Expiry, in seconds since the Unix epoch.
+    """
+
+    token: str
+    expires_at: int
+
+
+@dataclass(frozen=True, slots=True)
+class Notice:
+    """A ``server.notice``: why the server is about to close the connection.
+
+    Attributes:
+        code: An error code such as ``"token_expired"``, ``"shutdown"`` or ``"slow"``.
+        message: A human-readable explanation.
+        reconnect: Whether the client should reconnect.
+        retry_after_ms: How long to wait before reconnecting, in milliseconds.
+    """
+
+    code: str
+    message: str
+    reconnect: bool
+    retry_after_ms: int
+
+    @classmethod
+    def from_wire(cls, body: object) -> Notice:
+        """Parse a notice leniently (a malformed one still means "reconnect")."""
+        fields: Mapping[str, Any] = body if isinstance(body, Mapping) else {}
+        retry_after = fields.get("retry_after_ms")
+        return cls(
+            code=str(fields.get("code") or "unknown"),
+            message=str(fields.get("message") or ""),
+            reconnect=fields.get("reconnect") is not False,
+            retry_after_ms=retry_after if isinstance(retry_after, int) and retry_after > 0 else 0,
+        )
+
+
+def _int(value: object) -> int:
+    # bool is an int subclass; an offset of True is a protocol error, not 1.
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise TypeError(f"expected an integer, got {value!r}")
+    return value

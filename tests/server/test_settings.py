@@ -1,0 +1,54 @@
+from __future__ import annotations
+
+import pytest
+from pydantic import ValidationError
+
+from server.config import DEV_API_KEY, Settings
+
+STRONG = "s" * 40
+
+
+def test_development_defaults_work_out_of_the_box() -> None:
+    settings = Settings()
+    assert settings.is_development
+    assert settings.broker_url == "memory://"
+    assert settings.database_url.startswith("sqlite+aiosqlite")
+    assert settings.effective_api_keys() == [DEV_API_KEY]
+
+
+def test_environment_lists_are_comma_separated(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("TANDEM_API_KEYS", "k1, k2")
+    monkeypatch.setenv("TANDEM_CORS_ORIGINS", "https://a.example,https://b.example")
+    settings = Settings()
+    assert settings.effective_api_keys() == ["k1", "k2"]
+    assert settings.cors_origins == ["https://a.example", "https://b.example"]
+
+
+@pytest.mark.parametrize(
+    ("overrides", "complaint"),
+    [
+        ({"api_keys": "k"}, "TANDEM_JWT_SECRET"),
+        ({"jwt_secret": "short", "api_keys": "k"}, "TANDEM_JWT_SECRET"),
+        ({"jwt_secret": STRONG}, "TANDEM_API_KEYS"),
+        ({"jwt_secret": STRONG, "api_keys": DEV_API_KEY}, "development key"),
+        ({"jwt_secret": STRONG, "api_keys": "k", "cors_origins": "*"}, "TANDEM_CORS_ORIGINS"),
+    ],
+)
+def test_production_refuses_insecure_settings(overrides: dict[str, str], complaint: str) -> None:
+    with pytest.raises(ValidationError, match=complaint):
+        Settings(env="production", **overrides)  # type: ignore[arg-type]
+
+
+def test_production_with_real_secrets_starts() -> None:
+    settings = Settings(env="production", jwt_secret=STRONG, api_keys="k1")  # type: ignore[arg-type]
+    assert settings.effective_api_keys() == ["k1"]
+
+
+def test_algorithm_none_can_never_be_configured() -> None:
+    with pytest.raises(ValidationError, match="none"):
+        Settings(jwt_algorithms="none")  # type: ignore[arg-type]
+
+
+def test_key_algorithms_need_a_public_key() -> None:
+    with pytest.raises(ValidationError, match="PUBLIC_KEY"):
+        Settings(jwt_algorithms="RS256")  # type: ignore[arg-type]
