@@ -13,6 +13,7 @@ from pydantic import ValidationError
 
 from server.auth import mint_token
 from server.config import Settings
+from server.logs import configure_logging
 from storage.migrate import upgrade
 
 cli = typer.Typer(no_args_is_help=True, add_completion=False, help="Tandem real-time server.")
@@ -53,9 +54,7 @@ def serve(
     from server.app import create_app
 
     settings = load_settings(host=host, port=port)
-    logging.basicConfig(
-        level=settings.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s %(message)s"
-    )
+    configure_logging(settings.log_level, json_lines=not settings.is_development)
     if migrate if migrate is not None else settings.database_url.startswith("sqlite"):
         upgrade(settings.database_url)
     app = create_app(settings)
@@ -69,6 +68,8 @@ def serve(
         timeout_graceful_shutdown=int(settings.shutdown_timeout_s),
         ws_max_size=settings.engine_max_bytes,
         proxy_headers=True,
+        # uvicorn's own loggers go through the handler configured above.
+        log_config=None,
     )
     DrainingServer(config, app.runtime.gateway.drain).run()
 

@@ -12,7 +12,7 @@ from collections import deque
 from collections.abc import Awaitable, Callable
 from typing import Any
 
-import msgpack  # type: ignore[import-untyped]
+import msgpack
 import socketio
 from socketio import packet as sio_packet
 from socketio.msgpack_packet import MsgPackPacket

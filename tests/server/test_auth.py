@@ -8,6 +8,7 @@ import hashlib
 import hmac
 import json
 import time
+from collections.abc import Mapping
 
 import jwt
 import pytest
@@ -25,7 +26,7 @@ def verifier(**overrides: object) -> TokenVerifier:
     return TokenVerifier(Settings(jwt_secret=TEST_SECRET, **overrides))  # type: ignore[arg-type]
 
 
-def b64(value: dict[str, object]) -> str:
+def b64(value: Mapping[str, object]) -> str:
     return base64.urlsafe_b64encode(json.dumps(value).encode()).rstrip(b"=").decode()
 
 

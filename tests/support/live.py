@@ -41,7 +41,7 @@ class LiveServer:
         return self.process.pid
 
     def token(self, sub: str = "alice", *, ttl: float = 3600, **claims: object) -> str:
-        return make_token(sub, ttl=ttl, **claims)
+        return make_token(sub, ttl=ttl, **claims)  # type: ignore[arg-type]
 
     def api(self) -> httpx.Client:
         return httpx.Client(
