@@ -78,6 +78,9 @@ class BrokerUnavailable(Exception):
 
 
 PublicationHandler = Callable[[Publication], Awaitable[None]]
+# Called with a channel whose stream this node could not continue (lost or expired while the
+# node was cut off): its subscribers must resynchronize.
+ResetHandler = Callable[[str], Awaitable[None]]
 
 
 class Broker(Protocol):
@@ -140,14 +143,21 @@ class Broker(Protocol):
         ...
 
 
-def create_broker(url: str, options: BrokerOptions, handler: PublicationHandler) -> Broker:
-    """Pick the broker by URL: ``memory://`` or ``redis://host:port/db``."""
+def create_broker(
+    url: str,
+    options: BrokerOptions,
+    handler: PublicationHandler,
+    *,
+    on_reset: ResetHandler | None = None,
+) -> Broker:
+    """Pick the broker by URL: ``memory://`` or ``redis://host:port/db?prefix=tandem:``."""
     scheme = urlsplit(url).scheme
     if scheme == "memory":
         from realtime.memory import MemoryBroker
 
         return MemoryBroker(options, handler)
     if scheme in ("redis", "rediss"):
-        # The Redis broker lands with the scale-out work; say so rather than fail later.
-        raise ValueError("the redis:// broker is not available in this build; use memory://")
+        from realtime.redis import RedisBroker  # needs the 'redis' extra
+
+        return RedisBroker(url, options, handler, on_reset=on_reset)
     raise ValueError(f"unsupported broker URL scheme {scheme!r}; use memory:// or redis://")

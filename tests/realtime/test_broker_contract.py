@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator, Callable
-from contextlib import AbstractAsyncContextManager, asynccontextmanager
+from contextlib import AbstractAsyncContextManager, AsyncExitStack, asynccontextmanager
 
 import pytest
 
@@ -16,8 +16,9 @@ from realtime.broker import (
     UnrecoverablePosition,
     create_broker,
 )
+from tests.support.redis import broker_url, redis_prefix
 
-BROKER_URLS = {"memory": "memory://"}
+BROKERS = ["memory", "redis", "redis-sharded"]
 
 
 class Received:
@@ -39,17 +40,34 @@ class Received:
 BrokerFactory = Callable[..., AbstractAsyncContextManager[tuple[Broker, Received]]]
 
 
-@pytest.fixture(params=sorted(BROKER_URLS))
+@pytest.fixture(params=BROKERS)
 def make_broker(request: pytest.FixtureRequest) -> BrokerFactory:
-    url = BROKER_URLS[request.param]
+    kind = request.param
 
     @asynccontextmanager
     async def factory(**options: float) -> AsyncIterator[tuple[Broker, Received]]:
         received = Received()
-        async with create_broker(url, BrokerOptions(**options), received) as broker:  # type: ignore[arg-type]
+        async with AsyncExitStack() as stack:
+            url = "memory://"
+            if kind.startswith("redis"):
+                prefix = await stack.enter_async_context(redis_prefix())
+                url = broker_url(prefix, sharded=kind == "redis-sharded")
+            broker = create_broker(url, BrokerOptions(**options), received)  # type: ignore[arg-type]
+            await stack.enter_async_context(broker)
+            await wait_ready(broker)
             yield broker, received
 
     return factory
+
+
+async def wait_ready(broker: Broker) -> None:
+    async with asyncio.timeout(5):
+        while True:
+            try:
+                await broker.ping()
+                return
+            except Exception:
+                await asyncio.sleep(0.02)
 
 
 async def test_publication_reaches_subscribed_node_in_order(make_broker: BrokerFactory) -> None:

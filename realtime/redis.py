@@ -1,0 +1,433 @@
+"""RedisBroker: per-channel streams and per-channel pub/sub shared by every node.
+
+Per channel (keys hash-tagged on the channel, so one channel lives in one cluster slot):
+
+- ``{p}{<ch>}:m`` hash ``epoch``, ``top``: the stream's epoch and its last offset;
+- ``{p}{<ch>}:s`` stream of retained publications, entry id ``<offset>-0``;
+- ``{p}{<ch>}:p`` pub/sub channel that live publications go out on;
+- ``{p}{<ch>}:i:<key>`` idempotency records.
+
+One Lua script assigns the offset, appends to the stream and publishes, so offsets are
+serialized per channel in Redis itself. A lost meta hash (restart without persistence,
+eviction) gets a new epoch, and clients holding the old one are told they cannot recover.
+
+Each node subscribes only to channels it has local subscribers for, and delivers what it
+hears in offset order: a jump in offsets is repaired from the stream before delivery, and
+after a reconnect every channel is caught up from the stream the same way.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import random
+import time
+from types import TracebackType
+from typing import Any, Self
+from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
+
+import msgpack
+from redis import asyncio as aioredis
+from redis.asyncio.retry import Retry
+from redis.backoff import NoBackoff
+from redis.exceptions import RedisError
+
+from realtime.broker import (
+    BrokerOptions,
+    BrokerUnavailable,
+    History,
+    Publication,
+    PublicationHandler,
+    PublishResult,
+    ResetHandler,
+    StreamPosition,
+    UnrecoverablePosition,
+)
+from realtime.memory import new_epoch
+
+log = logging.getLogger(__name__)
+
+_PUBLISH = """
+local idem = KEYS[3]
+if idem ~= "" then
+  local seen = redis.call("GET", idem)
+  if seen then return {1, seen} end
+end
+local epoch = redis.call("HGET", KEYS[2], "epoch")
+if not epoch then
+  epoch = ARGV[5]
+  redis.call("DEL", KEYS[1])
+  redis.call("HSET", KEYS[2], "epoch", epoch, "top", 0)
+end
+local top = redis.call("HINCRBY", KEYS[2], "top", 1)
+if tonumber(ARGV[2]) > 0 then
+  redis.call("XADD", KEYS[1], "MAXLEN", ARGV[2], top .. "-0", "p", ARGV[1])
+  redis.call("PEXPIRE", KEYS[1], ARGV[3])
+end
+redis.call("PEXPIRE", KEYS[2], ARGV[4])
+redis.call(ARGV[7], KEYS[4], cmsgpack.pack({top, epoch, ARGV[1]}))
+local position = epoch .. ":" .. top
+if idem ~= "" then redis.call("SET", idem, position, "PX", ARGV[6]) end
+return {0, position}
+"""
+
+# Returns epoch, top and the entries after ARGV[3] (or the latest ARGV[4], or all).
+_HISTORY = """
+local epoch = redis.call("HGET", KEYS[2], "epoch")
+if not epoch then
+  epoch = ARGV[1]
+  redis.call("DEL", KEYS[1])
+  redis.call("HSET", KEYS[2], "epoch", epoch, "top", 0)
+  redis.call("PEXPIRE", KEYS[2], ARGV[2])
+end
+local top = tonumber(redis.call("HGET", KEYS[2], "top"))
+local since = tonumber(ARGV[3])
+local limit = tonumber(ARGV[4])
+local entries
+if since >= 0 then
+  entries = {}
+  if since < top then entries = redis.call("XRANGE", KEYS[1], (since + 1) .. "-0", "+") end
+elseif limit == 0 then
+  entries = {}
+elseif limit > 0 then
+  entries = redis.call("XREVRANGE", KEYS[1], "+", "-", "COUNT", limit)
+else
+  entries = redis.call("XRANGE", KEYS[1], "-", "+")
+end
+return {epoch, top, entries}
+"""
+
+_MAX_BACKOFF_S = 2.0
+_CONNECT_ERRORS = (RedisError, OSError, asyncio.TimeoutError)
+
+
+def _split_url(url: str) -> tuple[str, str, bool]:
+    """Take our own options (``prefix``, ``sharded``) out of the URL's query string."""
+    parts = urlsplit(url)
+    query = dict(parse_qsl(parts.query))
+    prefix = query.pop("prefix", "tandem:")
+    sharded = query.pop("sharded", "0").lower() in ("1", "true", "yes")
+    clean = urlunsplit(parts._replace(query=urlencode(query)))
+    return clean, prefix, sharded
+
+
+class RedisBroker:
+    """Broker for several nodes sharing one Redis (``redis://host:port/db?prefix=tandem:``)."""
+
+    def __init__(
+        self,
+        url: str,
+        options: BrokerOptions,
+        handler: PublicationHandler,
+        *,
+        on_reset: ResetHandler | None = None,
+    ) -> None:
+        self._url, self._prefix, self._sharded = _split_url(url)
+        self._options = options
+        self._handler = handler
+        self._on_reset = on_reset
+        self._redis: aioredis.Redis | None = None
+        self._listener_redis: aioredis.Redis | None = None
+        self._pubsub: Any = None
+        self._subscribed: set[str] = set()
+        # The last offset this node delivered on each subscribed channel.
+        self._positions: dict[str, StreamPosition] = {}
+        self._confirmations: dict[str, asyncio.Future[None]] = {}
+        self._connected = asyncio.Event()
+        self._listener: asyncio.Task[None] | None = None
+        self._publish_script: Any = None
+        self._history_script: Any = None
+        self._publish_command = "SPUBLISH" if self._sharded else "PUBLISH"
+
+    # -- lifecycle --------------------------------------------------------------------------
+
+    async def __aenter__(self) -> Self:
+        common: dict[str, Any] = {"socket_connect_timeout": 2, "health_check_interval": 10}
+        self._redis = aioredis.from_url(self._url, socket_timeout=2, **common)
+        # The listener owns its reconnects: no hidden retries that would hide a gap from us.
+        self._listener_redis = aioredis.from_url(self._url, retry=Retry(NoBackoff(), 0), **common)
+        self._publish_script = self._redis.register_script(_PUBLISH)
+        self._history_script = self._redis.register_script(_HISTORY)
+        self._listener = asyncio.create_task(self._listen_forever(), name="redis-broker-listener")
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        if self._listener is not None:
+            self._listener.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._listener
+        await self._close_pubsub()
+        for client in (self._redis, self._listener_redis):
+            if client is not None:
+                await client.aclose()
+        self._redis = self._listener_redis = None
+
+    # -- the Broker contract ----------------------------------------------------------------
+
+    async def publish(
+        self, channel: str, event: str, data: Any, *, idempotency_key: str | None = None
+    ) -> PublishResult:
+        payload = msgpack.packb([event, data, time.time(), self._options.node_id])
+        keys = [
+            self._key(channel, "s"),
+            self._key(channel, "m"),
+            self._key(channel, f"i:{idempotency_key}") if idempotency_key is not None else "",
+            self._key(channel, "p"),
+        ]
+        args = [
+            payload,
+            self._options.history_size,
+            max(1, int(self._options.history_ttl * 1000)),
+            max(1, int(self._options.stream_meta_ttl * 1000)),
+            new_epoch(),
+            max(1, int(self._options.idempotency_ttl * 1000)),
+            self._publish_command,
+        ]
+        try:
+            duplicate, position = await self._script(self._publish_script)(keys=keys, args=args)
+        except _CONNECT_ERRORS as exc:
+            raise BrokerUnavailable(f"redis: {exc}") from exc
+        epoch, _, offset = position.decode().rpartition(":")
+        return PublishResult(int(offset), epoch, duplicate=bool(duplicate))
+
+    async def subscribe(self, channel: str) -> None:
+        # While the listener reconnects, a subscriber could be told a position the node has
+        # not caught up to yet; refusing (retryably) keeps every join exact.
+        if not self._connected.is_set() or self._pubsub is None:
+            raise BrokerUnavailable("redis pub/sub is reconnecting; retry")
+        if channel in self._subscribed:
+            return
+        self._subscribed.add(channel)
+        try:
+            await self._subscribe_now(self._pubsub, [channel])
+            position = (await self.history(channel, limit=0)).position
+        except (*_CONNECT_ERRORS, BrokerUnavailable) as exc:
+            self._subscribed.discard(channel)
+            raise BrokerUnavailable(f"redis: {exc}") from exc
+        # A live message may already have set it; it is at least as recent.
+        self._positions.setdefault(channel, position)
+
+    async def unsubscribe(self, channel: str) -> None:
+        if channel not in self._subscribed:
+            return
+        self._subscribed.discard(channel)
+        self._positions.pop(channel, None)
+        if self._connected.is_set() and self._pubsub is not None:
+            command = self._pubsub.sunsubscribe if self._sharded else self._pubsub.unsubscribe
+            with contextlib.suppress(*_CONNECT_ERRORS):
+                await command(self._key(channel, "p"))
+
+    async def history(
+        self, channel: str, *, since: StreamPosition | None = None, limit: int | None = None
+    ) -> History:
+        keys = [self._key(channel, "s"), self._key(channel, "m")]
+        args = [
+            new_epoch(),
+            max(1, int(self._options.stream_meta_ttl * 1000)),
+            since.offset if since is not None else -1,
+            limit if limit is not None and since is None else -1,
+        ]
+        try:
+            raw_epoch, top, entries = await self._script(self._history_script)(keys=keys, args=args)
+        except _CONNECT_ERRORS as exc:
+            raise BrokerUnavailable(f"redis: {exc}") from exc
+        position = StreamPosition(raw_epoch.decode(), int(top))
+        publications = self._decode_entries(channel, position.epoch, entries)
+        if since is None:
+            if limit is not None and limit > 0:
+                publications.reverse()  # XREVRANGE gave newest first
+            return History(publications, position)
+        if since.epoch != position.epoch or since.offset > position.offset:
+            raise UnrecoverablePosition(
+                f"position {since.epoch}/{since.offset} is not in stream {position.epoch}"
+            )
+        missed = position.offset - since.offset
+        if limit is not None and missed > limit:
+            raise UnrecoverablePosition(f"{missed} publications missed; the limit is {limit}")
+        if missed and (not publications or publications[0].offset != since.offset + 1):
+            raise UnrecoverablePosition(f"publications after offset {since.offset} have expired")
+        return History(publications[:missed], position)
+
+    async def ping(self) -> None:
+        if self._redis is None:
+            raise RuntimeError("RedisBroker is not running: use `async with broker:`")
+        try:
+            await self._redis.ping()
+        except _CONNECT_ERRORS as exc:
+            raise BrokerUnavailable(f"redis: {exc}") from exc
+        if not self._connected.is_set():
+            raise BrokerUnavailable("redis pub/sub is not connected yet")
+
+    # -- internals --------------------------------------------------------------------------
+
+    def _key(self, channel: str, suffix: str) -> str:
+        return f"{self._prefix}{{{channel}}}:{suffix}"
+
+    def _script(self, script: Any) -> Any:
+        if script is None:
+            raise RuntimeError("RedisBroker is not running: use `async with broker:`")
+        return script
+
+    def _decode_entries(self, channel: str, epoch: str, entries: list[Any]) -> list[Publication]:
+        horizon = time.time() - self._options.history_ttl
+        publications = []
+        for entry_id, fields in entries:
+            offset = int(entry_id.split(b"-")[0])
+            # Script replies keep the raw field list: [b"p", payload].
+            pub = self._decode(channel, offset, epoch, fields[1])
+            if pub is not None and pub.ts >= horizon:
+                publications.append(pub)
+        return publications
+
+    def _decode(self, channel: str, offset: int, epoch: str, payload: bytes) -> Publication | None:
+        try:
+            event, data, ts, _node = msgpack.unpackb(payload)
+            return Publication(channel, str(event), data, offset, epoch, float(ts))
+        except Exception:
+            log.warning("dropping undecodable publication on %s#%d", channel, offset)
+            return None
+
+    async def _subscribe_now(self, pubsub: Any, channels: list[str]) -> None:
+        """Subscribe and wait until Redis confirms, so nothing published after is missed."""
+        loop = asyncio.get_running_loop()
+        waits = []
+        for channel in channels:
+            future = self._confirmations.get(channel)
+            if future is None or future.done():
+                future = self._confirmations[channel] = loop.create_future()
+            waits.append(future)
+        command = pubsub.ssubscribe if self._sharded else pubsub.subscribe
+        await command(*(self._key(channel, "p") for channel in channels))
+        try:
+            async with asyncio.timeout(5):
+                await asyncio.gather(*waits)
+        except TimeoutError:
+            raise BrokerUnavailable("redis did not confirm the subscription") from None
+
+    async def _close_pubsub(self) -> None:
+        pubsub, self._pubsub = self._pubsub, None
+        if pubsub is not None:
+            with contextlib.suppress(Exception):
+                await pubsub.aclose()
+
+    async def _listen_forever(self) -> None:
+        delay = 0.1
+        while True:
+            try:
+                await self._connect_and_listen()
+            except asyncio.CancelledError:
+                raise
+            except _CONNECT_ERRORS as exc:
+                log.warning("redis pub/sub connection lost (%s); reconnecting", exc)
+            except Exception:
+                log.exception("redis listener failed; reconnecting")
+            if self._connected.is_set():
+                delay = 0.1  # it was up: start the backoff afresh
+            self._connected.clear()
+            await self._close_pubsub()
+            for future in self._confirmations.values():
+                if not future.done():
+                    future.cancel()
+            await asyncio.sleep(delay * random.uniform(0.5, 1.0))
+            delay = min(delay * 2, _MAX_BACKOFF_S)
+
+    async def _connect_and_listen(self) -> None:
+        if self._listener_redis is None:
+            raise RuntimeError("RedisBroker is not running")
+        pubsub: Any = self._listener_redis.pubsub(ignore_subscribe_messages=False)
+        self._pubsub = pubsub
+        await pubsub.connect()
+        reader = asyncio.create_task(self._read(pubsub))
+        try:
+            if self._subscribed:
+                await self._subscribe_now(pubsub, sorted(self._subscribed))
+            await self._catch_up()
+            self._connected.set()
+            await reader
+        finally:
+            reader.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await reader
+
+    async def _read(self, pubsub: Any) -> None:
+        while True:
+            message = await pubsub.get_message(timeout=1.0)
+            if message is None:
+                continue
+            kind = message["type"]
+            if kind not in ("subscribe", "ssubscribe", "message", "smessage"):
+                continue
+            channel = self._channel_of(message["channel"])
+            if kind in ("subscribe", "ssubscribe"):
+                future = self._confirmations.get(channel)
+                if future is not None and not future.done():
+                    future.set_result(None)
+            elif channel in self._subscribed:
+                await self._receive(channel, message["data"])
+
+    def _channel_of(self, key: bytes | str) -> str:
+        name = key.decode() if isinstance(key, bytes) else key
+        return name[len(self._prefix) + 1 : -len("}:p")]
+
+    async def _receive(self, channel: str, raw: bytes) -> None:
+        try:
+            # Lua's cmsgpack writes strings as raw bytes: decode the frame without UTF-8.
+            offset, epoch, payload = msgpack.unpackb(raw, raw=True)
+            pub = self._decode(channel, int(offset), epoch.decode(), payload)
+        except Exception:
+            log.warning("dropping malformed message on %s", channel)
+            return
+        if pub is None:
+            return
+        last = self._positions.get(channel)
+        if last is not None and last.epoch == pub.epoch:
+            if pub.offset <= last.offset:
+                return  # already delivered (repair raced with live delivery)
+            if pub.offset > last.offset + 1 and not await self._repair(channel, last):
+                return
+        elif last is not None:
+            await self._reset(channel, pub.epoch, pub.offset)
+            return
+        await self._deliver(pub)
+
+    async def _repair(self, channel: str, last: StreamPosition) -> bool:
+        """Deliver what is missing after ``last`` from the stream; reset if it cannot."""
+        try:
+            history = await self.history(channel, since=last)
+        except UnrecoverablePosition:
+            top = await self.history(channel, limit=0)
+            await self._reset(channel, top.position.epoch, top.position.offset)
+            return False
+        for pub in history.publications:
+            current = self._positions.get(channel)
+            if current is not None and current.epoch == pub.epoch and pub.offset <= current.offset:
+                continue
+            await self._deliver(pub)
+        return True
+
+    async def _catch_up(self) -> None:
+        for channel in sorted(self._subscribed):
+            last = self._positions.get(channel)
+            if last is None:
+                self._positions[channel] = (await self.history(channel, limit=0)).position
+            else:
+                await self._repair(channel, last)
+
+    async def _reset(self, channel: str, epoch: str, offset: int) -> None:
+        log.warning("stream of %s cannot be continued; resetting its subscribers", channel)
+        self._positions[channel] = StreamPosition(epoch, offset)
+        if self._on_reset is not None:
+            await self._on_reset(channel)
+
+    async def _deliver(self, pub: Publication) -> None:
+        self._positions[pub.channel] = StreamPosition(pub.epoch, pub.offset)
+        try:
+            await self._handler(pub)
+        except Exception:
+            log.exception("publication handler failed for %s#%d", pub.channel, pub.offset)
