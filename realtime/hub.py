@@ -19,6 +19,8 @@ from realtime.broker import Broker, Publication
 log = logging.getLogger(__name__)
 
 Deliver = Callable[[Publication, Collection[str]], Awaitable[None]]
+# Told which local connections must resynchronize a channel whose stream could not be continued.
+Resync = Callable[[str, Collection[str]], Awaitable[None]]
 
 # Publications buffered for one joining subscriber; a join that would need more is retried by
 # the client from its position instead of buffering without bound.
@@ -33,6 +35,8 @@ class Hub:
     def __init__(self, deliver: Deliver) -> None:
         self._broker: Broker | None = None
         self._deliver = deliver
+        # Set by the owner of the connections; without it a broken stream is only logged.
+        self.resync: Resync | None = None
         self._live: dict[str, set[str]] = defaultdict(set)
         self._joining: dict[str, dict[str, list[Publication] | None]] = defaultdict(dict)
         self._by_conn: dict[str, set[str]] = defaultdict(set)
@@ -62,6 +66,16 @@ class Hub:
         live = self._live.get(pub.channel)
         if live:
             await self._deliver(pub, live)
+
+    async def on_reset(self, channel: str) -> None:
+        """The broker's reset handler: every local subscriber of ``channel`` must resync."""
+        conns = set(self._live.get(channel, ())) | set(self._joining.get(channel, ()))
+        if not conns:
+            return
+        if self.resync is None:
+            log.warning("stream of %s broke and nobody resyncs its subscribers", channel)
+            return
+        await self.resync(channel, conns)
 
     async def begin(self, conn: str, channel: str) -> None:
         """Start listening on ``channel`` for ``conn`` and buffer what arrives for it."""

@@ -96,6 +96,7 @@ class SocketGateway:
         sio.on("publish", self._request(PublishRequest, self.publish))
         sio.on("*", self.on_unknown_event)
         sio.on_abuse = self.on_abuse
+        self._hub.resync = self.resync
 
     @property
     def connection_count(self) -> int:
@@ -184,6 +185,15 @@ class SocketGateway:
                 )
                 for sid in list(self._connections)
             )
+        )
+
+    async def resync(self, channel: str, sids: Collection[str]) -> None:
+        """A channel's stream broke (Redis lost it while we were cut off): like Centrifugo's
+        ``insufficient_state``, its subscribers reconnect, resubscribe with their position and
+        get the missed publications or ``recovered: false`` with the state."""
+        message = f"the stream of {channel} was interrupted; resubscribe with your position"
+        await asyncio.gather(
+            *(self.kick(sid, ErrorCode.INSUFFICIENT_STATE, message, reconnect=True) for sid in sids)
         )
 
     def _spawn(self, coro: Awaitable[None]) -> None:
@@ -322,16 +332,11 @@ class SocketGateway:
 class SocketDelivery:
     """Hands one publication to the local subscribers: one encode, one emit."""
 
-    def __init__(self, metrics: Metrics) -> None:
-        self._metrics = metrics
-        self._sio: TandemSocketServer | None = None
-
-    def attach(self, sio: TandemSocketServer) -> None:
+    def __init__(self, sio: TandemSocketServer, metrics: Metrics) -> None:
         self._sio = sio
+        self._metrics = metrics
 
     async def __call__(self, pub: Publication, recipients: Collection[str]) -> None:
-        if self._sio is None:
-            raise RuntimeError("SocketDelivery is not attached to a server")
         # A list of sids: python-socketio encodes the packet once for all of them.
         await self._sio.emit(pub.event, pub.envelope(), to=list(recipients))
         self._metrics.deliveries.inc(len(recipients))

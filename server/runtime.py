@@ -61,17 +61,6 @@ def build_runtime(settings: Settings) -> Runtime:
     """Construct (but do not connect) every part of a node."""
     metrics = Metrics()
     node_id = settings.node_id or secrets.token_hex(4)
-    delivery = SocketDelivery(metrics)
-    options = BrokerOptions(
-        history_size=settings.history_size,
-        history_ttl=settings.history_ttl_s,
-        idempotency_ttl=settings.idempotency_ttl_s,
-        node_id=node_id,
-    )
-    hub = Hub(delivery)
-    broker = create_broker(settings.broker_url, options, hub.on_publication)
-    hub.use(broker)
-    verifier = TokenVerifier(settings)
     sio = TandemSocketServer(
         async_mode="asgi",
         max_payload_bytes=settings.max_payload_bytes,
@@ -85,7 +74,16 @@ def build_runtime(settings: Settings) -> Runtime:
         logger=False,
         engineio_logger=False,
     )
-    delivery.attach(sio)
+    hub = Hub(SocketDelivery(sio, metrics))
+    options = BrokerOptions(
+        history_size=settings.history_size,
+        history_ttl=settings.history_ttl_s,
+        idempotency_ttl=settings.idempotency_ttl_s,
+        node_id=node_id,
+    )
+    broker = create_broker(settings.broker_url, options, hub.on_publication, on_reset=hub.on_reset)
+    hub.use(broker)
+    verifier = TokenVerifier(settings)
     gateway = SocketGateway(
         sio=sio,
         settings=settings,
