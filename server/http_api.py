@@ -6,7 +6,8 @@ import hmac
 import json
 from typing import Annotated
 
-from fastapi import APIRouter, Depends, Header, Query, Request
+from fastapi import APIRouter, Depends, Header, Query, Request, Response
+from sqlalchemy.exc import SQLAlchemyError
 
 from domain.errors import (
     InvalidPayload,
@@ -27,9 +28,11 @@ from server.wire import (
     HistoryResponse,
     HttpPublishRequest,
     PublishResponse,
+    QueuedResponse,
     TokenRequest,
     TokenResponse,
 )
+from storage.outbox import OutboxMessage, stage
 
 ERRORS = {
     status: {"model": ErrorResponse}
@@ -69,14 +72,23 @@ def require_service(caller: Caller) -> Principal:
 ServiceCaller = Annotated[Principal, Depends(require_service)]
 
 
-@router.post("/publish", response_model=PublishResponse)
+@router.post(
+    "/publish",
+    response_model=PublishResponse | QueuedResponse,
+    responses={202: {"model": QueuedResponse, "description": "durable: committed, not yet sent"}},
+)
 async def publish(
     body: HttpPublishRequest,
     caller: Caller,
     runtime: RuntimeDep,
+    response: Response,
     idempotency_key: Annotated[str | None, Header(max_length=128)] = None,
-) -> PublishResponse:
-    """Publish one event to a channel; retry with the same ``Idempotency-Key`` safely."""
+) -> PublishResponse | QueuedResponse:
+    """Publish one event to a channel; retry with the same ``Idempotency-Key`` safely.
+
+    Answers 503 with ``Retry-After`` while the broker is down, unless ``durable`` is set: then
+    the event is committed to the outbox (202) and published when the broker can take it.
+    """
     channel = parse(body.channel)
     if caller.is_service:
         if body.event.startswith("server."):
@@ -90,6 +102,10 @@ async def publish(
         raise PayloadTooLarge(f"data is over the {runtime.settings.max_payload_bytes}-byte limit")
     key = idempotency_key or body.id
     scoped = None if key is None else f"{caller.sub}:{key}"
+    if body.durable:
+        await _stage(runtime, OutboxMessage(str(channel), body.event, body.data, scoped))
+        response.status_code = 202
+        return QueuedResponse()
     try:
         result = await runtime.broker.publish(
             str(channel), body.event, body.data, idempotency_key=scoped
@@ -102,6 +118,16 @@ async def publish(
     if not result.duplicate:
         runtime.metrics.publications.labels("http").inc()
     return PublishResponse(offset=result.offset, epoch=result.epoch, duplicate=result.duplicate)
+
+
+async def _stage(runtime: Runtime, message: OutboxMessage) -> None:
+    try:
+        async with runtime.sessions() as session:
+            stage(session, [message])
+            await session.commit()
+    except SQLAlchemyError:
+        raise Unavailable("the database is unavailable; retry") from None
+    runtime.relay.wake()
 
 
 @router.get("/channels/{channel}/history", response_model=HistoryResponse)

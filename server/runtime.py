@@ -8,7 +8,7 @@ from collections.abc import AsyncIterator
 from contextlib import AsyncExitStack, asynccontextmanager
 from dataclasses import dataclass, field
 
-from sqlalchemy.ext.asyncio import AsyncEngine
+from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
 from realtime.broker import Broker, BrokerOptions, create_broker
 from realtime.hub import Hub
@@ -18,7 +18,8 @@ from server.gateway import SocketDelivery, SocketGateway
 from server.metrics import Metrics
 from server.socket_server import CompatMsgPackPacket, TandemSocketServer
 from server.state import ChannelState
-from storage.database import create_engine, ping
+from storage.database import create_engine, ping, sessionmaker
+from storage.outbox import OutboxRelay
 
 
 @dataclass(eq=False)
@@ -31,6 +32,8 @@ class Runtime:
     gateway: SocketGateway
     engine: AsyncEngine
     verifier: TokenVerifier
+    relay: OutboxRelay
+    sessions: async_sessionmaker[AsyncSession]
     node_id: str
     started: asyncio.Event = field(default_factory=asyncio.Event)
 
@@ -53,6 +56,7 @@ class Runtime:
         async with AsyncExitStack() as stack:
             stack.push_async_callback(self.engine.dispose)
             await stack.enter_async_context(self.broker)
+            await stack.enter_async_context(self.relay)
             self.started.set()
             yield self
 
@@ -94,6 +98,11 @@ def build_runtime(settings: Settings) -> Runtime:
         metrics=metrics,
     )
     gateway.register()
+    engine = create_engine(settings.database_url)
+
+    async def relay_publish(channel: str, event: str, data: object, key: str) -> None:
+        await broker.publish(channel, event, data, idempotency_key=key)
+
     return Runtime(
         settings=settings,
         metrics=metrics,
@@ -101,7 +110,9 @@ def build_runtime(settings: Settings) -> Runtime:
         broker=broker,
         hub=hub,
         gateway=gateway,
-        engine=create_engine(settings.database_url),
+        engine=engine,
         verifier=verifier,
+        relay=OutboxRelay(engine, relay_publish),
+        sessions=sessionmaker(engine),
         node_id=node_id,
     )

@@ -47,12 +47,21 @@ class HttpPublishRequest(BaseModel):
     event: EventName
     data: Any = None
     id: MessageId | None = None
+    durable: bool = Field(
+        default=False,
+        description="Commit to the outbox and answer 202: published as soon as the broker "
+        "can take it, even across a broker outage.",
+    )
 
 
 class PublishResponse(BaseModel):
     offset: int
     epoch: str
     duplicate: bool
+
+
+class QueuedResponse(BaseModel):
+    queued: bool = True
 
 
 class Envelope(BaseModel):

@@ -2,8 +2,39 @@
 
 from __future__ import annotations
 
-from sqlalchemy.orm import DeclarativeBase
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import JSON, BigInteger, DateTime, Index, Integer, String
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
 
 class Base(DeclarativeBase):
     pass
+
+
+class OutboxRow(Base):
+    """An event committed with the change that caused it, waiting to be published."""
+
+    __tablename__ = "outbox"
+
+    id: Mapped[int] = mapped_column(
+        BigInteger().with_variant(Integer, "sqlite"), primary_key=True, autoincrement=True
+    )
+    channel: Mapped[str] = mapped_column(String(160))
+    event: Mapped[str] = mapped_column(String(64))
+    data: Mapped[Any] = mapped_column(JSON, nullable=True)
+    # Passed to the broker when relayed; a staged retry of the same request dedupes there.
+    idempotency_key: Mapped[str | None] = mapped_column(String(200), default=None)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    sent_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), default=None)
+
+    __table_args__ = (
+        # The relay only ever scans unsent rows in id order.
+        Index(
+            "ix_outbox_pending",
+            "id",
+            postgresql_where=sent_at.is_(None),
+            sqlite_where=sent_at.is_(None),
+        ),
+    )

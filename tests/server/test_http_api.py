@@ -167,3 +167,23 @@ def test_health_metrics_and_docs(http: httpx.Client) -> None:
     assert {"/api/publish", "/api/tokens", "/api/channels/{channel}/history"} <= set(paths)
     missing = http.get("/nope")
     assert missing.status_code == 404 and missing.json()["error"]["code"] == "not_found"
+
+
+async def test_durable_publish_is_queued_then_delivered(server: LiveServer) -> None:
+    from tests.support.sio import connected
+
+    async with connected(server.url, server.token("ops", scope="admin")) as client:
+        await client.call("subscribe", {"channel": "job:durable"})
+        async with httpx.AsyncClient(base_url=server.url, headers=AUTH) as http:
+            response = await http.post(
+                "/api/publish",
+                json={
+                    "channel": "job:durable",
+                    "event": "job.progress",
+                    "data": 5,
+                    "durable": True,
+                },
+            )
+        assert response.status_code == 202 and response.json() == {"queued": True}
+        event, envelope = await client.next()
+    assert event == "job.progress" and envelope["data"] == 5

@@ -1,0 +1,158 @@
+"""The outbox on SQLite and PostgreSQL, relaying to a real broker."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from realtime.broker import BrokerOptions, BrokerUnavailable, Publication
+from realtime.memory import MemoryBroker
+from storage.database import create_engine, sessionmaker
+from storage.migrate import upgrade
+from storage.outbox import OutboxMessage, OutboxRelay, stage
+from tests.support.databases import postgres_database
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
+    if request.param == "sqlite":
+        url = f"sqlite+aiosqlite:///{tmp_path / 'o.db'}"
+        upgrade(url)
+        yield url
+    else:
+        with postgres_database() as url:
+            upgrade(url)
+            yield url
+
+
+@pytest.fixture
+async def engine(database_url: str) -> AsyncIterator[AsyncEngine]:
+    engine = create_engine(database_url)
+    yield engine
+    await engine.dispose()
+
+
+class Published:
+    def __init__(self) -> None:
+        self.items: list[Publication] = []
+        self.changed = asyncio.Event()
+
+    async def __call__(self, pub: Publication) -> None:
+        self.items.append(pub)
+        self.changed.set()
+
+
+@pytest.fixture
+async def broker() -> AsyncIterator[tuple[MemoryBroker, Published]]:
+    received = Published()
+    async with MemoryBroker(BrokerOptions(), received) as broker:
+        await broker.subscribe("job:1")
+        await broker.subscribe("job:2")
+        yield broker, received
+
+
+def publisher(broker: MemoryBroker, fail_after: list[int] | None = None) -> Any:
+    async def publish(channel: str, event: str, data: Any, key: str) -> None:
+        if fail_after is not None:
+            if fail_after[0] <= 0:
+                raise BrokerUnavailable("down")
+            fail_after[0] -= 1
+        await broker.publish(channel, event, data, idempotency_key=key)
+
+    return publish
+
+
+async def write(engine: AsyncEngine, *messages: OutboxMessage, commit: bool = True) -> None:
+    async with sessionmaker(engine)() as session:
+        stage(session, messages)
+        if commit:
+            await session.commit()
+        else:
+            await session.rollback()
+
+
+async def settle(received: Published, count: int) -> None:
+    async with asyncio.timeout(3):
+        while len(received.items) < count:
+            received.changed.clear()
+            await received.changed.wait()
+
+
+async def test_committed_events_go_out_in_order_rolled_back_never(
+    engine: AsyncEngine, broker: tuple[MemoryBroker, Published]
+) -> None:
+    memory, received = broker
+    await write(engine, OutboxMessage("job:1", "job.created", {"v": 0}), commit=False)
+    await write(engine, *(OutboxMessage("job:1", "job.progress", {"v": i}) for i in range(1, 6)))
+    relay = OutboxRelay(engine, publisher(memory))
+    assert await relay.pending() == 5
+    assert await relay.relay_once() == 5
+    await settle(received, 5)
+    assert [p.data["v"] for p in received.items] == [1, 2, 3, 4, 5]
+    assert await relay.pending() == 0 and await relay.relay_once() == 0
+
+
+async def test_broker_outage_keeps_events_until_it_returns(
+    engine: AsyncEngine, broker: tuple[MemoryBroker, Published]
+) -> None:
+    memory, received = broker
+    await write(engine, *(OutboxMessage("job:2", "job.progress", {"v": i}) for i in range(6)))
+    budget = [2]
+    relay = OutboxRelay(engine, publisher(memory, budget))
+    with pytest.raises(BrokerUnavailable):
+        await relay.relay_once()
+    assert await relay.pending() == 4
+    budget[0] = 100  # the broker is back
+    assert await relay.relay_once() == 4
+    await settle(received, 6)
+    assert [p.data["v"] for p in received.items] == list(range(6))
+    assert [p.offset for p in received.items] == list(range(1, 7))
+
+
+async def test_running_relay_publishes_soon_after_a_wake(
+    engine: AsyncEngine, broker: tuple[MemoryBroker, Published]
+) -> None:
+    memory, received = broker
+    async with OutboxRelay(engine, publisher(memory), poll_interval=30) as relay:
+        await asyncio.sleep(0.05)
+        await write(engine, OutboxMessage("job:1", "job.created", {}))
+        relay.wake()
+        await settle(received, 1)
+
+
+async def test_polling_picks_up_rows_without_a_wake(
+    engine: AsyncEngine, broker: tuple[MemoryBroker, Published]
+) -> None:
+    memory, received = broker
+    async with OutboxRelay(engine, publisher(memory), poll_interval=0.1):
+        await write(engine, OutboxMessage("job:1", "job.created", {}))
+        await settle(received, 1)
+
+
+async def test_many_relays_publish_each_row_once_in_order(database_url: str) -> None:
+    received = Published()
+    engines = [create_engine(database_url) for _ in range(3)]
+    try:
+        async with MemoryBroker(BrokerOptions(), received) as memory:
+            await memory.subscribe("job:1")
+            await write(
+                engines[0], *(OutboxMessage("job:1", "job.progress", {"v": i}) for i in range(200))
+            )
+            relays = [OutboxRelay(e, publisher(memory), batch_size=7) for e in engines]
+
+            async def drain(relay: OutboxRelay) -> None:
+                while await relay.pending():
+                    await relay.relay_once()
+                    await asyncio.sleep(0)
+
+            await asyncio.gather(*(drain(r) for r in relays))
+            await settle(received, 200)
+    finally:
+        for engine in engines:
+            await engine.dispose()
+    assert [p.data["v"] for p in received.items] == list(range(200))
