@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
@@ -14,6 +15,7 @@ class Recorder:
     def __init__(self, client: socketio.AsyncClient) -> None:
         self.client = client
         self.events: asyncio.Queue[tuple[str, Any]] = asyncio.Queue()
+        self.arrivals: list[float] = []  # monotonic time of each event
         self.disconnected = asyncio.Event()
         self.disconnect_reason: Any = None
 
@@ -42,6 +44,7 @@ async def connected(
 
     @client.on("*")
     async def on_any(event: str, data: Any) -> None:
+        recorder.arrivals.append(time.monotonic())
         await recorder.events.put((event, data))
 
     @client.event
