@@ -78,6 +78,9 @@ async def test_killed_pubsub_connection_is_resubscribed_and_the_gap_repaired(
     offsets = [envelope["offset"] for _, envelope in events]
     assert offsets == sorted(set(offsets))
     # Delivery resumed within the capped reconnect backoff (publications come every 20 ms).
-    stall = max(later - earlier for earlier, later in zip(reader.arrivals, reader.arrivals[1:]))
+    stall = max(
+        later - earlier
+        for earlier, later in zip(reader.arrivals, reader.arrivals[1:], strict=False)
+    )
     assert stall < 2.0, f"delivery stalled {stall:.2f}s after the pub/sub connection was killed"
     print(f"pubsub kill: longest delivery stall {stall * 1000:.0f} ms")
