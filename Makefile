@@ -6,7 +6,7 @@ HOST ?= 127.0.0.1
 PORT ?= 8000
 NODE_DIR := tests/protocol/node
 
-.PHONY: run test check lint format pytest install node-deps bench clean
+.PHONY: run test check lint format pytest install node-deps system-deps bench clean
 
 $(BIN)/python:
 	@$(PYTHON) -c 'import sys; assert sys.version_info >= (3, 11), "Tandem needs Python 3.11+"'
@@ -25,6 +25,15 @@ $(NODE_DIR)/node_modules/.installed: $(NODE_DIR)/package.json $(NODE_DIR)/packag
 	@touch $@
 
 node-deps: $(NODE_DIR)/node_modules/.installed
+
+# The tests run the repository's nginx config with the machine's nginx (Debian: nginx-light).
+system-deps:
+	@command -v nginx >/dev/null 2>&1 || test -x /usr/sbin/nginx || { \
+	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
+	    export DEBIAN_FRONTEND=noninteractive; \
+	    apt-get install -y -q nginx-light >/dev/null 2>&1 || \
+	    { apt-get update -q >/dev/null && apt-get install -y -q nginx-light >/dev/null; }; \
+	  else echo "the tests need nginx: apt-get install nginx-light" >&2; exit 1; fi; }
 
 run: install
 	$(BIN)/tandem migrate
@@ -45,7 +54,7 @@ format: install
 	$(BIN)/ruff format .
 	$(BIN)/ruff check --fix .
 
-pytest: install node-deps
+pytest: install node-deps system-deps
 	$(BIN)/pytest $(PYTEST_ARGS)
 
 test: lint pytest
