@@ -18,7 +18,9 @@ class TandemError(Exception):
     default_code: ClassVar[str] = "error"
     default_retryable: ClassVar[bool] = False
 
-    def __init__(self, message: str = "", *, code: str | None = None, retryable: bool | None = None):
+    def __init__(
+        self, message: str = "", *, code: str | None = None, retryable: bool | None = None
+    ) -> None:
         self.code = code or self.default_code
         self.message = message or self.code
         self.retryable = self.default_retryable if retryable is None else retryable

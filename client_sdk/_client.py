@@ -1,0 +1,461 @@
+"""The realtime client: one supervised connection, automatic reconnect and recovery."""
+
+from __future__ import annotations
+
+import asyncio
+import inspect
+import logging
+from collections.abc import Awaitable, Callable, Coroutine, Mapping, Sequence
+from types import TracebackType
+from typing import Any, Literal
+
+from client_sdk._connection import Connection
+from client_sdk._errors import (
+    ClientClosed,
+    ConnectionLost,
+    PermissionDenied,
+    RateLimited,
+    RequestTimeout,
+    TandemError,
+    TokenExpired,
+    Unauthorized,
+    error_class,
+    error_from_body,
+)
+from client_sdk._models import Message, Notice, Position, PublishResult
+from client_sdk._retry import backoff_delay
+from client_sdk._subscription import Subscription, is_transient
+
+log = logging.getLogger("client_sdk")
+
+TokenProvider = Callable[[], str | Awaitable[str]]
+NoticeCallback = Callable[[Notice], object]
+Serializer = Literal["json", "msgpack"]
+
+
+class Client:
+    """A realtime client: subscribe to channels and publish, surviving disconnects.
+
+    The client keeps one connection and reconnects on its own (exponential backoff with full
+    jitter, honouring the server's ``retry_after_ms``). After each reconnect it re-subscribes
+    every active subscription from the last position it received, so subscribers see every
+    publication exactly once and in order, or a `Resync` when that is no longer possible.
+
+    Example:
+        >>> async with Client(url, token=token) as client:
+        ...     async with client.subscribe("room:lobby") as sub:
+        ...         async for item in sub:
+        ...             print(item)
+
+    Args:
+        url: The server's base URL, for example ``"http://127.0.0.1:8000"``.
+        token: A JWT, or a (sync or async) callable returning one. A callable is asked again
+            when the server says the token expired; with a plain string the client gives up.
+        transports: Engine.IO transports to use; ``None`` for polling with upgrade.
+        serializer: ``"json"`` or ``"msgpack"``; must match the server.
+        socketio_path: The Socket.IO endpoint path.
+        headers: Extra HTTP headers for the connection request.
+        request_timeout: Seconds to wait for a connection and an ack before `RequestTimeout`.
+        connect_timeout: Seconds one connection attempt may take.
+        reconnect_delay: Backoff base for reconnect attempts, in seconds.
+        reconnect_delay_max: Backoff cap, in seconds.
+        max_queue: Items a subscription buffers for a slow reader before it resynchronises.
+    """
+
+    def __init__(
+        self,
+        url: str,
+        *,
+        token: str | TokenProvider | None = None,
+        transports: Sequence[str] | None = ("websocket",),
+        serializer: Serializer = "json",
+        socketio_path: str = "socket.io",
+        headers: Mapping[str, str] | None = None,
+        request_timeout: float = 10.0,
+        connect_timeout: float = 10.0,
+        reconnect_delay: float = 0.5,
+        reconnect_delay_max: float = 5.0,
+        max_queue: int = 10_000,
+    ) -> None:
+        if serializer not in ("json", "msgpack"):
+            raise ValueError(f"serializer must be 'json' or 'msgpack', not {serializer!r}")
+        if max_queue < 1:
+            raise ValueError("max_queue must be at least 1")
+        self.url = url
+        self._token_source = token
+        self._token: str | None = None
+        self._transports = tuple(transports) if transports else None
+        self._serializer: Serializer = serializer
+        self._socketio_path = socketio_path
+        self._headers = dict(headers or {})
+        self._request_timeout = request_timeout
+        self._connect_timeout = connect_timeout
+        self._reconnect_delay = reconnect_delay
+        self._reconnect_delay_max = reconnect_delay_max
+        self._max_queue = max_queue
+        self._conn: Connection | None = None
+        self._changed = asyncio.Event()
+        self._subs: dict[str, Subscription] = {}
+        self._workers: dict[Subscription, asyncio.Task[None]] = {}
+        self._tasks: set[asyncio.Task[Any]] = set()
+        self._supervisor: asyncio.Task[None] | None = None
+        self._notice_callbacks: list[NoticeCallback] = []
+        self._closed = False
+        self._fatal: TandemError | None = None
+
+    # -- lifecycle --------------------------------------------------------------------------
+
+    async def __aenter__(self) -> Client:
+        await self.connect()
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.close()
+
+    @property
+    def connected(self) -> bool:
+        """True while a connection to the server is up."""
+        return self._conn is not None and self._conn.connected
+
+    @property
+    def error(self) -> TandemError | None:
+        """Why the client stopped reconnecting (for example `Unauthorized`), if it did."""
+        return self._fatal
+
+    async def connect(self) -> None:
+        """Open the first connection; from then on the client reconnects by itself.
+
+        Raises:
+            Unauthorized: The token was refused.
+            TokenExpired: The token had expired (and a provider's fresh one too).
+            ConnectionLost: The server could not be reached.
+        """
+        if self._closed:
+            raise ClientClosed("the client is closed")
+        if self._conn is not None:
+            raise RuntimeError("connect() was already called")
+        self._token = await self._fetch_token()
+        try:
+            conn = await self._open()
+        except TokenExpired:
+            if not callable(self._token_source):
+                raise
+            self._token = await self._fetch_token()
+            conn = await self._open()
+        self._use(conn)
+        self._supervisor = asyncio.create_task(self._supervise(), name="tandem-client-supervisor")
+
+    async def close(self) -> None:
+        """Unsubscribe everything, disconnect and stop reconnecting. Safe to call twice."""
+        if self._closed:
+            return
+        self._closed = True
+        tasks = [t for t in (self._supervisor, *self._workers.values(), *self._tasks) if t]
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        for sub in list(self._subs.values()):
+            sub._finish()
+        self._subs.clear()
+        self._workers.clear()
+        if self._conn is not None:
+            await self._conn.close()
+        self._changed.set()
+
+    def on_notice(self, callback: NoticeCallback) -> NoticeCallback:
+        """Call ``callback(notice)`` for every ``server.notice`` (usable as a decorator).
+
+        The callback may be a plain function or a coroutine function; the client handles the
+        notice (reconnecting when it says so) whatever the callback does.
+        """
+        self._notice_callbacks.append(callback)
+        return callback
+
+    # -- requests ---------------------------------------------------------------------------
+
+    def subscribe(
+        self, channel: str, *, since: Position | tuple[str, int] | None = None
+    ) -> Subscription:
+        """Create a subscription; enter it (``async with``) to subscribe.
+
+        Args:
+            channel: The channel name, for example ``"room:lobby"`` or ``"job:42"``.
+            since: Resume after this position (from an earlier `Subscription.position`); the
+                missed publications are replayed, or a `Resync` comes first.
+
+        Returns:
+            The `Subscription`. Entering it raises the typed error when the server refuses
+            (`PermissionDenied`, `UnknownChannel`, `InvalidPayload`, ...).
+        """
+        position = Position(*since) if since is not None else None
+        return Subscription(self, channel, since=position, max_queue=self._max_queue)
+
+    async def publish(
+        self, channel: str, event: str, data: Any = None, *, id: str | None = None
+    ) -> PublishResult:
+        """Publish an event to a channel that accepts client publications.
+
+        Args:
+            channel: The channel name.
+            event: The event type, for example ``"chat.message"``.
+            data: The payload (anything the serializer can encode).
+            id: An idempotency key: publishing again with the same ``id`` returns the original
+                offset with ``duplicate=True``, so retrying after `ConnectionLost` is safe.
+
+        Returns:
+            The `PublishResult`.
+
+        Raises:
+            PermissionDenied: The channel or event type is not open to this user.
+            InvalidPayload: The event name or payload is malformed.
+            RequestTimeout: No ack within ``request_timeout``.
+        """
+        payload: dict[str, Any] = {"channel": channel, "event": event, "data": data}
+        if id is not None:
+            payload["id"] = id
+        ack = await self._call("publish", payload)
+        return PublishResult.from_wire(ack)
+
+    async def _call(self, event: str, payload: Mapping[str, Any]) -> Mapping[str, Any]:
+        try:
+            async with asyncio.timeout(self._request_timeout):
+                conn = await self._wait_connection()
+                ack = await conn.request(event, payload)
+        except TimeoutError:
+            raise RequestTimeout(f"no reply to {event!r} within {self._request_timeout}s") from None
+        return _checked(ack)
+
+    async def _wait_connection(self) -> Connection:
+        while True:
+            if self._fatal is not None:
+                raise self._fatal
+            if self._closed:
+                raise ClientClosed("the client is closed")
+            conn = self._conn
+            if conn is not None and conn.connected:
+                return conn
+            self._changed.clear()
+            await self._changed.wait()
+
+    # -- connections ------------------------------------------------------------------------
+
+    async def _fetch_token(self) -> str | None:
+        source = self._token_source
+        if source is None or isinstance(source, str):
+            return source
+        token = source()
+        if inspect.isawaitable(token):
+            token = await token
+        if not isinstance(token, str):
+            raise TypeError(f"the token provider returned {type(token).__name__}, not str")
+        return token
+
+    async def _open(self) -> Connection:
+        conn = Connection(
+            serializer=self._serializer,
+            timeout=self._connect_timeout,
+            on_event=self._dispatch,
+            on_notice=self._notify,
+        )
+        await conn.open(
+            self.url,
+            token=self._token,
+            transports=self._transports,
+            socketio_path=self._socketio_path,
+            headers=self._headers,
+        )
+        return conn
+
+    def _use(self, conn: Connection) -> None:
+        self._conn = conn
+        self._changed.set()
+
+    async def _supervise(self) -> None:
+        try:
+            while True:
+                conn = self._conn
+                assert conn is not None
+                await conn.closed.wait()
+                self._changed.set()
+                await conn.close()  # releases the transport's HTTP session
+                self._use(await self._reconnect(conn.notice))
+                for sub in list(self._subs.values()):
+                    self._schedule_sync(sub)
+        except TandemError as exc:
+            log.warning("not reconnecting: %s", exc)
+            self._fatal = exc
+            for sub in list(self._subs.values()):
+                self._drop(sub, exc)
+            self._changed.set()
+
+    async def _reconnect(self, notice: Notice | None) -> Connection:
+        """Connect again, with backoff; raise the error that makes retrying pointless."""
+        refresh = False
+        floor = 0.0
+        if notice is not None:
+            if not notice.reconnect:
+                raise error_class(notice.code)(notice.message or notice.code, code=notice.code)
+            refresh = notice.code == TokenExpired.default_code
+            floor = notice.retry_after_ms / 1000
+        can_refresh = callable(self._token_source)
+        if refresh and not can_refresh:
+            raise TokenExpired("the token expired and no token provider was given")
+        attempt = 0
+        while True:
+            delay = backoff_delay(attempt, self._reconnect_delay, self._reconnect_delay_max)
+            await asyncio.sleep(max(delay, floor) if attempt == 0 else delay)
+            attempt += 1
+            fresh = False
+            try:
+                if refresh:
+                    self._token = await self._fetch_token()
+                    refresh, fresh = False, True
+                conn = await self._open()
+            except TokenExpired:
+                if fresh or not can_refresh:
+                    raise
+                refresh = True
+            except (Unauthorized, PermissionDenied):
+                raise
+            except TandemError as exc:
+                log.info("reconnect attempt %d failed: %s", attempt, exc)
+            except Exception:  # a failing token provider is retried like the network
+                log.warning("token provider failed (attempt %d)", attempt, exc_info=True)
+            else:
+                log.info("reconnected after %d attempt(s)", attempt)
+                return conn
+
+    def _notify(self, notice: Notice) -> None:
+        log.info("server notice: %s (%s)", notice.code, notice.message)
+        for callback in self._notice_callbacks:
+            try:
+                result = callback(notice)
+                if inspect.iscoroutine(result):
+                    self._spawn(result)
+            except Exception:
+                log.exception("notice callback failed")
+
+    def _spawn(self, coro: Coroutine[Any, Any, Any]) -> None:
+        task = asyncio.ensure_future(coro)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    # -- subscriptions ----------------------------------------------------------------------
+
+    def _dispatch(self, event: str, envelope: Mapping[str, Any]) -> None:
+        try:
+            msg = Message.from_envelope(envelope)
+        except ValueError:
+            log.warning("ignoring malformed %r event", event)
+            return
+        sub = self._subs.get(msg.channel)
+        if sub is not None:
+            sub._on_message(msg)
+
+    async def _start_subscription(self, sub: Subscription) -> None:
+        if self._fatal is not None:
+            raise self._fatal
+        if self._closed:
+            raise ClientClosed("the client is closed")
+        if sub.channel in self._subs:
+            raise ValueError(f"already subscribed to {sub.channel!r} on this client")
+        self._subs[sub.channel] = sub
+        ready = sub._begin()
+        self._schedule_sync(sub)
+        try:
+            async with asyncio.timeout(self._request_timeout):
+                await asyncio.shield(ready)
+        except TimeoutError:
+            ready.cancel()
+            await self._stop_subscription(sub)
+            raise RequestTimeout(
+                f"no subscribe reply for {sub.channel} within {self._request_timeout}s"
+            ) from None
+        except BaseException:
+            if not ready.done():
+                ready.cancel()
+            await self._stop_subscription(sub)
+            raise
+
+    async def _stop_subscription(self, sub: Subscription) -> None:
+        sub._finish()
+        if self._subs.get(sub.channel) is not sub:
+            return
+        del self._subs[sub.channel]
+        worker = self._workers.pop(sub, None)
+        if worker is not None and worker is not asyncio.current_task():
+            worker.cancel()
+            await asyncio.gather(worker, return_exceptions=True)
+        conn = self._conn
+        if sub._is_ready and conn is not None and conn.connected and not self._closed:
+            try:
+                async with asyncio.timeout(self._request_timeout):
+                    _checked(await conn.request("unsubscribe", {"channel": sub.channel}))
+            except (TandemError, TimeoutError) as exc:
+                log.debug("unsubscribe %s: %s", sub.channel, exc)
+
+    def _schedule_sync(self, sub: Subscription) -> None:
+        sub._syncing = True
+        sub._needs_sync = True
+        worker = self._workers.get(sub)
+        if (worker is None or worker.done()) and not self._closed:
+            self._workers[sub] = asyncio.create_task(
+                self._sync_worker(sub), name=f"tandem-sync-{sub.channel}"
+            )
+
+    async def _sync_worker(self, sub: Subscription) -> None:
+        """(Re)subscribe until the server has answered the latest request for this channel."""
+        attempt = 0
+        while sub._needs_sync and sub.active:
+            sub._needs_sync = False
+            payload, reset = sub._sync_request()
+            try:
+                conn = await self._wait_connection()
+                async with asyncio.timeout(self._request_timeout):
+                    ack = _checked(await conn.request("subscribe", payload))
+                sub._apply_ack(ack, asked_since="since" in payload, reset=reset)
+            except TimeoutError:
+                sub._sync_failed(reset)
+                await self._backoff(attempt)
+                attempt += 1
+            except ConnectionLost:
+                sub._sync_failed(reset)  # the supervisor brings the connection back
+            except TandemError as exc:
+                first = not sub._is_ready
+                retry = isinstance(exc, RateLimited) if first else is_transient(exc)
+                if not retry or exc is self._fatal or self._closed:
+                    self._drop(sub, exc)
+                    return
+                sub._sync_failed(reset)
+                await self._backoff(attempt)
+                attempt += 1
+            except (KeyError, TypeError, ValueError) as exc:
+                self._drop(sub, error_class("internal")(f"malformed subscribe ack: {exc!r}"))
+                return
+            else:
+                attempt = 0
+
+    async def _backoff(self, attempt: int) -> None:
+        await asyncio.sleep(
+            backoff_delay(attempt, self._reconnect_delay, self._reconnect_delay_max)
+        )
+
+    def _drop(self, sub: Subscription, error: TandemError) -> None:
+        log.warning("subscription %s failed: %s", sub.channel, error)
+        if self._subs.get(sub.channel) is sub:
+            del self._subs[sub.channel]
+        self._workers.pop(sub, None)
+        sub._fail(error)
+
+
+def _checked(ack: object) -> Mapping[str, Any]:
+    if not isinstance(ack, Mapping):
+        raise error_class("internal")(f"malformed ack from server: {ack!r}")
+    if ack.get("ok") is True:
+        return ack
+    raise error_from_body(ack.get("error"))
