@@ -11,15 +11,20 @@ from pathlib import Path
 import httpx
 import pytest
 
+from client_sdk import Client
+from tests.faults.invariants import Watch, watch
 from tests.support.live import API_KEY, LiveServer, live_server
 from tests.support.services import PrivateRedis, private_redis
 from tests.support.sio import connected
 
 
 @pytest.fixture
-def cluster(tmp_path: Path) -> Iterator[tuple[PrivateRedis, LiveServer, LiveServer]]:
+def cluster(
+    tmp_path: Path, request: pytest.FixtureRequest
+) -> Iterator[tuple[PrivateRedis, LiveServer, LiveServer]]:
+    appendonly = getattr(request, "param", "volatile") == "appendonly"
     with ExitStack() as stack:
-        redis = stack.enter_context(private_redis(tmp_path))
+        redis = stack.enter_context(private_redis(tmp_path, appendonly=appendonly))
         env = {"TANDEM_BROKER_URL": redis.url}
         a = stack.enter_context(live_server(tmp_path / "a", env))
         b = stack.enter_context(live_server(tmp_path / "b", env))
@@ -84,3 +89,65 @@ async def test_killed_pubsub_connection_is_resubscribed_and_the_gap_repaired(
     )
     assert stall < 2.0, f"delivery stalled {stall:.2f}s after the pub/sub connection was killed"
     print(f"pubsub kill: longest delivery stall {stall * 1000:.0f} ms")
+
+
+@pytest.mark.parametrize("cluster", ["volatile", "appendonly"], indirect=True)
+async def test_redis_restart_loses_nothing_silently(
+    cluster: tuple[PrivateRedis, LiveServer, LiveServer],
+) -> None:
+    """SHUTDOWN NOSAVE at 50 publications/s, back after 4 s (notes F1).
+
+    Durable (outbox) publications are all accepted and published once Redis is back; direct
+    ones are refused with 503 while it is down. Subscribers see every publication or a Resync
+    announcing exactly where they continue; never a silent gap. With Redis persisting its
+    data (appendonly), the streams survive and subscribers recover every publication.
+    """
+    redis, a, b = cluster
+    token = a.token("ops", scope="admin")
+    durable = Publisher(a, "job:f1", durable=True)
+    direct = Publisher(b, "room:f1")
+    watches = {(n, ch): Watch() for n in "ab" for ch in ("job:f1", "room:f1")}
+    async with (
+        Client(a.url, token=token, reconnect_delay=0.2, reconnect_delay_max=1) as on_a,
+        Client(b.url, token=token, reconnect_delay=0.2, reconnect_delay_max=1) as on_b,
+    ):
+        tasks = []
+        for (node, channel), sink in watches.items():
+            ready = asyncio.Event()
+            client = on_a if node == "a" else on_b
+            tasks.append(asyncio.create_task(watch(client, channel, sink, ready)))
+            await asyncio.wait_for(ready.wait(), 5)
+        publishing = asyncio.gather(durable.run(400, rate=50), direct.run(400, rate=50))
+        await asyncio.sleep(2)
+        await asyncio.to_thread(redis.shutdown_nosave)
+        await asyncio.sleep(4)
+        await asyncio.to_thread(redis.start)
+        restarted = time.monotonic()
+        await publishing
+        await asyncio.sleep(3)  # let the outbox drain and the subscribers settle
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+
+    assert durable.refused == [] and durable.accepted == list(range(400))
+    refused = {status for _, status in direct.refused}
+    assert direct.refused and refused <= {503}, refused
+    mode = "appendonly" if redis.appendonly else "volatile"
+    for (node, channel), sink in watches.items():
+        sink.assert_no_silent_gap()
+        accepted = durable.accepted if channel == "job:f1" else direct.accepted
+        seen = sink.values()
+        assert seen == sorted(set(seen)), f"{node}/{channel}: duplicates or disorder"
+        assert seen[-1] == accepted[-1], f"{node}/{channel}: did not converge"
+        missing = sorted(set(accepted) - set(seen))
+        assert not missing or sink.resyncs, f"{node}/{channel}: {len(missing)} lost silently"
+        if redis.appendonly:
+            assert not missing and not sink.resyncs, f"{node}/{channel}: not recovered exactly"
+        resumed = sink.first_arrival_after(restarted)
+        assert resumed is not None and resumed - restarted < 5.0
+        print(
+            f"redis restart ({mode}) {node}/{channel}: accepted {len(accepted)}, delivered {len(seen)}, "
+            f"covered by {len(sink.resyncs)} resync(s): {len(missing)}, "
+            f"resumed {resumed - restarted:.2f}s after restart"
+        )
+    print(f"direct publishes refused with 503 during the outage: {len(direct.refused)}")

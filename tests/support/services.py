@@ -32,6 +32,7 @@ class PrivateRedis:
     workdir: Path
     port: int = field(default_factory=free_port)
     process: subprocess.Popen[bytes] | None = None
+    appendonly: bool = False
 
     @property
     def url(self) -> str:
@@ -42,7 +43,8 @@ class PrivateRedis:
         if binary is None:
             raise RuntimeError("redis-server is required for fault tests (apt-get install redis)")
         args = ["--port", str(self.port), "--bind", "127.0.0.1", "--save", ""]
-        args += ["--appendonly", "no", "--dir", str(self.workdir)]
+        args += ["--appendonly", "yes" if self.appendonly else "no", "--dir", str(self.workdir)]
+        args += ["--appendfsync", "always"] if self.appendonly else []
         with (self.workdir / f"redis-{self.port}.log").open("ab") as log:
             self.process = subprocess.Popen([binary, *args], stdout=log, stderr=subprocess.STDOUT)
         _wait_port(self.port)
@@ -54,7 +56,7 @@ class PrivateRedis:
         return result.stdout.strip()
 
     def shutdown_nosave(self) -> None:
-        """What a crash without persistence looks like: every key is gone."""
+        """A crash: what was not persisted (everything, without appendonly) is gone."""
         self.cli("SHUTDOWN", "NOSAVE")
         if self.process is not None:
             self.process.wait(10)
@@ -70,8 +72,8 @@ class PrivateRedis:
 
 
 @contextmanager
-def private_redis(workdir: Path) -> Iterator[PrivateRedis]:
-    redis = PrivateRedis(workdir)
+def private_redis(workdir: Path, *, appendonly: bool = False) -> Iterator[PrivateRedis]:
+    redis = PrivateRedis(workdir, appendonly=appendonly)
     redis.start()
     try:
         yield redis
