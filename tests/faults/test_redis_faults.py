@@ -146,7 +146,8 @@ async def test_redis_restart_loses_nothing_silently(
         resumed = sink.first_arrival_after(restarted)
         assert resumed is not None and resumed - restarted < 5.0
         print(
-            f"redis restart ({mode}) {node}/{channel}: accepted {len(accepted)}, delivered {len(seen)}, "
+            f"redis restart ({mode}) {node}/{channel}: accepted {len(accepted)}, "
+            f"delivered {len(seen)}, "
             f"covered by {len(sink.resyncs)} resync(s): {len(missing)}, "
             f"resumed {resumed - restarted:.2f}s after restart"
         )
