@@ -16,6 +16,7 @@ from starlette.types import Receive, Scope, Send
 from domain.errors import DomainError, ErrorCode
 from server import health, http_api
 from server.config import Settings
+from server.engine_guard import EngineGuard
 from server.errors import HTTP_STATUS, error_body
 from server.limits import BodySizeLimit
 from server.runtime import Runtime, build_runtime
@@ -30,8 +31,9 @@ class TandemApp:
         self.runtime = build_runtime(settings)
         self.api = _build_api(self.runtime)
         combined = socketio.ASGIApp(self.runtime.sio, other_asgi_app=self.api)
+        guarded = EngineGuard(combined, path="/socket.io", on_bad_post=self.runtime.sio.bad_post)
         self._app = BodySizeLimit(
-            combined,
+            guarded,
             default_limit=settings.max_body_bytes,
             engine_limit=settings.engine_max_bytes,
         )

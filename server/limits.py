@@ -1,7 +1,8 @@
-"""An ASGI guard that answers 413 before an oversized body is read.
+"""An ASGI guard that answers 413 before an oversized body reaches the app.
 
 python-engineio leaves a long-polling POST over its limit unanswered (notes F4), and FastAPI
-would read any body into memory; this runs in front of both.
+turns a body that fails mid-read into a 400; this reads the body first, up to the limit,
+then hands the app the whole of it.
 """
 
 from __future__ import annotations
@@ -9,10 +10,6 @@ from __future__ import annotations
 import json
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
-
-
-class BodyTooLarge(Exception):
-    pass
 
 
 class BodySizeLimit:
@@ -27,40 +24,34 @@ class BodySizeLimit:
             return
         limit = self._engine if scope["path"].startswith("/socket.io") else self._default
         for name, value in scope.get("headers", ()):
-            if name == b"content-length":
-                try:
-                    too_large = int(value) > limit
-                except ValueError:
-                    too_large = True
-                if too_large:
-                    await _reject(send, limit)
-                    return
-        await self._guarded(scope, receive, send, limit)
-
-    async def _guarded(self, scope: Scope, receive: Receive, send: Send, limit: int) -> None:
-        """Count a chunked body as it arrives; stop reading once it passes the limit."""
-        received = 0
-        started = False
-
-        async def counting_receive() -> Message:
-            nonlocal received
-            message = await receive()
-            if message["type"] == "http.request":
-                received += len(message.get("body", b""))
-                if received > limit:
-                    raise BodyTooLarge
-            return message
-
-        async def tracking_send(message: Message) -> None:
-            nonlocal started
-            started = started or message["type"] == "http.response.start"
-            await send(message)
-
-        try:
-            await self._app(scope, counting_receive, tracking_send)
-        except BodyTooLarge:
-            if not started:
+            if name == b"content-length" and (not value.isdigit() or int(value) > limit):
                 await _reject(send, limit)
+                return
+        body = bytearray()
+        while True:
+            message = await receive()
+            if message["type"] != "http.request":
+                return  # the client went away before sending its body
+            body += message.get("body", b"")
+            if len(body) > limit:
+                await _reject(send, limit)
+                return
+            if not message.get("more_body", False):
+                break
+        await self._app(scope, _replay(bytes(body), receive), send)
+
+
+def _replay(body: bytes, receive: Receive) -> Receive:
+    sent = False
+
+    async def replaying_receive() -> Message:
+        nonlocal sent
+        if not sent:
+            sent = True
+            return {"type": "http.request", "body": body, "more_body": False}
+        return await receive()  # e.g. http.disconnect, for long-polling requests
+
+    return replaying_receive
 
 
 async def _reject(send: Send, limit: int) -> None:

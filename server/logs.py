@@ -35,3 +35,6 @@ def configure_logging(level: str, *, json_lines: bool) -> None:
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level.upper())
+    # Both libraries log every packet at INFO; their warnings and errors are what matters.
+    for name in ("socketio", "engineio"):
+        logging.getLogger(name).setLevel(max(logging.WARNING, root.level))

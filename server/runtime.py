@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 import secrets
 from collections.abc import AsyncIterator
 from contextlib import AsyncExitStack, asynccontextmanager
@@ -75,8 +76,10 @@ def build_runtime(settings: Settings) -> Runtime:
         max_http_buffer_size=settings.engine_max_bytes,
         ping_interval=settings.ping_interval_s,
         ping_timeout=settings.ping_timeout_s,
-        logger=False,
-        engineio_logger=False,
+        # Explicit loggers: they propagate to the handler configured by the CLI instead of
+        # python-socketio attaching a stream handler of its own.
+        logger=logging.getLogger("socketio.server"),
+        engineio_logger=logging.getLogger("engineio.server"),
     )
     hub = Hub(SocketDelivery(sio, metrics))
     options = BrokerOptions(

@@ -1,11 +1,13 @@
 """python-socketio, extended through its seams: packet class and a server subclass.
 
 Tested against python-socketio 5.18.1 / python-engineio 4.15.1 (pinned in constraints.txt):
-``_handle_eio_message`` and ``_binary_packet`` are that version's internals.
+``_handle_eio_message``, ``_binary_packet`` and the engine.io socket's ``queue`` are that
+version's internals.
 """
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
 from collections import deque
@@ -18,6 +20,7 @@ from socketio import packet as sio_packet
 from socketio.msgpack_packet import MsgPackPacket
 
 from domain.errors import ErrorCode
+from server.engine_guard import MALFORMED
 from server.errors import error_ack
 
 log = logging.getLogger(__name__)
@@ -26,6 +29,13 @@ log = logging.getLogger(__name__)
 AbuseHook = Callable[[str], Awaitable[None]]
 CountHook = Callable[[str], None]
 _ERROR_WINDOW_S = 60.0
+# Socket.IO clients send one attachment per bytes value in an event; a header announcing more
+# than this is refused instead of buffering frames for it (notes B10, CVE-2026-48804).
+MAX_ATTACHMENTS = 100
+
+
+class ProtocolError(Exception):
+    """Input that is not Socket.IO / Engine.IO as the protocol defines it."""
 
 
 class CompatMsgPackPacket(MsgPackPacket):  # type: ignore[misc]
@@ -40,7 +50,8 @@ class CompatMsgPackPacket(MsgPackPacket):  # type: ignore[misc]
 
 
 class TandemSocketServer(socketio.AsyncServer):  # type: ignore[misc]
-    """Counts malformed packets instead of logging tracebacks, and answers oversized events."""
+    """Counts malformed packets instead of logging tracebacks, bounds events and attachments,
+    and closes a transport as soon as its session ends."""
 
     def __init__(
         self,
@@ -57,27 +68,80 @@ class TandemSocketServer(socketio.AsyncServer):  # type: ignore[misc]
         # Set by whoever owns the connections (the gateway); by default the client is dropped.
         self.on_abuse: AbuseHook = self.eio.disconnect
         self._errors: dict[str, deque[float]] = {}
+        # Bytes received so far for a binary event still collecting its attachments.
+        self._pending_bytes: dict[str, int] = {}
         # Attachments still to swallow after an oversized binary event was refused.
-        self._discard_attachments: dict[str, int] = {}
+        self._discard: dict[str, int] = {}
 
     async def _handle_eio_message(self, eio_sid: str, data: str | bytes) -> None:
         try:
-            if self._discard_attachments.get(eio_sid):
-                self._discard_attachments[eio_sid] -= 1
+            if data == MALFORMED[1:]:
+                raise ProtocolError("malformed engine.io frame")
+            if self._discard.get(eio_sid) and isinstance(data, bytes):
+                self._discard[eio_sid] -= 1
+                return
+            if eio_sid in self._binary_packet:
+                await self._attachment(eio_sid, data)
                 return
             if len(data) > self._max_payload:
-                await self._refuse_oversized(eio_sid, data)
+                await self._refuse(eio_sid, self.packet_class(encoded_packet=data))
                 return
             await super()._handle_eio_message(eio_sid, data)
+            pending = self._binary_packet.get(eio_sid)
+            if pending is not None:
+                self._pending_bytes[eio_sid] = len(data)
+                if pending.attachment_count > MAX_ATTACHMENTS:
+                    del self._binary_packet[eio_sid]
+                    raise ProtocolError(f"{pending.attachment_count} attachments announced")
         except Exception as exc:
-            await self._protocol_error(eio_sid, exc)
+            await self.protocol_error(eio_sid, exc)
+
+    async def _attachment(self, eio_sid: str, data: str | bytes) -> None:
+        if isinstance(data, str):
+            # A text packet while attachments are due: the header lied about its count.
+            del self._binary_packet[eio_sid]
+            raise ProtocolError("text packet while binary attachments were expected")
+        size = self._pending_bytes.get(eio_sid, 0) + len(data)
+        self._pending_bytes[eio_sid] = size
+        if size > self._max_payload:
+            pending = self._binary_packet.pop(eio_sid)
+            self._discard[eio_sid] = pending.attachment_count - len(pending.attachments) - 1
+            await self._refuse(eio_sid, pending)
+            return
+        await super()._handle_eio_message(eio_sid, data)
+
+    async def _refuse(self, eio_sid: str, pkt: Any) -> None:
+        """Answer an oversized event with ``payload_too_large`` (it never reaches a handler)."""
+        self._count_error("payload_too_large")
+        if pkt.packet_type in (sio_packet.EVENT, sio_packet.BINARY_EVENT) and pkt.id is not None:
+            ack = error_ack(
+                ErrorCode.PAYLOAD_TOO_LARGE,
+                f"event payload is over the {self._max_payload}-byte limit",
+            )
+            await self._send_packet(
+                eio_sid,
+                self.packet_class(sio_packet.ACK, namespace=pkt.namespace, id=pkt.id, data=[ack]),
+            )
 
     async def _handle_eio_disconnect(self, eio_sid: str, reason: Any) -> None:
-        self._discard_attachments.pop(eio_sid, None)
         self._errors.pop(eio_sid, None)
+        self._pending_bytes.pop(eio_sid, None)
+        self._discard.pop(eio_sid, None)
+        socket = self.eio.sockets.get(eio_sid)
         await super()._handle_eio_disconnect(eio_sid, reason)
+        if socket is not None:
+            # engine.io leaves the writer (and a pending long-poll GET) waiting up to ping
+            # interval + timeout after a close; a None after the CLOSE packet ends them now.
+            asyncio.get_running_loop().call_soon(socket.queue.put_nowait, None)
 
-    async def _protocol_error(self, eio_sid: str, exc: Exception) -> None:
+    async def bad_post(self, eio_sid: str) -> None:
+        """A malformed long-polling POST (refused by the EngineGuard before engineio)."""
+        if eio_sid in self.eio.sockets:
+            await self.protocol_error(eio_sid, ProtocolError("malformed polling payload"))
+        else:
+            self._count_error("ProtocolError")
+
+    async def protocol_error(self, eio_sid: str, exc: Exception) -> None:
         """Count, log once per client, and cut off a client that keeps sending garbage."""
         self._count_error(type(exc).__name__)
         errors = self._errors.get(eio_sid)
@@ -89,32 +153,6 @@ class TandemSocketServer(socketio.AsyncServer):  # type: ignore[misc]
         if len(errors) >= self._error_limit and now - errors[0] <= _ERROR_WINDOW_S:
             self._errors.pop(eio_sid, None)
             await self.on_abuse(eio_sid)
-
-    async def _refuse_oversized(self, eio_sid: str, data: str | bytes) -> None:
-        pending = self._binary_packet.pop(eio_sid, None)
-        if pending is not None:
-            # An attachment of a binary event: the event is refused as a whole.
-            remaining = len(pending.attachments) + 1
-            self._discard_attachments[eio_sid] = pending.attachment_count - remaining
-            pkt = pending
-        else:
-            pkt = self.packet_class(encoded_packet=data)
-            if pkt.packet_type == sio_packet.BINARY_EVENT and pkt.attachment_count:
-                self._discard_attachments[eio_sid] = pkt.attachment_count
-        if pkt.packet_type in (sio_packet.EVENT, sio_packet.BINARY_EVENT) and pkt.id is not None:
-            ack = error_ack(
-                ErrorCode.PAYLOAD_TOO_LARGE,
-                f"event payload is over the {self._max_payload}-byte limit",
-            )
-            await self._send_packet(
-                eio_sid,
-                self.packet_class(sio_packet.ACK, namespace=pkt.namespace, id=pkt.id, data=[ack]),
-            )
-        self._count_error("payload_too_large")
-
-    def eio_sid_of(self, sid: str) -> str | None:
-        eio_sid: str | None = self.manager.eio_sid_from_sid(sid, "/")
-        return eio_sid
 
     def sid_of(self, eio_sid: str) -> str | None:
         sid: str | None = self.manager.sid_from_eio_sid(eio_sid, "/")
