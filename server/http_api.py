@@ -7,7 +7,6 @@ import json
 from typing import Annotated
 
 from fastapi import APIRouter, Depends, Header, Query, Request, Response
-from sqlalchemy.exc import SQLAlchemyError
 
 from domain.errors import (
     InvalidPayload,
@@ -32,6 +31,7 @@ from server.wire import (
     TokenRequest,
     TokenResponse,
 )
+from storage.database import transaction
 from storage.outbox import OutboxMessage, stage
 
 ERRORS = {
@@ -121,12 +121,8 @@ async def publish(
 
 
 async def _stage(runtime: Runtime, message: OutboxMessage) -> None:
-    try:
-        async with runtime.sessions() as session:
-            stage(session, [message])
-            await session.commit()
-    except SQLAlchemyError:
-        raise Unavailable("the database is unavailable; retry") from None
+    async with transaction(runtime.sessions) as session:
+        stage(session, [message])
     runtime.relay.wake()
 
 

@@ -2,10 +2,24 @@
 
 from __future__ import annotations
 
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from typing import Any
 
 from sqlalchemy import event, text
-from sqlalchemy.ext.asyncio import AsyncEngine, async_sessionmaker, create_async_engine
+from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
+from sqlalchemy.ext.asyncio import (
+    AsyncEngine,
+    AsyncSession,
+    async_sessionmaker,
+    create_async_engine,
+)
+
+from domain.errors import Unavailable
+
+# What a database that is down or restarting raises: the driver's socket errors surface
+# unwrapped when a new connection cannot even be opened.
+_UNAVAILABLE = (OperationalError, InterfaceError, OSError, TimeoutError)
 
 
 def create_engine(url: str, **kwargs: Any) -> AsyncEngine:
@@ -27,6 +41,24 @@ def create_engine(url: str, **kwargs: Any) -> AsyncEngine:
 
 def sessionmaker(engine: AsyncEngine) -> async_sessionmaker[Any]:
     return async_sessionmaker(engine, expire_on_commit=False)
+
+
+class DatabaseUnavailable(Unavailable):
+    pass
+
+
+@asynccontextmanager
+async def transaction(sessions: async_sessionmaker[AsyncSession]) -> AsyncIterator[AsyncSession]:
+    """One unit of work; a database that cannot be reached becomes a retryable error."""
+    try:
+        async with sessions() as session, session.begin():
+            yield session
+    except DBAPIError as exc:
+        if exc.connection_invalidated or isinstance(exc, _UNAVAILABLE):
+            raise DatabaseUnavailable("the database is unavailable; retry") from exc
+        raise
+    except _UNAVAILABLE as exc:
+        raise DatabaseUnavailable("the database is unavailable; retry") from exc
 
 
 async def ping(engine: AsyncEngine) -> None:

@@ -5,14 +5,18 @@ The shared Redis and PostgreSQL are never restarted; these run on free ports of 
 
 from __future__ import annotations
 
+import os
 import shutil
+import signal
 import socket
 import subprocess
+import tempfile
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from tests.support.live import free_port
 
@@ -79,3 +83,78 @@ def private_redis(workdir: Path, *, appendonly: bool = False) -> Iterator[Privat
         yield redis
     finally:
         redis.stop()
+
+
+def _postgres_bin(name: str) -> str:
+    found = sorted(Path("/usr/lib/postgresql").glob(f"*/bin/{name}"))
+    if found:
+        return str(found[-1])
+    binary = shutil.which(name)
+    if binary is None:
+        raise RuntimeError(f"{name} (PostgreSQL server binaries) is required for fault tests")
+    return binary
+
+
+def _as_postgres() -> dict[str, Any]:
+    """initdb and postgres refuse to run as root: the child becomes the postgres user (and
+    keeps its own PID, so signals reach postgres itself)."""
+    if os.geteuid() != 0:
+        return {}
+    return {"user": "postgres", "group": "postgres", "extra_groups": []}
+
+
+@dataclass
+class PrivatePostgres:
+    # Its own directory under /tmp: pytest's are private to root, and postgres runs as postgres.
+    workdir: Path = field(default_factory=lambda: Path(tempfile.mkdtemp(prefix="tandem-pg-")))
+    port: int = field(default_factory=free_port)
+    process: subprocess.Popen[bytes] | None = None
+
+    @property
+    def url(self) -> str:
+        return f"postgresql+asyncpg://postgres@127.0.0.1:{self.port}/postgres"
+
+    @property
+    def data(self) -> Path:
+        return self.workdir / "pgdata"
+
+    def init(self) -> None:
+        self.workdir.mkdir(parents=True, exist_ok=True)
+        if os.geteuid() == 0:
+            shutil.chown(self.workdir, "postgres", "postgres")
+        initdb = [_postgres_bin("initdb"), "-D", str(self.data), "-U", "postgres"]
+        initdb += ["--auth=trust", "--no-sync", "-E", "UTF8"]
+        subprocess.run(
+            initdb, check=True, capture_output=True, timeout=120, cwd=self.workdir, **_as_postgres()
+        )
+
+    def start(self) -> None:
+        args = [_postgres_bin("postgres"), "-D", str(self.data), "-p", str(self.port)]
+        args += ["-k", str(self.workdir), "-c", "listen_addresses=127.0.0.1", "-c", "fsync=off"]
+        with (self.workdir / "postgres.log").open("ab") as log:
+            self.process = subprocess.Popen(
+                args, stdout=log, stderr=subprocess.STDOUT, cwd=self.workdir, **_as_postgres()
+            )
+        _wait_port(self.port, timeout=30)
+
+    def stop(self) -> None:
+        """A fast shutdown (SIGINT): what `pg_ctl restart -m fast` does first."""
+        if self.process is not None and self.process.poll() is None:
+            self.process.send_signal(signal.SIGINT)
+            try:
+                self.process.wait(30)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait(5)
+
+
+@contextmanager
+def private_postgres() -> Iterator[PrivatePostgres]:
+    postgres = PrivatePostgres()
+    try:
+        postgres.init()
+        postgres.start()
+        yield postgres
+    finally:
+        postgres.stop()
+        shutil.rmtree(postgres.workdir, ignore_errors=True)
