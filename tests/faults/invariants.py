@@ -16,6 +16,18 @@ class Watch:
 
     items: list[Message | Resync] = field(default_factory=list)
     arrivals: list[float] = field(default_factory=list)
+    changed: asyncio.Event = field(default_factory=asyncio.Event)
+
+    def add(self, item: Message | Resync) -> None:
+        self.items.append(item)
+        self.arrivals.append(time.monotonic())
+        self.changed.set()
+
+    async def until(self, count: int) -> None:
+        """Wait until ``count`` messages have arrived (bound it with asyncio.timeout)."""
+        while len(self.messages) < count:
+            self.changed.clear()
+            await self.changed.wait()
 
     @property
     def messages(self) -> list[Message]:
@@ -50,5 +62,4 @@ async def watch(client: Client, channel: str, sink: Watch, ready: asyncio.Event)
     async with client.subscribe(channel) as sub:
         ready.set()
         async for item in sub:
-            sink.items.append(item)
-            sink.arrivals.append(time.monotonic())
+            sink.add(item)
