@@ -1,0 +1,129 @@
+"""SqlJobRepository: jobs and their audit trail; rows never leave this module."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+
+from sqlalchemy import delete, select, update
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from domain.errors import Conflict, NotFound
+from domain.jobs import Job, JobError, JobStatus
+from storage.tables import JobEventRow, JobRow
+
+
+class StaleWrite(Conflict):
+    """Someone else changed the job since it was read (the row lock should prevent it)."""
+
+    retryable = True
+
+
+class SqlJobRepository:
+    def __init__(self, session: AsyncSession) -> None:
+        self._session = session
+
+    async def get(self, job_id: str) -> Job:
+        row = await self._session.get(JobRow, job_id)
+        if row is None:
+            raise NotFound(f"no job {job_id!r}")
+        return _to_job(row)
+
+    async def lock(self, job_id: str) -> Job:
+        # FOR UPDATE on PostgreSQL; SQLite transactions are already exclusive (BEGIN IMMEDIATE).
+        row = await self._session.scalar(
+            select(JobRow).where(JobRow.id == job_id).with_for_update()
+        )
+        if row is None:
+            raise NotFound(f"no job {job_id!r}")
+        return _to_job(row)
+
+    async def add(self, job: Job) -> None:
+        self._session.add(JobRow(**_columns(job)))
+        await self._session.flush()  # the audit row refers to it, and no relationship orders them
+        self._audit(job)
+
+    async def save(self, job: Job) -> None:
+        # The version check makes a lost update impossible even without the row lock.
+        result = await self._session.execute(
+            update(JobRow)
+            .where(JobRow.id == job.id, JobRow.version == job.version - 1)
+            .values(**_columns(job))
+            .execution_options(synchronize_session=False)
+        )
+        if result.rowcount != 1:  # type: ignore[attr-defined]
+            raise StaleWrite(f"job {job.id} changed concurrently")
+        self._audit(job)
+
+    async def list_by_owner(self, owner: str, *, limit: int) -> list[Job]:
+        rows = await self._session.scalars(
+            select(JobRow)
+            .where(JobRow.owner == owner)
+            .order_by(JobRow.created_at.desc(), JobRow.id)
+            .limit(limit)
+        )
+        return [_to_job(row) for row in rows]
+
+    async def purge_finished(self, before: datetime) -> int:
+        """Delete terminal jobs last changed before ``before`` (with their audit trail)."""
+        terminal = [s.value for s in JobStatus if s.terminal]
+        ids = list(
+            await self._session.scalars(
+                select(JobRow.id).where(JobRow.status.in_(terminal), JobRow.updated_at < before)
+            )
+        )
+        if ids:
+            await self._session.execute(delete(JobEventRow).where(JobEventRow.job_id.in_(ids)))
+            await self._session.execute(delete(JobRow).where(JobRow.id.in_(ids)))
+        return len(ids)
+
+    def _audit(self, job: Job) -> None:
+        self._session.add(
+            JobEventRow(
+                job_id=job.id,
+                version=job.version,
+                snapshot=job.snapshot(),
+                created_at=job.updated_at,
+            )
+        )
+
+
+def _columns(job: Job) -> dict[str, object]:
+    return {
+        "id": job.id,
+        "owner": job.owner,
+        "kind": job.kind,
+        "status": job.status.value,
+        "progress": job.progress,
+        "stage": job.stage,
+        "message": job.message,
+        "result": job.result,
+        "error": None
+        if job.error is None
+        else {"code": job.error.code, "message": job.error.message},
+        "version": job.version,
+        "created_at": job.created_at,
+        "updated_at": job.updated_at,
+    }
+
+
+def _to_job(row: JobRow) -> Job:
+    error = row.error
+    return Job(
+        id=row.id,
+        owner=row.owner,
+        kind=row.kind,
+        status=JobStatus(row.status),
+        progress=row.progress,
+        stage=row.stage,
+        message=row.message,
+        result=row.result,
+        error=None if error is None else JobError(str(error["code"]), str(error["message"])),
+        version=row.version,
+        created_at=_aware(row.created_at),
+        updated_at=_aware(row.updated_at),
+    )
+
+
+def _aware(value: datetime) -> datetime:
+    """SQLite hands back naive datetimes; everything stored is UTC."""
+    return value if value.tzinfo is not None else value.replace(tzinfo=UTC)

@@ -1,0 +1,45 @@
+"""One transaction for a domain service: repositories plus the outbox for its events."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Callable, Iterable
+from contextlib import AbstractAsyncContextManager, asynccontextmanager
+
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+
+from domain.events import DomainEvent
+from storage.database import transaction
+from storage.jobs import SqlJobRepository
+from storage.outbox import OutboxMessage, stage
+
+# Turns a domain event into the publications it causes (the server knows channel names).
+Route = Callable[[DomainEvent], Iterable[OutboxMessage]]
+
+
+class _OutboxSink:
+    def __init__(self, session: AsyncSession, route: Route) -> None:
+        self._session = session
+        self._route = route
+
+    def emit(self, event: DomainEvent) -> None:
+        stage(self._session, self._route(event))
+
+
+class SqlUnitOfWork:
+    def __init__(self, session: AsyncSession, route: Route) -> None:
+        self.jobs = SqlJobRepository(session)
+        self.events = _OutboxSink(session, route)
+
+
+def unit_of_work(
+    sessions: async_sessionmaker[AsyncSession], route: Route, on_commit: Callable[[], None]
+) -> Callable[[], AbstractAsyncContextManager[SqlUnitOfWork]]:
+    """A factory of units of work; ``on_commit`` runs after each commit (wakes the relay)."""
+
+    @asynccontextmanager
+    async def begin() -> AsyncIterator[SqlUnitOfWork]:
+        async with transaction(sessions) as session:
+            yield SqlUnitOfWork(session, route)
+        on_commit()
+
+    return begin
