@@ -149,8 +149,11 @@ class JobRepository(Protocol):
 class JobUnitOfWork(Protocol):
     """One transaction: the job changes and the events they cause commit together."""
 
-    jobs: JobRepository
-    events: EventSink
+    @property
+    def jobs(self) -> JobRepository: ...
+
+    @property
+    def events(self) -> EventSink: ...
 
 
 UnitOfWork = Callable[[], AbstractAsyncContextManager[JobUnitOfWork]]

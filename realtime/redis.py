@@ -102,7 +102,7 @@ _MAX_BACKOFF_S = 2.0
 _CONNECT_ERRORS = (RedisError, OSError, asyncio.TimeoutError)
 
 
-def _split_url(url: str) -> tuple[str, str, bool]:
+def split_url(url: str) -> tuple[str, str, bool]:
     """Take our own options (``prefix``, ``sharded``) out of the URL's query string."""
     parts = urlsplit(url)
     query = dict(parse_qsl(parts.query))
@@ -123,7 +123,7 @@ class RedisBroker:
         *,
         on_reset: ResetHandler | None = None,
     ) -> None:
-        self._url, self._prefix, self._sharded = _split_url(url)
+        self._url, self._prefix, self._sharded = split_url(url)
         self._options = options
         self._handler = handler
         self._on_reset = on_reset

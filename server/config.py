@@ -56,6 +56,8 @@ class Settings(BaseSettings):
     idempotency_ttl_s: float = Field(default=300.0, ge=0)
     recovery_max_publications: int = Field(default=300, ge=0)
     max_channels_per_connection: int = Field(default=128, ge=1)
+    presence_ttl_s: float = Field(default=30.0, gt=0)
+    presence_max_members: int = Field(default=1000, ge=1)
     client_rate_per_s: float = Field(default=20.0, gt=0)
     client_burst: int = Field(default=40, ge=1)
     protocol_error_limit: int = Field(default=3, ge=1)

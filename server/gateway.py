@@ -1,4 +1,5 @@
-"""The Socket.IO edge: connect/disconnect, and the subscribe/unsubscribe/publish requests.
+"""The Socket.IO edge: connect/disconnect, and the subscribe/unsubscribe/publish/presence
+requests.
 
 Handlers are thin: parse the payload, check the caller, call the broker or hub, map errors.
 """
@@ -32,6 +33,7 @@ from realtime.broker import (
 )
 from realtime.channels import Channel, InvalidChannel, parse_channel
 from realtime.hub import Hub, JoinOverflow
+from realtime.presence_tracker import PresenceTracker
 from realtime.ratelimit import TokenBucket
 from server.auth import TokenVerifier
 from server.authz import can_publish_from_client, can_subscribe
@@ -39,10 +41,12 @@ from server.config import Settings
 from server.connections import Connection
 from server.errors import domain_error_ack, error_ack, error_body, validation_message
 from server.metrics import Metrics
+from server.presence import no_presence_message, read_presence
 from server.socket_server import TandemSocketServer
 from server.state import ChannelState
 from server.wire import (
     SERVER_EVENT_PREFIXES,
+    PresenceRequest,
     PublishRequest,
     SubscribeRequest,
     UnsubscribeRequest,
@@ -72,6 +76,7 @@ class SocketGateway:
         settings: Settings,
         broker: Broker,
         hub: Hub,
+        presence: PresenceTracker,
         state: ChannelState,
         verifier: TokenVerifier,
         metrics: Metrics,
@@ -80,6 +85,7 @@ class SocketGateway:
         self._settings = settings
         self._broker = broker
         self._hub = hub
+        self._presence = presence
         self._state = state
         self._verifier = verifier
         self._metrics = metrics
@@ -94,6 +100,7 @@ class SocketGateway:
         sio.on("subscribe", self._request(SubscribeRequest, self.subscribe))
         sio.on("unsubscribe", self._request(UnsubscribeRequest, self.unsubscribe))
         sio.on("publish", self._request(PublishRequest, self.publish))
+        sio.on("presence", self._request(PresenceRequest, self.presence))
         sio.on("*", self.on_unknown_event)
         sio.on_abuse = self.on_abuse
         self._hub.resync = self.resync
@@ -138,6 +145,7 @@ class SocketGateway:
         conn.close()
         subscribed = len(self._hub.channels_of(sid))
         await self._hub.leave_all(sid)
+        await self._presence.leave_all(sid)
         self._metrics.subscriptions.dec(subscribed)
         self._metrics.connections.set(len(self._connections))
         self._metrics.disconnects.labels(str(reason or "unknown")).inc()
@@ -172,7 +180,8 @@ class SocketGateway:
         await self._sio.eio.disconnect(eio_sid)
 
     async def drain(self, retry_after_ms: int = 1000) -> None:
-        """Refuse new connections and tell every client to reconnect elsewhere."""
+        """Refuse new connections, tell every client to reconnect elsewhere, and take this
+        node's presence entries out at once (their leaves are published)."""
         self.draining = True
         await asyncio.gather(
             *(
@@ -186,6 +195,7 @@ class SocketGateway:
                 for sid in list(self._connections)
             )
         )
+        await self._presence.leave_node()
 
     async def resync(self, channel: str, sids: Collection[str]) -> None:
         """A channel's stream broke (Redis lost it while we were cut off): like Centrifugo's
@@ -246,7 +256,8 @@ class SocketGateway:
         return self._error(
             error_ack(
                 ErrorCode.INVALID_PAYLOAD,
-                f"unknown event {str(event)[:64]!r}; use subscribe, unsubscribe or publish",
+                f"unknown event {str(event)[:64]!r}; "
+                "use subscribe, unsubscribe, publish or presence",
             )
         )
 
@@ -254,6 +265,8 @@ class SocketGateway:
         channel = parse(req.channel)
         if not can_subscribe(conn.principal, channel):
             raise PermissionDenied(f"not allowed to subscribe to {channel}")
+        if req.presence and not channel.policy.presence:
+            raise BadRequest(no_presence_message(channel))
         name, sid, hub = str(channel), conn.sid, self._hub
         fresh = not hub.is_subscribed(sid, name)
         if fresh and len(hub.channels_of(sid)) >= self._settings.max_channels_per_connection:
@@ -278,12 +291,18 @@ class SocketGateway:
             # State is read after the position: a publication in between may show in both
             # (clients skip stale versions) but can never be missed.
             state = await self._state(channel)
+            if req.presence:
+                # Before commit: the subscriber's own presence.join is in its ack or after it.
+                principal = conn.principal
+                await self._presence.join(name, sid, principal.sub, principal.name)
+            elif name in self._presence.channels_of(sid):
+                await self._presence.leave(name, sid)  # re-subscribed without presence
             buffered = hub.commit(sid, name)
         except JoinOverflow as exc:
-            await hub.leave(sid, name)
+            await self._leave(sid, channel)
             raise Unavailable(str(exc)) from None
         except BaseException:
-            await hub.leave(sid, name)
+            await self._leave(sid, channel)
             raise
         if fresh:
             self._metrics.subscriptions.inc()
@@ -304,11 +323,21 @@ class SocketGateway:
         }
 
     async def unsubscribe(self, conn: Connection, req: UnsubscribeRequest) -> Ack:
-        name = str(parse(req.channel))
-        if self._hub.is_subscribed(conn.sid, name):
-            await self._hub.leave(conn.sid, name)
+        channel = parse(req.channel)
+        if self._hub.is_subscribed(conn.sid, str(channel)):
+            await self._leave(conn.sid, channel)
             self._metrics.subscriptions.dec()
         return {"ok": True}
+
+    async def _leave(self, sid: str, channel: Channel) -> None:
+        await self._hub.leave(sid, str(channel))
+        if channel.policy.presence:
+            await self._presence.leave(str(channel), sid)
+
+    async def presence(self, conn: Connection, req: PresenceRequest) -> Ack:
+        limit = self._settings.presence_max_members
+        view = await read_presence(self._presence, conn.principal, parse(req.channel), limit)
+        return {"ok": True, **view}
 
     async def publish(self, conn: Connection, req: PublishRequest) -> Ack:
         channel = parse(req.channel)

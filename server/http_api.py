@@ -1,4 +1,4 @@
-"""The HTTP API: publish, history and tokens (OpenAPI at /docs)."""
+"""The HTTP API: publish, history, presence and tokens (OpenAPI at /docs)."""
 
 from __future__ import annotations
 
@@ -20,12 +20,14 @@ from realtime.broker import BrokerUnavailable, StreamPosition, UnrecoverablePosi
 from server.auth import SERVICE, Principal, mint_token
 from server.authz import can_publish_from_client, can_subscribe
 from server.gateway import parse
+from server.presence import read_presence
 from server.runtime import Runtime
 from server.wire import (
     SERVER_EVENT_PREFIXES,
     ErrorResponse,
     HistoryResponse,
     HttpPublishRequest,
+    PresenceResponse,
     PublishResponse,
     QueuedResponse,
     TokenRequest,
@@ -156,6 +158,18 @@ async def history(
             "publications": [pub.envelope() for pub in result.publications],
         }
     )
+
+
+@router.get("/channels/{channel}/presence", response_model=PresenceResponse)
+async def presence(channel: str, caller: Caller, runtime: RuntimeDep) -> PresenceResponse:
+    """Who is on a ``doc:``, ``room:`` or ``user:`` channel, cluster-wide: one member per user
+    with their number of connections, at most ``TANDEM_PRESENCE_MAX_MEMBERS`` of ``total``."""
+    limit = runtime.settings.presence_max_members
+    try:
+        view = await read_presence(runtime.presence, caller, parse(channel), limit)
+    except BrokerUnavailable:
+        raise Unavailable("presence is unavailable; retry") from None
+    return PresenceResponse.model_validate(view)
 
 
 @router.post("/tokens", response_model=TokenResponse)

@@ -46,6 +46,12 @@ class Metrics:
         self.channels = Gauge(
             "tandem_channels", "Channels with local subscribers on this node", registry=r
         )
+        self.presence_events = Counter(
+            "tandem_presence_events",
+            "Presence events published by this node (join, leave, expired)",
+            ["type"],
+            registry=r,
+        )
         self.broker_errors = Counter(
             "tandem_broker_errors", "Broker operations that failed", ["op"], registry=r
         )

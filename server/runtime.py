@@ -13,6 +13,8 @@ from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
 from realtime.broker import Broker, BrokerOptions, create_broker
 from realtime.hub import Hub
+from realtime.presence import PresenceOptions, PresenceStore, create_presence_store
+from realtime.presence_tracker import PresenceTracker
 from server.auth import TokenVerifier
 from server.config import Settings
 from server.gateway import SocketDelivery, SocketGateway
@@ -30,6 +32,8 @@ class Runtime:
     sio: TandemSocketServer
     broker: Broker
     hub: Hub
+    presence_store: PresenceStore
+    presence: PresenceTracker
     gateway: SocketGateway
     engine: AsyncEngine
     verifier: TokenVerifier
@@ -57,6 +61,9 @@ class Runtime:
         async with AsyncExitStack() as stack:
             stack.push_async_callback(self.engine.dispose)
             await stack.enter_async_context(self.broker)
+            await stack.enter_async_context(self.presence_store)
+            # Exits before the broker: this node's presence leaves are still published.
+            await stack.enter_async_context(self.presence)
             await stack.enter_async_context(self.relay)
             self.started.set()
             yield self
@@ -90,12 +97,23 @@ def build_runtime(settings: Settings) -> Runtime:
     )
     broker = create_broker(settings.broker_url, options, hub.on_publication, on_reset=hub.on_reset)
     hub.use(broker)
+    presence_store = create_presence_store(
+        settings.broker_url, PresenceOptions(ttl=settings.presence_ttl_s)
+    )
+    presence = PresenceTracker(
+        presence_store,
+        broker,
+        node_id=node_id,
+        ttl=settings.presence_ttl_s,
+        on_event=lambda kind: metrics.presence_events.labels(kind).inc(),
+    )
     verifier = TokenVerifier(settings)
     gateway = SocketGateway(
         sio=sio,
         settings=settings,
         broker=broker,
         hub=hub,
+        presence=presence,
         state=ChannelState(broker),
         verifier=verifier,
         metrics=metrics,
@@ -112,6 +130,8 @@ def build_runtime(settings: Settings) -> Runtime:
         sio=sio,
         broker=broker,
         hub=hub,
+        presence_store=presence_store,
+        presence=presence,
         gateway=gateway,
         engine=engine,
         verifier=verifier,

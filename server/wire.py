@@ -27,9 +27,16 @@ class Since(Request):
 class SubscribeRequest(Request):
     channel: ChannelName
     since: Since | None = None
+    # Be a member of the channel's presence (doc:, room:, user:): visible to the presence
+    # request, announced with presence.join/leave. Off by default: watchers stay invisible.
+    presence: bool = False
 
 
 class UnsubscribeRequest(Request):
+    channel: ChannelName
+
+
+class PresenceRequest(Request):
     channel: ChannelName
 
 
@@ -78,6 +85,19 @@ class HistoryResponse(BaseModel):
     epoch: str
     offset: int
     publications: list[Envelope]
+
+
+class PresenceMember(BaseModel):
+    user: str
+    name: str | None
+    info: dict[str, Any]
+    connections: int
+
+
+class PresenceResponse(BaseModel):
+    channel: str
+    members: list[PresenceMember]
+    total: int = Field(description="Users on the channel; members lists at most the cap.")
 
 
 class TokenRequest(BaseModel):

@@ -15,7 +15,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from domain.clock import SystemClock
 from domain.errors import Conflict, InvalidPayload, NotFound
 from domain.events import DomainEvent
-from domain.jobs import JobError, JobService, JobStatus
+from domain.jobs import Job, JobError, JobService, JobStatus
 from storage.database import create_engine, sessionmaker, transaction
 from storage.jobs import SqlJobRepository
 from storage.migrate import upgrade
@@ -106,8 +106,8 @@ async def test_concurrent_updates_are_serialized(service: JobService) -> None:
     results = await asyncio.gather(
         *(service.progress(job.id, p) for p in range(1, 31)), return_exceptions=True
     )
-    applied = [r for r in results if not isinstance(r, Exception)]
-    refused = [r for r in results if isinstance(r, Exception)]
+    applied = [r for r in results if isinstance(r, Job)]
+    refused = [r for r in results if not isinstance(r, Job)]
     # Updates that arrive after a higher one are conflicts, never lost writes.
     assert all(isinstance(r, Conflict) and not r.retryable for r in refused)
     final = await service.get(job.id)

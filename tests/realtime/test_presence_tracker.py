@@ -1,0 +1,157 @@
+"""The PresenceTracker on real brokers and stores: events, heartbeats, sweeps, several nodes."""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+from collections.abc import AsyncIterator, Callable
+from contextlib import AbstractAsyncContextManager, AsyncExitStack, asynccontextmanager
+
+import pytest
+
+from realtime.broker import BrokerOptions, create_broker
+from realtime.presence import (
+    PresenceEntry,
+    PresenceOptions,
+    PresenceStore,
+    PresenceUnavailable,
+    create_presence_store,
+)
+from realtime.presence_tracker import PresenceTracker
+from tests.realtime.test_broker_contract import Received, wait_ready
+from tests.support.redis import broker_url, redis_prefix
+
+
+class Node:
+    def __init__(self, tracker: PresenceTracker, store: PresenceStore, received: Received):
+        self.tracker = tracker
+        self.store = store
+        self.received = received
+
+    async def events(self, n: int) -> list[tuple[str, object]]:
+        return [(p.event, p.data) for p in await self.received.take(n)]
+
+
+@asynccontextmanager
+async def start_nodes(kind: str, n: int = 1, *, ttl: float = 30.0) -> AsyncIterator[list[Node]]:
+    """``n`` nodes sharing one backend: memory (one node) or a private Redis prefix."""
+    async with AsyncExitStack() as stack:
+        url = "memory://"
+        if kind == "redis":
+            url = broker_url(await stack.enter_async_context(redis_prefix()))
+        nodes = []
+        for i in range(n):
+            received = Received()
+            broker = create_broker(url, BrokerOptions(node_id=f"n{i}"), received)
+            await stack.enter_async_context(broker)
+            await wait_ready(broker)
+            await broker.subscribe("room:a")
+            store = create_presence_store(url, PresenceOptions(ttl=ttl))
+            await stack.enter_async_context(store)
+            tracker = PresenceTracker(store, broker, node_id=f"n{i}", ttl=ttl)
+            await stack.enter_async_context(tracker)
+            nodes.append(Node(tracker, store, received))
+        yield nodes
+
+
+NodesFactory = Callable[..., AbstractAsyncContextManager[list[Node]]]
+
+
+@pytest.fixture(params=["memory", "redis"])
+def make_node(request: pytest.FixtureRequest) -> NodesFactory:
+    return functools.partial(start_nodes, request.param, 1)
+
+
+@pytest.fixture
+def make_cluster() -> NodesFactory:
+    return functools.partial(start_nodes, "redis")
+
+
+async def test_first_join_and_last_leave_are_published(make_node: NodesFactory) -> None:
+    async with make_node() as [node]:
+        tracker = node.tracker
+        for conn in ("t1", "t2", "t3"):
+            await tracker.join("room:a", conn, "alice", "Alice", {"color": "red"})
+        assert await node.events(1) == [
+            ("presence.join", {"user": "alice", "name": "Alice", "info": {"color": "red"}})
+        ]
+        presence = await tracker.members("room:a", 10)
+        assert [(m.user, m.connections) for m in presence.members] == [("alice", 3)]
+        await tracker.leave("room:a", "t1")
+        await tracker.leave_all("t2")
+        await node.received.nothing()
+        await tracker.leave("room:a", "t3")
+        await tracker.leave("room:a", "t3")
+        assert await node.events(1) == [("presence.leave", {"user": "alice"})]
+        await node.received.nothing()
+        assert tracker.channels_of("t3") == frozenset()
+
+
+async def test_heartbeats_keep_entries_past_the_ttl(make_node: NodesFactory) -> None:
+    async with make_node(ttl=0.3) as [node]:
+        await node.tracker.join("room:a", "t1", "alice", None)
+        await asyncio.sleep(0.7)
+        assert (await node.tracker.members("room:a", 10)).total == 1
+        assert [e for e, _ in await node.events(1)] == ["presence.join"]
+        await node.received.nothing()
+
+
+async def test_a_lost_entry_is_added_back_by_the_heartbeat(make_node: NodesFactory) -> None:
+    async with make_node() as [node]:
+        await node.tracker.join("room:a", "t1", "alice", None)
+        assert await node.store.remove("room:a", "t1") == "alice"  # e.g. Redis lost it
+        await node.tracker.heartbeat()
+        assert (await node.tracker.members("room:a", 10)).total == 1
+        assert [e for e, _ in await node.events(2)] == ["presence.join", "presence.join"]
+
+
+async def test_a_dead_nodes_entries_expire_with_one_leave(make_cluster: NodesFactory) -> None:
+    async with make_cluster(2, ttl=0.3) as [b, c]:
+        # The dead node added these and then stopped refreshing them.
+        dead = PresenceEntry("x1", "alice", "Alice", {}, "dead", 1.0)
+        await b.store.add("room:a", dead)
+        await b.tracker.join("room:a", "b1", "bob", None)
+        await c.tracker.join("room:a", "c1", "carol", None)
+        await asyncio.sleep(0.7)  # both trackers' heartbeats sweep meanwhile
+        for node in (b, c):
+            events = await node.events(3)
+            assert sorted(e for e, _ in events) == [
+                "presence.join",
+                "presence.join",
+                "presence.leave",
+            ]
+            assert ("presence.leave", {"user": "alice"}) in events
+            await node.received.nothing()
+        presence = await c.tracker.members("room:a", 10)
+    assert [m.user for m in presence.members] == ["bob", "carol"]
+
+
+async def test_leave_node_removes_everything_at_once(make_cluster: NodesFactory) -> None:
+    async with make_cluster(2) as [a, b]:
+        await a.tracker.join("room:a", "a1", "alice", None)
+        await a.tracker.join("room:a", "a2", "alice", None)
+        await b.tracker.join("room:a", "b1", "bob", None)
+        await a.tracker.join("room:a", "a3", "bob", None)
+        await b.events(2)
+        await a.tracker.leave_node()
+        assert await b.events(1) == [("presence.leave", {"user": "alice"})]
+        await b.received.nothing()
+        presence = await b.tracker.members("room:a", 10)
+    assert [(m.user, m.connections) for m in presence.members] == [("bob", 1)]
+
+
+async def test_a_failed_removal_still_ends_in_one_leave(make_node: NodesFactory) -> None:
+    async with make_node(ttl=0.3) as [node]:
+        await node.tracker.join("room:a", "t1", "alice", None)
+        await node.events(1)
+        real_remove = node.store.remove
+
+        async def unavailable(channel: str, conn: str) -> str | None:
+            raise PresenceUnavailable("redis: down for a moment")
+
+        node.store.remove = unavailable  # type: ignore[method-assign]
+        await node.tracker.leave("room:a", "t1")  # does not raise
+        node.store.remove = real_remove  # type: ignore[method-assign]
+        # No local entries on the channel any more, yet this node sweeps it until it expired.
+        assert await node.events(1) == [("presence.leave", {"user": "alice"})]
+        await node.received.nothing(0.3)
