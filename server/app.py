@@ -14,7 +14,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import Receive, Scope, Send
 
 from domain.errors import DomainError, ErrorCode
-from server import health, http_api
+from server import health, http_api, jobs_api
 from server.config import Settings
 from server.engine_guard import EngineGuard
 from server.errors import HTTP_STATUS, error_body
@@ -66,6 +66,7 @@ def _build_api(runtime: Runtime) -> FastAPI:
     )
     api.state.runtime = runtime
     api.include_router(http_api.router)
+    api.include_router(jobs_api.router)
     api.include_router(health.router)
     _install_error_handlers(api)
     return api

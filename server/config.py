@@ -63,6 +63,7 @@ class Settings(BaseSettings):
     protocol_error_limit: int = Field(default=3, ge=1)
     token_max_ttl_s: int = Field(default=7 * 86_400, ge=60)
     shutdown_timeout_s: float = 10.0
+    job_retention_s: float = Field(default=7 * 86_400, ge=60)
     log_level: str = "info"
 
     @field_validator("jwt_algorithms", "cors_origins", mode="before")

@@ -36,7 +36,7 @@ from realtime.hub import Hub, JoinOverflow
 from realtime.presence_tracker import PresenceTracker
 from realtime.ratelimit import TokenBucket
 from server.auth import TokenVerifier
-from server.authz import can_publish_from_client, can_subscribe
+from server.authz import Authorizer, can_publish_from_client
 from server.config import Settings
 from server.connections import Connection
 from server.errors import domain_error_ack, error_ack, error_body, validation_message
@@ -77,6 +77,7 @@ class SocketGateway:
         broker: Broker,
         hub: Hub,
         presence: PresenceTracker,
+        authorizer: Authorizer,
         state: ChannelState,
         verifier: TokenVerifier,
         metrics: Metrics,
@@ -86,6 +87,7 @@ class SocketGateway:
         self._broker = broker
         self._hub = hub
         self._presence = presence
+        self.authorizer = authorizer
         self._state = state
         self._verifier = verifier
         self._metrics = metrics
@@ -263,7 +265,7 @@ class SocketGateway:
 
     async def subscribe(self, conn: Connection, req: SubscribeRequest) -> Ack:
         channel = parse(req.channel)
-        if not can_subscribe(conn.principal, channel):
+        if not await self.authorizer.can_subscribe(conn.principal, channel):
             raise PermissionDenied(f"not allowed to subscribe to {channel}")
         if req.presence and not channel.policy.presence:
             raise BadRequest(no_presence_message(channel))
@@ -336,7 +338,9 @@ class SocketGateway:
 
     async def presence(self, conn: Connection, req: PresenceRequest) -> Ack:
         limit = self._settings.presence_max_members
-        view = await read_presence(self._presence, conn.principal, parse(req.channel), limit)
+        view = await read_presence(
+            self._presence, self.authorizer, conn.principal, parse(req.channel), limit
+        )
         return {"ok": True, **view}
 
     async def publish(self, conn: Connection, req: PublishRequest) -> Ack:

@@ -18,7 +18,7 @@ from domain.errors import (
 )
 from realtime.broker import BrokerUnavailable, StreamPosition, UnrecoverablePosition
 from server.auth import SERVICE, Principal, mint_token
-from server.authz import can_publish_from_client, can_subscribe
+from server.authz import can_publish_from_client
 from server.gateway import parse
 from server.presence import read_presence
 from server.runtime import Runtime
@@ -139,7 +139,7 @@ async def history(
 ) -> HistoryResponse:
     """Retained publications, oldest first; with ``since_*`` everything after that position."""
     parsed = parse(channel)
-    if not can_subscribe(caller, parsed):
+    if not await runtime.authorizer.can_subscribe(caller, parsed):
         raise PermissionDenied(f"not allowed to read {parsed}")
     if (since_epoch is None) != (since_offset is None):
         raise InvalidPayload("give both since_epoch and since_offset, or neither")
@@ -166,7 +166,9 @@ async def presence(channel: str, caller: Caller, runtime: RuntimeDep) -> Presenc
     with their number of connections, at most ``TANDEM_PRESENCE_MAX_MEMBERS`` of ``total``."""
     limit = runtime.settings.presence_max_members
     try:
-        view = await read_presence(runtime.presence, caller, parse(channel), limit)
+        view = await read_presence(
+            runtime.presence, runtime.authorizer, caller, parse(channel), limit
+        )
     except BrokerUnavailable:
         raise Unavailable("presence is unavailable; retry") from None
     return PresenceResponse.model_validate(view)

@@ -8,19 +8,23 @@ from domain.errors import BadRequest, PermissionDenied
 from realtime.channels import POLICIES, Channel
 from realtime.presence_tracker import PresenceTracker
 from server.auth import Principal
-from server.authz import can_subscribe
+from server.authz import Authorizer
 
 PRESENCE_KINDS = ", ".join(f"{kind.value}:" for kind, policy in POLICIES.items() if policy.presence)
 
 
 async def read_presence(
-    tracker: PresenceTracker, principal: Principal, channel: Channel, limit: int
+    tracker: PresenceTracker,
+    authorizer: Authorizer,
+    principal: Principal,
+    channel: Channel,
+    limit: int,
 ) -> dict[str, Any]:
     """``{channel, members: [{user, name, info, connections}], total}`` for whoever may
     subscribe to ``channel``."""
     if not channel.policy.presence:
         raise BadRequest(no_presence_message(channel))
-    if not can_subscribe(principal, channel):
+    if not await authorizer.can_subscribe(principal, channel):
         raise PermissionDenied(f"not allowed to see who is on {channel}")
     presence = await tracker.members(str(channel), limit)
     return {

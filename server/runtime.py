@@ -5,24 +5,37 @@ from __future__ import annotations
 import asyncio
 import logging
 import secrets
-from collections.abc import AsyncIterator
-from contextlib import AsyncExitStack, asynccontextmanager
+import uuid
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from contextlib import AsyncExitStack, asynccontextmanager, contextmanager
 from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from typing import Any
 
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
+from domain.clock import SystemClock
+from domain.errors import NotFound
+from domain.jobs import JobService
 from realtime.broker import Broker, BrokerOptions, create_broker
+from realtime.channels import Channel, ChannelKind
 from realtime.hub import Hub
 from realtime.presence import PresenceOptions, PresenceStore, create_presence_store
 from realtime.presence_tracker import PresenceTracker
 from server.auth import TokenVerifier
+from server.authz import Authorizer, OwnerLookup
 from server.config import Settings
+from server.events import route_event
 from server.gateway import SocketDelivery, SocketGateway
 from server.metrics import Metrics
 from server.socket_server import CompatMsgPackPacket, TandemSocketServer
 from server.state import ChannelState
-from storage.database import create_engine, ping, sessionmaker
+from storage.database import create_engine, ping, sessionmaker, transaction
+from storage.jobs import SqlJobRepository
 from storage.outbox import OutboxRelay
+from storage.unit_of_work import unit_of_work
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(eq=False)
@@ -39,6 +52,8 @@ class Runtime:
     verifier: TokenVerifier
     relay: OutboxRelay
     sessions: async_sessionmaker[AsyncSession]
+    jobs: JobService
+    authorizer: Authorizer
     node_id: str
     started: asyncio.Event = field(default_factory=asyncio.Event)
 
@@ -65,8 +80,35 @@ class Runtime:
             # Exits before the broker: this node's presence leaves are still published.
             await stack.enter_async_context(self.presence)
             await stack.enter_async_context(self.relay)
+            stack.enter_context(_periodic(self._purge_finished_jobs, 600.0))
             self.started.set()
             yield self
+
+    async def _purge_finished_jobs(self) -> None:
+        horizon = datetime.now(UTC) - timedelta(seconds=self.settings.job_retention_s)
+        async with transaction(self.sessions) as session:
+            purged = await SqlJobRepository(session).purge_finished(horizon)
+        if purged:
+            log.info("purged %d finished jobs", purged)
+
+
+@contextmanager
+def _periodic(work: Callable[[], Awaitable[None]], interval: float) -> Iterator[None]:
+    """Run ``work`` every ``interval`` seconds while the block runs; failures are logged."""
+
+    async def loop() -> None:
+        while True:
+            try:
+                await work()
+            except Exception:
+                log.exception("periodic %s failed", getattr(work, "__name__", work))
+            await asyncio.sleep(interval)
+
+    task = asyncio.get_running_loop().create_task(loop())
+    try:
+        yield
+    finally:
+        task.cancel()
 
 
 def build_runtime(settings: Settings) -> Runtime:
@@ -107,6 +149,16 @@ def build_runtime(settings: Settings) -> Runtime:
         ttl=settings.presence_ttl_s,
         on_event=lambda kind: metrics.presence_events.labels(kind).inc(),
     )
+    engine = create_engine(settings.database_url)
+    sessions = sessionmaker(engine)
+
+    async def relay_publish(channel: str, event: str, data: object, key: str) -> None:
+        await broker.publish(channel, event, data, idempotency_key=key)
+
+    relay = OutboxRelay(engine, relay_publish)
+    jobs = JobService(
+        unit_of_work(sessions, route_event, relay.wake), SystemClock(), lambda: uuid.uuid4().hex
+    )
     verifier = TokenVerifier(settings)
     gateway = SocketGateway(
         sio=sio,
@@ -114,16 +166,12 @@ def build_runtime(settings: Settings) -> Runtime:
         broker=broker,
         hub=hub,
         presence=presence,
-        state=ChannelState(broker),
+        authorizer=Authorizer({ChannelKind.JOB: _owner_of(jobs)}),
+        state=_channel_state(broker, jobs),
         verifier=verifier,
         metrics=metrics,
     )
     gateway.register()
-    engine = create_engine(settings.database_url)
-
-    async def relay_publish(channel: str, event: str, data: object, key: str) -> None:
-        await broker.publish(channel, event, data, idempotency_key=key)
-
     return Runtime(
         settings=settings,
         metrics=metrics,
@@ -135,7 +183,32 @@ def build_runtime(settings: Settings) -> Runtime:
         gateway=gateway,
         engine=engine,
         verifier=verifier,
-        relay=OutboxRelay(engine, relay_publish),
-        sessions=sessionmaker(engine),
+        relay=relay,
+        sessions=sessions,
+        jobs=jobs,
+        authorizer=gateway.authorizer,
         node_id=node_id,
     )
+
+
+def _owner_of(jobs: JobService) -> OwnerLookup:
+    async def lookup(channel: Channel) -> str | None:
+        try:
+            return (await jobs.get(channel.id)).owner
+        except NotFound:
+            return None
+
+    return lookup
+
+
+def _channel_state(broker: Broker, jobs: JobService) -> ChannelState:
+    state = ChannelState(broker)
+
+    async def job_snapshot(channel: Channel) -> Any:
+        try:
+            return (await jobs.get(channel.id)).snapshot()
+        except NotFound:
+            return None
+
+    state.register(ChannelKind.JOB, job_snapshot)
+    return state
