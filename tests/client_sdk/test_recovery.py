@@ -177,15 +177,15 @@ async def test_beyond_history_on_a_stateful_channel_carries_the_state(
         TcpProxy(server.port) as proxy,
         ServerAPI(server.url, API_KEY) as api,
         fast_client(proxy.url, server.token("ops", scope="admin")) as client,
-        client.subscribe("job:j1") as sub,
+        client.subscribe("flight:LH1") as sub,
     ):
-        await api.publish("job:j1", "job.progress", {"progress": 0})
+        await api.publish("flight:LH1", "flight.updated", {"progress": 0})
         await take(sub, 1)
         proxy.pause()
         await proxy.cut()
         await wait_disconnected(client)
         for progress in range(10, 90, 10):
-            last = await api.publish("job:j1", "job.progress", {"progress": progress})
+            last = await api.publish("flight:LH1", "flight.updated", {"progress": progress})
         proxy.resume()
 
         (resync,) = await take(sub, 1)
@@ -194,7 +194,7 @@ async def test_beyond_history_on_a_stateful_channel_carries_the_state(
         assert resync.offset == last.offset
         latest = resync.state["latest"]
         assert latest["offset"] == last.offset
-        assert latest["type"] == "job.progress"
+        assert latest["type"] == "flight.updated"
         assert latest["data"] == {"progress": 80}
         assert sub.state == resync.state
 

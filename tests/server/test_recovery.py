@@ -46,17 +46,17 @@ async def test_unrecoverable_positions_return_state_not_a_partial_replay(tmp_pat
     with live_server(tmp_path, {"TANDEM_HISTORY_SIZE": "5"}) as server:
         token = server.token("ops", scope="admin")
         async with connected(server.url, token) as client:
-            ack = await client.call("subscribe", {"channel": "job:77"})
+            ack = await client.call("subscribe", {"channel": "flight:77"})
             assert ack["state"] is None and ack["offset"] == 0
-        await publish_many(server, "job:77", 12)
+        await publish_many(server, "flight:77", 12)
         async with connected(server.url, token) as client:
             since = {"epoch": ack["epoch"], "offset": 0}
-            again = await client.call("subscribe", {"channel": "job:77", "since": since})
+            again = await client.call("subscribe", {"channel": "flight:77", "since": since})
             assert again["recovered"] is False and again["publications"] == []
             assert again["offset"] == 12
             assert again["state"]["latest"]["data"] == {"i": 11}
             foreign = await client.call(
-                "subscribe", {"channel": "job:77", "since": {"epoch": "gone", "offset": 3}}
+                "subscribe", {"channel": "flight:77", "since": {"epoch": "gone", "offset": 3}}
             )
             assert foreign["recovered"] is False and foreign["publications"] == []
 
