@@ -1,11 +1,21 @@
 from __future__ import annotations
 
+import sys
 from collections.abc import Iterator
+from contextlib import ExitStack
 from pathlib import Path
 
 import pytest
 
+from tests.support.fallback import ensure_services
 from tests.support.live import LiveServer, live_server
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    stack = ExitStack()
+    config.add_cleanup(stack.close)
+    for started in ensure_services(stack):
+        sys.stderr.write(f"tandem tests: no shared service there; started a private {started}\n")
 
 
 @pytest.fixture(scope="module")

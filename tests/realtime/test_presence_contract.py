@@ -16,7 +16,7 @@ from realtime.presence import (
     PresenceStore,
     create_presence_store,
 )
-from tests.support.redis import REDIS_URL, broker_url, redis_prefix
+from tests.support.redis import broker_url, redis_prefix, redis_url
 
 STORES = ["memory", "redis"]
 
@@ -189,7 +189,7 @@ async def test_redis_keys_are_hash_tagged_on_the_channel_under_the_prefix() -> N
         async with store:
             await store.add("room:a", entry("c1", "alice"))
             await store.add("doc:b", entry("c1", "alice"))
-        client = aioredis.from_url(REDIS_URL)
+        client = aioredis.from_url(redis_url())
         try:
             keys = sorted([k.decode() async for k in client.scan_iter(match=f"{prefix}*")])
             ttls = [await client.pttl(key) for key in keys]

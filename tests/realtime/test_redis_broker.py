@@ -13,7 +13,7 @@ from redis import asyncio as aioredis
 
 from realtime.broker import BrokerOptions, BrokerUnavailable, Publication
 from realtime.redis import RedisBroker
-from tests.support.redis import REDIS_URL, broker_url, redis_prefix
+from tests.support.redis import broker_url, redis_prefix, redis_url
 from tests.support.services import private_redis
 
 
@@ -57,7 +57,7 @@ async def test_a_lost_pubsub_message_is_repaired_from_the_stream(prefix: str) ->
         await broker.publish("room:gap", "x.y", 1)
         # Append offset 2 to the stream the way the script does, but never PUBLISH it:
         # exactly what a pub/sub message dropped on the way looks like.
-        raw = aioredis.from_url(REDIS_URL)
+        raw = aioredis.from_url(redis_url())
         try:
             meta, stream = f"{prefix}{{room:gap}}:m", f"{prefix}{{room:gap}}:s"
             top = await raw.hincrby(meta, "top", 1)
@@ -76,7 +76,7 @@ async def test_garbage_on_the_channel_is_dropped_and_listening_goes_on(prefix: s
     async with RedisBroker(broker_url(prefix), BrokerOptions(), inbox) as broker:
         await ready(broker)
         await broker.subscribe("room:junk")
-        raw = aioredis.from_url(REDIS_URL)
+        raw = aioredis.from_url(redis_url())
         try:
             for junk in (b"not msgpack \xff", msgpack.packb({"a": 1}), msgpack.packb([1])):
                 await raw.publish(f"{prefix}{{room:junk}}:p", junk)

@@ -15,7 +15,10 @@ from contextlib import contextmanager
 
 import asyncpg
 
-ADMIN_URL = os.environ.get("TANDEM_TEST_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432/test")
+
+def admin_url() -> str:
+    """The PostgreSQL the tests use (tests/support/fallback.py may have started a private one)."""
+    return os.environ.get("TANDEM_TEST_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432/test")
 
 
 def _admin(statement: str) -> None:
@@ -26,10 +29,10 @@ def _admin(statement: str) -> None:
 
 async def _admin_async(statement: str) -> None:
     try:
-        connection = await asyncpg.connect(ADMIN_URL, timeout=5)
+        connection = await asyncpg.connect(admin_url(), timeout=5)
     except (OSError, asyncpg.PostgresError) as exc:
         raise RuntimeError(
-            f"PostgreSQL is required for these tests and is not reachable at {ADMIN_URL}: {exc}"
+            f"PostgreSQL is required for these tests and is not reachable at {admin_url()}: {exc}"
         ) from exc
     try:
         await connection.execute(statement)
@@ -42,7 +45,7 @@ def postgres_database() -> Iterator[str]:
     """Create ``tandem_test_<random>``; yield its SQLAlchemy URL; drop it afterwards."""
     name = f"tandem_test_{secrets.token_hex(4)}"
     _admin(f'CREATE DATABASE "{name}"')
-    base = ADMIN_URL.rsplit("/", 1)[0].replace("postgresql://", "postgresql+asyncpg://", 1)
+    base = admin_url().rsplit("/", 1)[0].replace("postgresql://", "postgresql+asyncpg://", 1)
     try:
         yield f"{base}/{name}"
     finally:

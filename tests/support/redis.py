@@ -9,19 +9,22 @@ from contextlib import asynccontextmanager
 
 from redis import asyncio as aioredis
 
-REDIS_URL = os.environ.get("TANDEM_TEST_REDIS_URL", "redis://127.0.0.1:6379/0")
+
+def redis_url() -> str:
+    """The Redis the tests use (tests/support/fallback.py may have started a private one)."""
+    return os.environ.get("TANDEM_TEST_REDIS_URL", "redis://127.0.0.1:6379/0")
 
 
 def unique_prefix() -> str:
     return f"tandem-test-{secrets.token_hex(4)}:"
 
 
-def broker_url(prefix: str, *, sharded: bool = False, base: str = REDIS_URL) -> str:
-    return f"{base}?prefix={prefix}" + ("&sharded=1" if sharded else "")
+def broker_url(prefix: str, *, sharded: bool = False, base: str | None = None) -> str:
+    return f"{base or redis_url()}?prefix={prefix}" + ("&sharded=1" if sharded else "")
 
 
-async def delete_prefix(prefix: str, base: str = REDIS_URL) -> None:
-    client = aioredis.from_url(base)
+async def delete_prefix(prefix: str, base: str | None = None) -> None:
+    client = aioredis.from_url(base or redis_url())
     try:
         keys = [key async for key in client.scan_iter(match=f"{prefix}*", count=500)]
         if keys:
