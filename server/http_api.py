@@ -33,7 +33,6 @@ from server.wire import (
     TokenRequest,
     TokenResponse,
 )
-from storage.database import transaction
 from storage.outbox import OutboxMessage, stage
 
 ERRORS = {
@@ -43,7 +42,9 @@ ERRORS = {
 router = APIRouter(prefix="/api", responses=ERRORS)  # type: ignore[arg-type]
 
 
-def get_runtime(request: Request) -> Runtime:
+# Dependencies are `async def`: FastAPI runs plain `def` ones in a thread pool, three thread
+# hops per request for work that never blocks.
+async def get_runtime(request: Request) -> Runtime:
     runtime: Runtime = request.app.state.runtime
     return runtime
 
@@ -51,7 +52,7 @@ def get_runtime(request: Request) -> Runtime:
 RuntimeDep = Annotated[Runtime, Depends(get_runtime)]
 
 
-def get_caller(request: Request, runtime: RuntimeDep) -> Principal:
+async def get_caller(request: Request, runtime: RuntimeDep) -> Principal:
     """``Authorization: Bearer <API key or user JWT>``."""
     scheme, _, credential = request.headers.get("authorization", "").partition(" ")
     if scheme.lower() != "bearer" or not credential:
@@ -65,7 +66,7 @@ def get_caller(request: Request, runtime: RuntimeDep) -> Principal:
 Caller = Annotated[Principal, Depends(get_caller)]
 
 
-def require_service(caller: Caller) -> Principal:
+async def require_service(caller: Caller) -> Principal:
     if not caller.is_service:
         raise PermissionDenied("this endpoint needs an API key")
     return caller
@@ -123,7 +124,7 @@ async def publish(
 
 
 async def _stage(runtime: Runtime, message: OutboxMessage) -> None:
-    async with transaction(runtime.sessions) as session:
+    async with runtime.db.transaction() as session:
         stage(session, [message])
     runtime.relay.wake()
 

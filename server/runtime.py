@@ -12,8 +12,6 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
-
 from domain.clock import SystemClock
 from domain.errors import NotFound
 from domain.jobs import JobService
@@ -30,7 +28,7 @@ from server.gateway import SocketDelivery, SocketGateway
 from server.metrics import Metrics
 from server.socket_server import CompatMsgPackPacket, TandemSocketServer
 from server.state import ChannelState
-from storage.database import create_engine, ping, sessionmaker, transaction
+from storage.database import Database, ping
 from storage.jobs import SqlJobRepository
 from storage.outbox import OutboxRelay
 from storage.unit_of_work import unit_of_work
@@ -48,10 +46,9 @@ class Runtime:
     presence_store: PresenceStore
     presence: PresenceTracker
     gateway: SocketGateway
-    engine: AsyncEngine
+    db: Database
     verifier: TokenVerifier
     relay: OutboxRelay
-    sessions: async_sessionmaker[AsyncSession]
     jobs: JobService
     authorizer: Authorizer
     node_id: str
@@ -59,7 +56,7 @@ class Runtime:
 
     async def readiness(self) -> dict[str, str]:
         """Each dependency's status: "ok", or what is wrong with it (1 s per check)."""
-        checks = {"broker": self.broker.ping(), "database": ping(self.engine)}
+        checks = {"broker": self.broker.ping(), "database": ping(self.db.engine)}
         report: dict[str, str] = {}
         for name, check in checks.items():
             try:
@@ -74,7 +71,7 @@ class Runtime:
     @asynccontextmanager
     async def running(self) -> AsyncIterator[Runtime]:
         async with AsyncExitStack() as stack:
-            stack.push_async_callback(self.engine.dispose)
+            stack.push_async_callback(self.db.dispose)
             await stack.enter_async_context(self.broker)
             await stack.enter_async_context(self.presence_store)
             # Exits before the broker: this node's presence leaves are still published.
@@ -86,7 +83,7 @@ class Runtime:
 
     async def _purge_finished_jobs(self) -> None:
         horizon = datetime.now(UTC) - timedelta(seconds=self.settings.job_retention_s)
-        async with transaction(self.sessions) as session:
+        async with self.db.transaction() as session:
             purged = await SqlJobRepository(session).purge_finished(horizon)
         if purged:
             log.info("purged %d finished jobs", purged)
@@ -149,15 +146,14 @@ def build_runtime(settings: Settings) -> Runtime:
         ttl=settings.presence_ttl_s,
         on_event=lambda kind: metrics.presence_events.labels(kind).inc(),
     )
-    engine = create_engine(settings.database_url)
-    sessions = sessionmaker(engine)
+    db = Database(settings.database_url)
 
     async def relay_publish(channel: str, event: str, data: object, key: str) -> None:
         await broker.publish(channel, event, data, idempotency_key=key)
 
-    relay = OutboxRelay(engine, relay_publish)
+    relay = OutboxRelay(db, relay_publish)
     jobs = JobService(
-        unit_of_work(sessions, route_event, relay.wake), SystemClock(), lambda: uuid.uuid4().hex
+        unit_of_work(db, route_event, relay.wake), SystemClock(), lambda: uuid.uuid4().hex
     )
     verifier = TokenVerifier(settings)
     gateway = SocketGateway(
@@ -181,10 +177,9 @@ def build_runtime(settings: Settings) -> Runtime:
         presence_store=presence_store,
         presence=presence,
         gateway=gateway,
-        engine=engine,
+        db=db,
         verifier=verifier,
         relay=relay,
-        sessions=sessions,
         jobs=jobs,
         authorizer=gateway.authorizer,
         node_id=node_id,

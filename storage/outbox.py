@@ -2,8 +2,9 @@
 
 Events are staged in the same session (and so the same transaction) as the change that caused
 them. A relay on every node publishes committed rows in id order and marks them sent. On
-PostgreSQL one relay at a time holds an advisory lock, so rows are published once and in order
-even with many nodes; on SQLite the single node relays. A row published but not yet marked
+PostgreSQL one relay at a time holds an advisory lock for its whole pass, so rows are published
+once and in order even with many nodes; on SQLite the single node relays. Publishing happens
+between two short transactions, never while one is open. A row published but not yet marked
 (crash in between) is published again with the same idempotency key, which the broker dedupes.
 
 Order per channel follows row ids. Writers that change one aggregate must hold its row lock
@@ -17,15 +18,16 @@ import asyncio
 import contextlib
 import logging
 import random
-from collections.abc import Awaitable, Callable, Iterable
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from types import TracebackType
 from typing import Any, Self
 
 from sqlalchemy import delete, func, select, update
-from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
+from sqlalchemy.ext.asyncio import AsyncSession
 
+from storage.database import Database
 from storage.tables import OutboxRow
 
 log = logging.getLogger(__name__)
@@ -64,15 +66,14 @@ class OutboxRelay:
 
     def __init__(
         self,
-        engine: AsyncEngine,
+        db: Database,
         publish: Publish,
         *,
         batch_size: int = 100,
         poll_interval: float = 1.0,
         retention: timedelta = timedelta(hours=1),
     ) -> None:
-        self._sessions = async_sessionmaker(engine, expire_on_commit=False)
-        self._postgres = engine.dialect.name == "postgresql"
+        self._db = db
         self._publish = publish
         self._batch_size = batch_size
         self._poll_interval = poll_interval
@@ -102,42 +103,60 @@ class OutboxRelay:
 
     async def relay_once(self) -> int:
         """Publish one batch of pending rows; return how many were published."""
-        async with self._lock, self._sessions() as session, session.begin():
-            if self._postgres:
-                locked = await session.scalar(select(func.pg_try_advisory_xact_lock(_RELAY_LOCK)))
-                if not locked:
-                    return 0  # another node is relaying right now
-            rows = (
-                await session.scalars(
-                    select(OutboxRow)
-                    .where(OutboxRow.sent_at.is_(None))
-                    .order_by(OutboxRow.id)
-                    .limit(self._batch_size)
-                    .with_for_update()
-                )
-            ).all()
+        async with self._lock, self._cluster_lock() as ours:
+            if not ours:
+                return 0  # another node is relaying right now
+            async with self._db.transaction() as session:
+                rows = (
+                    await session.execute(
+                        select(
+                            OutboxRow.id,
+                            OutboxRow.channel,
+                            OutboxRow.event,
+                            OutboxRow.data,
+                            OutboxRow.idempotency_key,
+                        )
+                        .where(OutboxRow.sent_at.is_(None))
+                        .order_by(OutboxRow.id)
+                        .limit(self._batch_size)
+                    )
+                ).all()
             published: list[int] = []
             failure: Exception | None = None
-            for row in rows:
+            for row_id, channel, event, data, key in rows:
                 try:
-                    key = row.idempotency_key or f"outbox:{row.id}"
-                    await self._publish(row.channel, row.event, row.data, key)
+                    await self._publish(channel, event, data, key or f"outbox:{row_id}")
                 except Exception as exc:
                     failure = exc  # keep order: nothing after a failed row goes out
                     break
-                published.append(row.id)
+                published.append(row_id)
             if published:
-                await session.execute(
-                    update(OutboxRow)
-                    .where(OutboxRow.id.in_(published))
-                    .values(sent_at=datetime.now(UTC))
-                )
+                async with self._db.transaction() as session:
+                    await session.execute(
+                        update(OutboxRow)
+                        .where(OutboxRow.id.in_(published))
+                        .values(sent_at=datetime.now(UTC))
+                    )
         if failure is not None:
             raise failure
         return len(published)
 
+    @contextlib.asynccontextmanager
+    async def _cluster_lock(self) -> AsyncIterator[bool]:
+        """On PostgreSQL, a session advisory lock held on its own connection for the pass."""
+        if not self._db.postgres:
+            yield True
+            return
+        async with self._db.engine.connect() as connection:
+            ours = bool(await connection.scalar(select(func.pg_try_advisory_lock(_RELAY_LOCK))))
+            try:
+                yield ours
+            finally:
+                if ours:
+                    await connection.scalar(select(func.pg_advisory_unlock(_RELAY_LOCK)))
+
     async def pending(self) -> int:
-        async with self._sessions() as session:
+        async with self._db.transaction() as session:
             count = await session.scalar(
                 select(func.count()).select_from(OutboxRow).where(OutboxRow.sent_at.is_(None))
             )
@@ -146,7 +165,7 @@ class OutboxRelay:
     async def purge(self) -> None:
         """Forget rows sent longer ago than the retention period."""
         horizon = datetime.now(UTC) - self._retention
-        async with self._sessions() as session, session.begin():
+        async with self._db.transaction() as session:
             await session.execute(delete(OutboxRow).where(OutboxRow.sent_at < horizon))
 
     async def _run(self) -> None:
@@ -154,6 +173,9 @@ class OutboxRelay:
         purged_at = 0.0
         loop = asyncio.get_running_loop()
         while True:
+            # Cleared before the pass, not after: a commit that wakes us during a pass must
+            # get a pass of its own instead of waiting for the next poll.
+            self._wake.clear()
             try:
                 while await self.relay_once() == self._batch_size:
                     pass  # a full batch: there may be more right away
@@ -169,7 +191,6 @@ class OutboxRelay:
                 await asyncio.sleep(delay * random.uniform(0.5, 1.0))
                 delay = min(delay * 2, 2.0)
                 continue
-            self._wake.clear()
             with contextlib.suppress(TimeoutError):
                 async with asyncio.timeout(self._poll_interval):
                     await self._wake.wait()

@@ -5,10 +5,10 @@ from __future__ import annotations
 from collections.abc import AsyncIterator, Callable, Iterable
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
 
-from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+from sqlalchemy.ext.asyncio import AsyncSession
 
 from domain.events import DomainEvent
-from storage.database import transaction
+from storage.database import Database
 from storage.jobs import SqlJobRepository
 from storage.outbox import OutboxMessage, stage
 
@@ -32,13 +32,13 @@ class SqlUnitOfWork:
 
 
 def unit_of_work(
-    sessions: async_sessionmaker[AsyncSession], route: Route, on_commit: Callable[[], None]
+    db: Database, route: Route, on_commit: Callable[[], None]
 ) -> Callable[[], AbstractAsyncContextManager[SqlUnitOfWork]]:
     """A factory of units of work; ``on_commit`` runs after each commit (wakes the relay)."""
 
     @asynccontextmanager
     async def begin() -> AsyncIterator[SqlUnitOfWork]:
-        async with transaction(sessions) as session:
+        async with db.transaction() as session:
             yield SqlUnitOfWork(session, route)
         on_commit()
 

@@ -10,13 +10,12 @@ from pathlib import Path
 
 import pytest
 from sqlalchemy import func, select
-from sqlalchemy.ext.asyncio import AsyncEngine
 
 from domain.clock import SystemClock
 from domain.errors import Conflict, InvalidPayload, NotFound
 from domain.events import DomainEvent
 from domain.jobs import Job, JobError, JobService, JobStatus
-from storage.database import create_engine, sessionmaker, transaction
+from storage.database import Database
 from storage.jobs import SqlJobRepository
 from storage.migrate import upgrade
 from storage.outbox import OutboxMessage
@@ -38,10 +37,10 @@ def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str
 
 
 @pytest.fixture
-async def engine(database_url: str) -> AsyncIterator[AsyncEngine]:
-    engine = create_engine(database_url)
-    yield engine
-    await engine.dispose()
+async def db(database_url: str) -> AsyncIterator[Database]:
+    db = Database(database_url)
+    yield db
+    await db.dispose()
 
 
 def route(event: DomainEvent) -> Iterable[OutboxMessage]:
@@ -51,27 +50,27 @@ def route(event: DomainEvent) -> Iterable[OutboxMessage]:
 
 
 @pytest.fixture
-def service(engine: AsyncEngine) -> JobService:
+def service(db: Database) -> JobService:
     ids = (f"job-{n}" for n in itertools.count(1))
-    uow = unit_of_work(sessionmaker(engine), route, on_commit=lambda: None)
+    uow = unit_of_work(db, route, on_commit=lambda: None)
     return JobService(uow, SystemClock(), lambda: next(ids))
 
 
-async def outbox(engine: AsyncEngine) -> list[tuple[str, str, int]]:
-    async with sessionmaker(engine)() as session:
+async def outbox(db: Database) -> list[tuple[str, str, int]]:
+    async with db.sessions() as session:
         rows = await session.scalars(select(OutboxRow).order_by(OutboxRow.id))
         return [(r.channel, r.event, r.data["version"]) for r in rows]
 
 
 async def test_lifecycle_commits_state_events_and_audit_together(
-    service: JobService, engine: AsyncEngine
+    service: JobService, db: Database
 ) -> None:
     job = await service.create(owner="alice", kind="checkout")
     await service.progress(job.id, 30, stage="charging", message="Charging card")
     done = await service.complete(job.id, {"receipt": "R-1"})
     assert done.status is JobStatus.COMPLETED and done.version == 3 and done.progress == 100
     assert (await service.get(job.id)) == done
-    assert await outbox(engine) == [
+    assert await outbox(db) == [
         ("job:job-1", "job.created", 1),
         ("user:alice", "job.created", 1),
         ("job:job-1", "job.progress", 2),
@@ -79,15 +78,15 @@ async def test_lifecycle_commits_state_events_and_audit_together(
         ("job:job-1", "job.completed", 3),
         ("user:alice", "job.completed", 3),
     ]
-    async with sessionmaker(engine)() as session:
+    async with db.sessions() as session:
         versions = await session.scalars(select(JobEventRow.version).order_by(JobEventRow.id))
         assert list(versions) == [1, 2, 3]
 
 
-async def test_refused_changes_leave_no_trace(service: JobService, engine: AsyncEngine) -> None:
+async def test_refused_changes_leave_no_trace(service: JobService, db: Database) -> None:
     job = await service.create(owner="alice", kind="checkout")
     await service.progress(job.id, 50)
-    before = await outbox(engine)
+    before = await outbox(db)
     with pytest.raises(Conflict):
         await service.progress(job.id, 40)
     with pytest.raises(InvalidPayload):
@@ -97,7 +96,7 @@ async def test_refused_changes_leave_no_trace(service: JobService, engine: Async
         await service.cancel(job.id)
     with pytest.raises(NotFound):
         await service.progress("nope", 1)
-    after = await outbox(engine)
+    after = await outbox(db)
     assert after[: len(before)] == before and len(after) == len(before) + 2
 
 
@@ -115,19 +114,19 @@ async def test_concurrent_updates_are_serialized(service: JobService) -> None:
     assert final.progress == max(r.progress for r in applied)
 
 
-async def test_list_by_owner_and_purge(service: JobService, engine: AsyncEngine) -> None:
+async def test_list_by_owner_and_purge(service: JobService, db: Database) -> None:
     first = await service.create(owner="bob", kind="a")
     await service.create(owner="bob", kind="b")
     await service.create(owner="carol", kind="c")
     await service.complete(first.id)
     assert {j.kind for j in await service.list_by_owner("bob")} == {"a", "b"}
-    async with transaction(sessionmaker(engine)) as session:
+    async with db.transaction() as session:
         purged = await SqlJobRepository(session).purge_finished(
             datetime.now(UTC) + timedelta(seconds=1)
         )
     assert purged == 1
     assert {j.kind for j in await service.list_by_owner("bob")} == {"b"}
-    async with sessionmaker(engine)() as session:
+    async with db.sessions() as session:
         left = await session.scalar(
             select(func.count()).select_from(JobEventRow).where(JobEventRow.job_id == first.id)
         )

@@ -8,11 +8,10 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from sqlalchemy.ext.asyncio import AsyncEngine
 
 from realtime.broker import BrokerOptions, BrokerUnavailable, Publication
 from realtime.memory import MemoryBroker
-from storage.database import create_engine, sessionmaker
+from storage.database import Database
 from storage.migrate import upgrade
 from storage.outbox import OutboxMessage, OutboxRelay, stage
 from tests.support.databases import postgres_database
@@ -31,10 +30,10 @@ def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str
 
 
 @pytest.fixture
-async def engine(database_url: str) -> AsyncIterator[AsyncEngine]:
-    engine = create_engine(database_url)
-    yield engine
-    await engine.dispose()
+async def db(database_url: str) -> AsyncIterator[Database]:
+    db = Database(database_url)
+    yield db
+    await db.dispose()
 
 
 class Published:
@@ -67,8 +66,8 @@ def publisher(broker: MemoryBroker, fail_after: list[int] | None = None) -> Any:
     return publish
 
 
-async def write(engine: AsyncEngine, *messages: OutboxMessage, commit: bool = True) -> None:
-    async with sessionmaker(engine)() as session:
+async def write(db: Database, *messages: OutboxMessage, commit: bool = True) -> None:
+    async with db.sessions() as session:
         stage(session, messages)
         if commit:
             await session.commit()
@@ -84,12 +83,12 @@ async def settle(received: Published, count: int) -> None:
 
 
 async def test_committed_events_go_out_in_order_rolled_back_never(
-    engine: AsyncEngine, broker: tuple[MemoryBroker, Published]
+    db: Database, broker: tuple[MemoryBroker, Published]
 ) -> None:
     memory, received = broker
-    await write(engine, OutboxMessage("job:1", "job.created", {"v": 0}), commit=False)
-    await write(engine, *(OutboxMessage("job:1", "job.progress", {"v": i}) for i in range(1, 6)))
-    relay = OutboxRelay(engine, publisher(memory))
+    await write(db, OutboxMessage("job:1", "job.created", {"v": 0}), commit=False)
+    await write(db, *(OutboxMessage("job:1", "job.progress", {"v": i}) for i in range(1, 6)))
+    relay = OutboxRelay(db, publisher(memory))
     assert await relay.pending() == 5
     assert await relay.relay_once() == 5
     await settle(received, 5)
@@ -98,12 +97,12 @@ async def test_committed_events_go_out_in_order_rolled_back_never(
 
 
 async def test_broker_outage_keeps_events_until_it_returns(
-    engine: AsyncEngine, broker: tuple[MemoryBroker, Published]
+    db: Database, broker: tuple[MemoryBroker, Published]
 ) -> None:
     memory, received = broker
-    await write(engine, *(OutboxMessage("job:2", "job.progress", {"v": i}) for i in range(6)))
+    await write(db, *(OutboxMessage("job:2", "job.progress", {"v": i}) for i in range(6)))
     budget = [2]
-    relay = OutboxRelay(engine, publisher(memory, budget))
+    relay = OutboxRelay(db, publisher(memory, budget))
     with pytest.raises(BrokerUnavailable):
         await relay.relay_once()
     assert await relay.pending() == 4
@@ -115,35 +114,35 @@ async def test_broker_outage_keeps_events_until_it_returns(
 
 
 async def test_running_relay_publishes_soon_after_a_wake(
-    engine: AsyncEngine, broker: tuple[MemoryBroker, Published]
+    db: Database, broker: tuple[MemoryBroker, Published]
 ) -> None:
     memory, received = broker
-    async with OutboxRelay(engine, publisher(memory), poll_interval=30) as relay:
+    async with OutboxRelay(db, publisher(memory), poll_interval=30) as relay:
         await asyncio.sleep(0.05)
-        await write(engine, OutboxMessage("job:1", "job.created", {}))
+        await write(db, OutboxMessage("job:1", "job.created", {}))
         relay.wake()
         await settle(received, 1)
 
 
 async def test_polling_picks_up_rows_without_a_wake(
-    engine: AsyncEngine, broker: tuple[MemoryBroker, Published]
+    db: Database, broker: tuple[MemoryBroker, Published]
 ) -> None:
     memory, received = broker
-    async with OutboxRelay(engine, publisher(memory), poll_interval=0.1):
-        await write(engine, OutboxMessage("job:1", "job.created", {}))
+    async with OutboxRelay(db, publisher(memory), poll_interval=0.1):
+        await write(db, OutboxMessage("job:1", "job.created", {}))
         await settle(received, 1)
 
 
 async def test_many_relays_publish_each_row_once_in_order(database_url: str) -> None:
     received = Published()
-    engines = [create_engine(database_url) for _ in range(3)]
+    dbs = [Database(database_url) for _ in range(3)]
     try:
         async with MemoryBroker(BrokerOptions(), received) as memory:
             await memory.subscribe("job:1")
             await write(
-                engines[0], *(OutboxMessage("job:1", "job.progress", {"v": i}) for i in range(200))
+                dbs[0], *(OutboxMessage("job:1", "job.progress", {"v": i}) for i in range(200))
             )
-            relays = [OutboxRelay(e, publisher(memory), batch_size=7) for e in engines]
+            relays = [OutboxRelay(d, publisher(memory), batch_size=7) for d in dbs]
 
             async def drain(relay: OutboxRelay) -> None:
                 while await relay.pending():
@@ -153,6 +152,6 @@ async def test_many_relays_publish_each_row_once_in_order(database_url: str) -> 
             await asyncio.gather(*(drain(r) for r in relays))
             await settle(received, 200)
     finally:
-        for engine in engines:
-            await engine.dispose()
+        for each in dbs:
+            await each.dispose()
     assert [p.data["v"] for p in received.items] == list(range(200))
