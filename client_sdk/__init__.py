@@ -29,6 +29,17 @@ from client_sdk._errors import (
     error_from_body,
 )
 from client_sdk._http import ServerAPI
+from client_sdk._job_watch import JobWatch, JobWatcher, ProgressCallback
+from client_sdk._job_worker import JobReport, JobsAPI
+from client_sdk._jobs import (
+    CreatedJob,
+    Job,
+    JobCancelled,
+    JobErrorInfo,
+    JobFailed,
+    JobStatus,
+    JobUnsuccessful,
+)
 from client_sdk._models import History, Message, Notice, Position, PublishResult, Resync, Token
 from client_sdk._subscription import Subscription
 
@@ -38,16 +49,28 @@ __all__ = [
     "ClientClosed",
     "Conflict",
     "ConnectionLost",
+    "CreatedJob",
     "History",
     "InsufficientState",
     "InternalError",
     "InvalidPayload",
+    "Job",
+    "JobCancelled",
+    "JobErrorInfo",
+    "JobFailed",
+    "JobReport",
+    "JobStatus",
+    "JobUnsuccessful",
+    "JobWatch",
+    "JobWatcher",
+    "JobsAPI",
     "Message",
     "NotFound",
     "Notice",
     "PayloadTooLarge",
     "PermissionDenied",
     "Position",
+    "ProgressCallback",
     "PublishResult",
     "RateLimited",
     "RequestTimeout",

@@ -22,6 +22,7 @@ from client_sdk._errors import (
     error_class,
     error_from_body,
 )
+from client_sdk._job_watch import JobWatcher
 from client_sdk._models import Message, Notice, Position, PublishResult
 from client_sdk._retry import backoff_delay
 from client_sdk._subscription import Subscription, is_transient
@@ -60,6 +61,10 @@ class Client:
         reconnect_delay: Backoff base for reconnect attempts, in seconds.
         reconnect_delay_max: Backoff cap, in seconds.
         max_queue: Items a subscription buffers for a slow reader before it resynchronises.
+
+    Attributes:
+        jobs: Watch jobs (`JobWatcher`): ``await client.jobs.wait(job_id)`` or
+            ``async for job in client.jobs.watch(job_id)``.
     """
 
     def __init__(
@@ -102,6 +107,7 @@ class Client:
         self._notice_callbacks: list[NoticeCallback] = []
         self._closed = False
         self._fatal: TandemError | None = None
+        self.jobs = JobWatcher(self)
 
     # -- lifecycle --------------------------------------------------------------------------
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import uuid
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from types import TracebackType
 from typing import Any
 from urllib.parse import quote
@@ -13,6 +13,7 @@ from urllib.parse import quote
 import httpx
 
 from client_sdk._errors import ConnectionLost, TandemError, error_class, error_from_body
+from client_sdk._job_worker import JobsAPI
 from client_sdk._models import History, Message, Position, PublishResult, Token
 from client_sdk._retry import backoff_delay
 
@@ -44,6 +45,7 @@ class ServerAPI:
     Example:
         >>> async with ServerAPI(url, api_key) as api:
         ...     result = await api.publish("room:lobby", "chat.message", {"text": "hi"})
+        ...     created = await api.jobs.create("alice", "checkout")
 
     Args:
         url: The server's base URL.
@@ -53,6 +55,9 @@ class ServerAPI:
         backoff: Backoff base between attempts, in seconds.
         backoff_max: Backoff cap (also the longest ``Retry-After`` honoured), in seconds.
         transport: An httpx transport to use instead of the default (for proxies or tests).
+
+    Attributes:
+        jobs: The jobs API (`JobsAPI`): create jobs and report their progress.
     """
 
     def __init__(
@@ -77,6 +82,7 @@ class ServerAPI:
             timeout=timeout,
             transport=transport,
         )
+        self.jobs = JobsAPI(self)
 
     async def __aenter__(self) -> ServerAPI:
         return self
@@ -192,7 +198,9 @@ class ServerAPI:
         json: Any = None,
         params: Mapping[str, str | int] | None = None,
         headers: Mapping[str, str] | None = None,
+        on_retry: Callable[[TandemError], None] | None = None,
     ) -> Mapping[str, Any]:
+        """Send one call, retrying as the class says; ``on_retry(error)`` before each retry."""
         attempt = 0
         while True:
             retry_after: float | None = None
@@ -219,6 +227,8 @@ class ServerAPI:
             if retry_after is not None:
                 delay = max(delay, min(retry_after, self._backoff_max))
             log.info("%s %s failed (%s); retry %d in %.2fs", method, path, error, attempt, delay)
+            if on_retry is not None:
+                on_retry(error)
             await asyncio.sleep(delay)
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 from datetime import UTC, datetime
 
 from sqlalchemy import delete, select, update
+from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from domain.errors import Conflict, NotFound
@@ -39,7 +40,11 @@ class SqlJobRepository:
 
     async def add(self, job: Job) -> None:
         self._session.add(JobRow(**_columns(job)))
-        await self._session.flush()  # the audit row refers to it, and no relationship orders them
+        try:
+            # Flushed now: the audit row refers to it, and no relationship orders the two.
+            await self._session.flush()
+        except IntegrityError:
+            raise Conflict(f"a job with id {job.id!r} already exists") from None
         self._audit(job)
 
     async def save(self, job: Job) -> None:
