@@ -4,9 +4,8 @@ from __future__ import annotations
 
 import asyncio
 import itertools
-from collections.abc import AsyncIterator, Iterable, Iterator
+from collections.abc import Iterable
 from datetime import UTC, datetime, timedelta
-from pathlib import Path
 
 import pytest
 from sqlalchemy import func, select
@@ -17,30 +16,9 @@ from domain.events import DomainEvent
 from domain.jobs import Job, JobError, JobService, JobStatus
 from storage.database import Database
 from storage.jobs import SqlJobRepository
-from storage.migrate import upgrade
 from storage.outbox import OutboxMessage
 from storage.tables import JobEventRow, OutboxRow
 from storage.unit_of_work import unit_of_work
-from tests.support.databases import postgres_database
-
-
-@pytest.fixture(params=["sqlite", "postgresql"])
-def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
-    if request.param == "sqlite":
-        url = f"sqlite+aiosqlite:///{tmp_path / 'j.db'}"
-        upgrade(url)
-        yield url
-    else:
-        with postgres_database() as url:
-            upgrade(url)
-            yield url
-
-
-@pytest.fixture
-async def db(database_url: str) -> AsyncIterator[Database]:
-    db = Database(database_url)
-    yield db
-    await db.dispose()
 
 
 def route(event: DomainEvent) -> Iterable[OutboxMessage]:

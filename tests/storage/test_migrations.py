@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Iterator
-from pathlib import Path
 
 import pytest
 from alembic.autogenerate import compare_metadata
@@ -15,16 +13,6 @@ from sqlalchemy import text
 from storage.database import create_engine, ping
 from storage.migrate import alembic_config, downgrade, upgrade
 from storage.tables import Base
-from tests.support.databases import postgres_database
-
-
-@pytest.fixture(params=["sqlite", "postgresql"])
-def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
-    if request.param == "sqlite":
-        yield f"sqlite+aiosqlite:///{tmp_path / 'm.db'}"
-    else:
-        with postgres_database() as url:
-            yield url
 
 
 async def version(url: str) -> str | None:
@@ -43,22 +31,22 @@ def head() -> str:
     return str(heads[0])
 
 
-async def test_upgrade_downgrade_round_trip(database_url: str) -> None:
-    await asyncio.to_thread(upgrade, database_url)
-    assert await version(database_url) == head()
-    engine = create_engine(database_url)
+async def test_upgrade_downgrade_round_trip(empty_database_url: str) -> None:
+    await asyncio.to_thread(upgrade, empty_database_url)
+    assert await version(empty_database_url) == head()
+    engine = create_engine(empty_database_url)
     try:
         await ping(engine)
     finally:
         await engine.dispose()
-    await asyncio.to_thread(downgrade, database_url, "base")
-    assert await version(database_url) is None
-    await asyncio.to_thread(upgrade, database_url)
-    assert await version(database_url) == head()
+    await asyncio.to_thread(downgrade, empty_database_url, "base")
+    assert await version(empty_database_url) is None
+    await asyncio.to_thread(upgrade, empty_database_url)
+    assert await version(empty_database_url) == head()
 
 
-async def test_readiness_fails_without_a_schema(database_url: str) -> None:
-    engine = create_engine(database_url)
+async def test_readiness_fails_without_a_schema(empty_database_url: str) -> None:
+    engine = create_engine(empty_database_url)
     try:
         with pytest.raises(Exception):  # noqa: B017 - the driver's own "no such table" error
             await ping(engine)
@@ -66,9 +54,9 @@ async def test_readiness_fails_without_a_schema(database_url: str) -> None:
         await engine.dispose()
 
 
-async def test_migrations_match_the_models(database_url: str) -> None:
-    await asyncio.to_thread(upgrade, database_url)
-    engine = create_engine(database_url)
+async def test_migrations_match_the_models(empty_database_url: str) -> None:
+    await asyncio.to_thread(upgrade, empty_database_url)
+    engine = create_engine(empty_database_url)
     try:
         async with engine.connect() as connection:
             diff = await connection.run_sync(

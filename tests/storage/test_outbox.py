@@ -3,8 +3,7 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Iterator
-from pathlib import Path
+from collections.abc import AsyncIterator
 from typing import Any
 
 import pytest
@@ -12,28 +11,7 @@ import pytest
 from realtime.broker import BrokerOptions, BrokerUnavailable, Publication
 from realtime.memory import MemoryBroker
 from storage.database import Database
-from storage.migrate import upgrade
 from storage.outbox import OutboxMessage, OutboxRelay, stage
-from tests.support.databases import postgres_database
-
-
-@pytest.fixture(params=["sqlite", "postgresql"])
-def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
-    if request.param == "sqlite":
-        url = f"sqlite+aiosqlite:///{tmp_path / 'o.db'}"
-        upgrade(url)
-        yield url
-    else:
-        with postgres_database() as url:
-            upgrade(url)
-            yield url
-
-
-@pytest.fixture
-async def db(database_url: str) -> AsyncIterator[Database]:
-    db = Database(database_url)
-    yield db
-    await db.dispose()
 
 
 class Published:
