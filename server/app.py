@@ -11,10 +11,11 @@ from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.staticfiles import StaticFiles
 from starlette.types import Receive, Scope, Send
 
 from domain.errors import DomainError, ErrorCode
-from server import health, http_api, jobs_api
+from server import demo, health, http_api, jobs_api
 from server.config import Settings
 from server.engine_guard import EngineGuard
 from server.errors import HTTP_STATUS, error_body
@@ -52,9 +53,12 @@ def app_from_env() -> TandemApp:
 
 
 def _build_api(runtime: Runtime) -> FastAPI:
+    checkout = demo.CheckoutSimulator.from_settings(runtime.jobs, runtime.settings)
+
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        async with runtime.running():
+        # The demo's workers stop first, while the database and the relay still run.
+        async with runtime.running(), checkout:
             log.info("tandem node %s ready", runtime.node_id)
             yield
 
@@ -68,6 +72,11 @@ def _build_api(runtime: Runtime) -> FastAPI:
     api.include_router(http_api.router)
     api.include_router(jobs_api.router)
     api.include_router(health.router)
+    # tandem.js and the vendored socket.io-client, for any page; the demo only when enabled.
+    api.mount("/static", StaticFiles(directory=demo.STATIC_DIR), name="static")
+    if runtime.settings.demo_enabled:
+        api.state.checkout = checkout
+        api.include_router(demo.router)
     _install_error_handlers(api)
     return api
 

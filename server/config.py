@@ -64,6 +64,10 @@ class Settings(BaseSettings):
     token_max_ttl_s: int = Field(default=7 * 86_400, ge=60)
     shutdown_timeout_s: float = 10.0
     job_retention_s: float = Field(default=7 * 86_400, ge=60)
+    # The checkout demo (/demo/checkout); unset means on in development, off in production.
+    demo: bool | None = None
+    demo_step_s: float = Field(default=0.8, ge=0, le=10)
+    demo_failure_rate: float = Field(default=0.1, ge=0, le=1)
     log_level: str = "info"
 
     @field_validator("jwt_algorithms", "cors_origins", mode="before")
@@ -116,6 +120,10 @@ class Settings(BaseSettings):
     @property
     def is_development(self) -> bool:
         return self.env is Environment.DEVELOPMENT
+
+    @property
+    def demo_enabled(self) -> bool:
+        return self.is_development if self.demo is None else self.demo
 
     def effective_api_keys(self) -> list[str]:
         """Configured keys; in development with none configured, the well-known dev key."""

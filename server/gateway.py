@@ -115,7 +115,10 @@ class SocketGateway:
 
     async def on_connect(self, sid: str, environ: dict[str, Any], auth: Any) -> None:
         if self.draining:
-            self._refuse("shutdown", error_body(ErrorCode.SHUTDOWN, "server is restarting"))
+            self._refuse(
+                "shutdown",
+                error_body(ErrorCode.SHUTDOWN, "server is restarting", retryable=True),
+            )
         token = auth.get("token") if isinstance(auth, dict) else None
         try:
             principal = self._verifier.verify(token)

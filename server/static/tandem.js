@@ -1,0 +1,237 @@
+/*
+ * tandem.js: a small browser helper for Tandem channels (plain script, no build step). Load the
+ * vendored socket.io-client first (/static/vendor/socket.io.min.js); this defines `Tandem`:
+ *
+ *   const client = Tandem.connect("", { token });  // "" = this page's origin
+ *   client.subscribe("room:lobby", (envelope) => ..., { onState: (state) => ... });
+ *   Tandem.watchJob(jobId, watchToken, { onUpdate: (job, via) => ... });
+ *
+ * Delivery (DESIGN section 5): it keeps each channel's last {epoch, offset}, re-subscribes with
+ * `since` after every reconnect, drops what it already delivered, and calls onState(state, ack)
+ * whenever the server could not replay a gap (`recovered: false`, also the answer to a first
+ * subscribe). `token` may be a function (sync or async) called on every (re)connect.
+ */
+(function (global) {
+  "use strict";
+
+  const TERMINAL = new Set(["completed", "failed", "cancelled"]);
+  // Refusals worth retrying even when the server did not mark them retryable.
+  const TRANSIENT = new Set(["shutdown", "broker_unavailable", "rate_limited", "internal"]);
+  const noop = () => {};
+
+  class Client {
+    constructor(url, { token, onConnection = noop, onError = noop, socketOptions = {} } = {}) {
+      this._subs = new Map(); // channel -> {channel, onMessage, onState, onError, position, ...}
+      this._token = token;
+      this._onConnection = onConnection; // (connected|reconnecting|offline|closed, detail)
+      this._onError = onError; // ({code, message, retryable})
+      this._notice = null; // the last server.notice: why the server is about to disconnect us
+      this._timer = null;
+      this._paused = false; // we disconnected because the browser went offline
+      this._closed = false;
+      const socket = (this.socket = global.io(url, {
+        transports: ["websocket", "polling"],
+        auth: (cb) =>
+          Promise.resolve(typeof token === "function" ? token() : token).then(
+            (value) => cb({ token: value }),
+            (error) => (this._onError({ code: "unauthorized", message: String(error) }), cb({})),
+          ),
+        ...socketOptions,
+      }));
+      socket.on("connect", () => {
+        this._notice = null;
+        this._onConnection("connected");
+        for (const sub of this._subs.values()) this._send(sub);
+      });
+      socket.on("disconnect", (reason) => this._disconnected(reason));
+      socket.on("connect_error", (error) => this._refused(error));
+      socket.on("server.notice", (notice) => (this._notice = notice));
+      socket.onAny((event, envelope) => this._publication(envelope));
+      // A dead network may show only as missed pings (~45 s); the browser often knows sooner.
+      this._offline = () => {
+        if (this._closed) return;
+        this._paused = true;
+        clearTimeout(this._timer);
+        if (socket.active) socket.disconnect();
+        this._onConnection("offline");
+      };
+      this._online = () => {
+        if (!this._paused || this._closed) return;
+        this._paused = false;
+        socket.connect();
+      };
+      global.addEventListener("offline", this._offline);
+      global.addEventListener("online", this._online);
+    }
+
+    get connected() {
+      return this.socket.connected;
+    }
+
+    // Returns {channel, position, live, unsubscribe()}; `live`: the ack is applied, no gap open.
+    subscribe(channel, onMessage, { onState = noop, onError = this._onError } = {}) {
+      if (this._subs.has(channel)) throw new Error(`already subscribed to ${channel}`);
+      const sub = { channel, onMessage, onState, onError, position: null, ready: false, buffer: [] };
+      this._subs.set(channel, sub);
+      if (this.socket.connected) this._send(sub);
+      return {
+        channel,
+        unsubscribe: () => this.unsubscribe(channel),
+        get position() { return sub.position; },
+        get live() { return sub.ready; },
+      };
+    }
+
+    unsubscribe(channel) {
+      if (this._subs.delete(channel) && this.socket.connected) {
+        this.socket.emit("unsubscribe", { channel });
+      }
+    }
+
+    close() {
+      this._closed = true;
+      clearTimeout(this._timer);
+      global.removeEventListener("offline", this._offline);
+      global.removeEventListener("online", this._online);
+      this._subs.clear();
+      this.socket.disconnect();
+      this._onConnection("closed");
+    }
+
+    _send(sub, attempt = 0) {
+      sub.ready = false; // live publications wait in sub.buffer until the ack is applied
+      sub.buffer = [];
+      const request = { channel: sub.channel };
+      if (sub.position) request.since = sub.position;
+      const socket = this.socket;
+      const sid = socket.id;
+      // An ack is stale once we unsubscribed or reconnected (the connect handler sent anew).
+      const current = () =>
+        this._subs.get(sub.channel) === sub && socket.connected && socket.id === sid;
+      socket.timeout(10000).emit("subscribe", request, (timeout, ack) => {
+        if (!current()) return;
+        if (timeout || !ack.ok) {
+          const error = timeout
+            ? { code: "timeout", message: "no answer", retryable: true }
+            : ack.error;
+          sub.onError({ channel: sub.channel, ...error });
+          const delay = Math.min(1000 * 2 ** attempt, 10000);
+          if (error.retryable) setTimeout(() => current() && this._send(sub, attempt + 1), delay);
+          return;
+        }
+        if (!ack.recovered) {
+          sub.position = null; // the gap cannot be replayed (or is everything): start from state
+          sub.onState(ack.state, ack);
+        }
+        for (const envelope of ack.publications) this._deliver(sub, envelope);
+        const p = sub.position;
+        if (!p || p.epoch !== ack.epoch || p.offset < ack.offset) {
+          sub.position = { epoch: ack.epoch, offset: ack.offset };
+        }
+        sub.ready = true;
+        for (const envelope of sub.buffer.splice(0)) this._deliver(sub, envelope);
+      });
+    }
+
+    _publication(envelope) {
+      const sub = envelope && this._subs.get(envelope.channel);
+      if (!sub || typeof envelope.offset !== "number") return;
+      if (sub.ready) this._deliver(sub, envelope);
+      else sub.buffer.push(envelope);
+    }
+
+    _deliver(sub, envelope) {
+      const p = sub.position;
+      if (p && envelope.epoch === p.epoch && envelope.offset <= p.offset) return; // seen it
+      sub.position = { epoch: envelope.epoch, offset: envelope.offset };
+      try {
+        sub.onMessage(envelope);
+      } catch (error) {
+        console.error("tandem.js: onMessage failed", error);
+      }
+    }
+
+    _disconnected(reason) {
+      for (const sub of this._subs.values()) sub.ready = false;
+      if (this._closed || this._paused) return;
+      if (reason === "io client disconnect") return this._onConnection("closed", { reason });
+      // Lost transports are retried by socket.io-client itself.
+      if (reason !== "io server disconnect") return this._onConnection("reconnecting", { reason });
+      // The server ended the session on purpose, after a server.notice saying why. socket.io-client
+      // never retries a server-side disconnect, so we do, when and if the notice says so.
+      const notice = this._notice || { code: "closed", reconnect: true, retry_after_ms: 1000 };
+      if (!notice.reconnect) {
+        this._onError(notice);
+        return this._onConnection("closed", notice);
+      }
+      this._onConnection("reconnecting", notice);
+      this._later(notice.retry_after_ms + Math.random() * 250);
+    }
+
+    _refused(error) {
+      // A CONNECT_ERROR from the server (data: {code, message, retryable}) is not retried by
+      // socket.io-client (socket.active turns false; transport errors keep it true): retry the
+      // transient ones here, and an expired token only when `token` can produce a fresh one.
+      if (this.socket.active || this._closed) return;
+      const data = error.data || { code: "unauthorized", message: error.message };
+      this._onError(data);
+      const fresh = data.code === "token_expired" && typeof this._token === "function";
+      if (!(data.retryable || TRANSIENT.has(data.code) || fresh)) {
+        return this._onConnection("closed", data);
+      }
+      this._onConnection("reconnecting", data);
+      this._later(1000 + Math.random() * 1000);
+    }
+
+    _later(delayMs) {
+      clearTimeout(this._timer);
+      this._timer = setTimeout(() => {
+        if (!this._closed && !this._paused && !this.socket.connected) this.socket.connect();
+      }, Math.max(0, delayMs));
+    }
+  }
+
+  // Watch one job. Snapshots come over the socket and, while it is not live, from polling
+  // GET /api/jobs/{id}; they apply by `version`, so a stale one never replaces a newer one.
+  // onUpdate(job, via): via is "state" (subscribe), "socket" or "poll". Stops at a final state.
+  function watchJob(jobId, token, { onUpdate, onConnection, onError, url = "", pollMs = 3000 }) {
+    let version = 0;
+    let finished = false;
+    const apply = (job, via) => {
+      if (finished || !job || typeof job.version !== "number" || job.version <= version) return;
+      version = job.version;
+      if (TERMINAL.has(job.status)) stop();
+      onUpdate(job, via);
+    };
+    const client = new Client(url, { token, onConnection, onError });
+    const subscription = client.subscribe(
+      `job:${jobId}`,
+      (envelope) => apply(envelope.data, "socket"),
+      { onState: (state) => apply(state, "state") },
+    );
+    const poll = async () => {
+      if (finished || subscription.live) return;
+      try {
+        const bearer = typeof token === "function" ? await token() : token;
+        const response = await fetch(`${url}/api/jobs/${encodeURIComponent(jobId)}`, {
+          headers: { Authorization: `Bearer ${bearer}` },
+          cache: "no-store",
+        });
+        if (response.ok) apply(await response.json(), "poll");
+      } catch (_) {
+        // still offline: the next tick tries again
+      }
+    };
+    const timer = setInterval(poll, pollMs);
+    global.addEventListener("online", poll);
+    function stop() {
+      finished = true;
+      clearInterval(timer);
+      global.removeEventListener("online", poll);
+      client.close();
+    }
+    return { client, stop, get version() { return version; } };
+  }
+
+  global.Tandem = { Client, connect: (url, options) => new Client(url, options), watchJob };
+})(window);
