@@ -31,7 +31,7 @@ from realtime.presence import (
     PresenceUnavailable,
     aggregate,
 )
-from realtime.redis import split_url
+from realtime.redis import command_client, split_url
 
 # Every script starts with the time in ms and refreshes nothing it does not own.
 _NOW = """
@@ -144,7 +144,7 @@ class RedisPresenceStore:
         self._scripts: dict[str, Any] = {}
 
     async def __aenter__(self) -> Self:
-        self._redis = aioredis.from_url(self._url, socket_timeout=2, socket_connect_timeout=2)
+        self._redis = command_client(self._url)
         for name, source in (
             ("add", _ADD),
             ("remove", _REMOVE),

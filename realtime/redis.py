@@ -102,6 +102,21 @@ _MAX_BACKOFF_S = 2.0
 _CONNECT_ERRORS = (RedisError, OSError, asyncio.TimeoutError)
 
 
+def command_client(url: str) -> aioredis.Redis:
+    """A client whose pool makes callers wait (up to 2 s) for a free connection when a burst
+    (hundreds of subscribes at once) exceeds it, rather than failing with "Too many
+    connections"; commands time out after 2 s so an unreachable Redis answers fast."""
+    pool = aioredis.BlockingConnectionPool.from_url(
+        url,
+        max_connections=64,
+        timeout=2,
+        socket_timeout=2,
+        socket_connect_timeout=2,
+        health_check_interval=10,
+    )
+    return aioredis.Redis.from_pool(pool)  # the client owns the pool and closes it
+
+
 def split_url(url: str) -> tuple[str, str, bool]:
     """Take our own options (``prefix``, ``sharded``) out of the URL's query string."""
     parts = urlsplit(url)
@@ -144,7 +159,7 @@ class RedisBroker:
 
     async def __aenter__(self) -> Self:
         common: dict[str, Any] = {"socket_connect_timeout": 2, "health_check_interval": 10}
-        self._redis = aioredis.from_url(self._url, socket_timeout=2, **common)
+        self._redis = command_client(self._url)
         # The listener owns its reconnects: no hidden retries that would hide a gap from us.
         self._listener_redis = aioredis.from_url(self._url, retry=Retry(NoBackoff(), 0), **common)
         self._publish_script = self._redis.register_script(_PUBLISH)

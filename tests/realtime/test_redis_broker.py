@@ -111,3 +111,15 @@ async def test_outage_makes_the_broker_unavailable_then_it_recovers(tmp_path: Pa
     assert after.epoch != first.epoch and after.offset == 1
     assert inbox.resets == ["room:o"]
     assert [(p.epoch, p.data) for p in pubs] == [(first.epoch, 1), (after.epoch, 3)]
+
+
+async def test_a_burst_of_subscribes_waits_for_connections_instead_of_failing(
+    prefix: str,
+) -> None:
+    """500 pages subscribing at once: more than the pool has connections."""
+    async with RedisBroker(broker_url(prefix), BrokerOptions(), Inbox()) as broker:
+        await ready(broker)
+        results = await asyncio.gather(
+            *(broker.subscribe(f"job:{i}") for i in range(500)), return_exceptions=True
+        )
+    assert [r for r in results if r is not None] == []
