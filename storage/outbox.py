@@ -122,14 +122,23 @@ class OutboxRelay:
                     )
                 ).all()
             published: list[int] = []
-            failure: Exception | None = None
-            for row_id, channel, event, data, key in rows:
-                try:
-                    await self._publish(channel, event, data, key or f"outbox:{row_id}")
-                except Exception as exc:
-                    failure = exc  # keep order: nothing after a failed row goes out
-                    break
-                published.append(row_id)
+            failures: list[Exception] = []
+            by_channel: dict[str, list[Any]] = {}
+            for row in rows:
+                by_channel.setdefault(row.channel, []).append(row)
+
+            async def drain(channel_rows: list[Any]) -> None:
+                # In order within a channel, stopping at its first failure; channels go out
+                # side by side, so one broker round trip is not paid per row in turn.
+                for row_id, channel, event, data, key in channel_rows:
+                    try:
+                        await self._publish(channel, event, data, key or f"outbox:{row_id}")
+                    except Exception as exc:
+                        failures.append(exc)
+                        return
+                    published.append(row_id)
+
+            await asyncio.gather(*(drain(channel_rows) for channel_rows in by_channel.values()))
             if published:
                 async with self._db.transaction() as session:
                     await session.execute(
@@ -137,8 +146,8 @@ class OutboxRelay:
                         .where(OutboxRow.id.in_(published))
                         .values(sent_at=datetime.now(UTC))
                     )
-        if failure is not None:
-            raise failure
+        if failures:
+            raise failures[0]
         return len(published)
 
     @contextlib.asynccontextmanager
