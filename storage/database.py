@@ -21,6 +21,14 @@ from domain.errors import Unavailable
 # What a database that is down or restarting raises: the driver's socket errors surface
 # unwrapped when a new connection cannot even be opened.
 _UNAVAILABLE = (OperationalError, InterfaceError, OSError, TimeoutError)
+# SQLSTATE classes that mean "not now" rather than "wrong": connection exceptions (08),
+# insufficient resources (53) and operator intervention (57: shutting down, starting up).
+_TRANSIENT_SQLSTATE_CLASSES = ("08", "53", "57")
+
+
+def _transient(exc: DBAPIError) -> bool:
+    state = getattr(exc.orig, "sqlstate", None) or getattr(exc.orig, "pgcode", None)
+    return isinstance(state, str) and state[:2] in _TRANSIENT_SQLSTATE_CLASSES
 
 
 def create_engine(url: str, **kwargs: Any) -> AsyncEngine:
@@ -94,7 +102,7 @@ async def _mapped_outage(sessions: async_sessionmaker[AsyncSession]) -> AsyncIte
         async with sessions() as session, session.begin():
             yield session
     except DBAPIError as exc:
-        if exc.connection_invalidated or isinstance(exc, _UNAVAILABLE):
+        if exc.connection_invalidated or isinstance(exc, _UNAVAILABLE) or _transient(exc):
             raise DatabaseUnavailable("the database is unavailable; retry") from exc
         raise
     except _UNAVAILABLE as exc:
