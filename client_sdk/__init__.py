@@ -40,7 +40,17 @@ from client_sdk._jobs import (
     JobStatus,
     JobUnsuccessful,
 )
-from client_sdk._models import History, Message, Notice, Position, PublishResult, Resync, Token
+from client_sdk._models import (
+    History,
+    Member,
+    Message,
+    Notice,
+    Position,
+    Presence,
+    PublishResult,
+    Resync,
+    Token,
+)
 from client_sdk._subscription import Subscription
 
 __all__ = [
@@ -64,12 +74,14 @@ __all__ = [
     "JobWatch",
     "JobWatcher",
     "JobsAPI",
+    "Member",
     "Message",
     "NotFound",
     "Notice",
     "PayloadTooLarge",
     "PermissionDenied",
     "Position",
+    "Presence",
     "ProgressCallback",
     "PublishResult",
     "RateLimited",

@@ -23,7 +23,7 @@ from client_sdk._errors import (
     error_from_body,
 )
 from client_sdk._job_watch import JobWatcher
-from client_sdk._models import Message, Notice, Position, PublishResult
+from client_sdk._models import Message, Notice, Position, Presence, PublishResult
 from client_sdk._retry import backoff_delay
 from client_sdk._subscription import Subscription, is_transient
 
@@ -185,7 +185,11 @@ class Client:
     # -- requests ---------------------------------------------------------------------------
 
     def subscribe(
-        self, channel: str, *, since: Position | tuple[str, int] | None = None
+        self,
+        channel: str,
+        *,
+        since: Position | tuple[str, int] | None = None,
+        presence: bool = False,
     ) -> Subscription:
         """Create a subscription; enter it (``async with``) to subscribe.
 
@@ -193,13 +197,26 @@ class Client:
             channel: The channel name, for example ``"room:lobby"`` or ``"job:42"``.
             since: Resume after this position (from an earlier `Subscription.position`); the
                 missed publications are replayed, or a `Resync` comes first.
+            presence: Be a visible member of the channel (``doc:``, ``room:``, ``user:``) while
+                subscribed; others receive ``presence.join`` / ``presence.leave``.
 
         Returns:
             The `Subscription`. Entering it raises the typed error when the server refuses
             (`PermissionDenied`, `UnknownChannel`, `InvalidPayload`, ...).
         """
         position = Position(*since) if since is not None else None
-        return Subscription(self, channel, since=position, max_queue=self._max_queue)
+        return Subscription(
+            self, channel, since=position, max_queue=self._max_queue, presence=presence
+        )
+
+    async def presence(self, channel: str) -> Presence:
+        """Who is on ``channel`` across the cluster (one member per user).
+
+        Raises:
+            PermissionDenied: The user may not subscribe to the channel.
+            BadRequest: The channel kind keeps no presence.
+        """
+        return Presence.from_wire(await self._call("presence", {"channel": channel}))
 
     async def publish(
         self, channel: str, event: str, data: Any = None, *, id: str | None = None

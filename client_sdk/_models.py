@@ -105,6 +105,34 @@ class PublishResult:
 
 
 @dataclass(frozen=True, slots=True)
+class Member:
+    """One user on a channel, however many connections (tabs) they have there."""
+
+    user: str
+    name: str | None
+    info: Any
+    connections: int
+
+
+@dataclass(frozen=True, slots=True)
+class Presence:
+    """At most the server's cap of members (ordered by user id), and how many there are."""
+
+    channel: str
+    members: list[Member]
+    total: int
+
+    @classmethod
+    def from_wire(cls, body: Mapping[str, Any]) -> Presence:
+        """Parse ``{channel, members: [{user, name, info, connections}], total}``."""
+        members = [
+            Member(str(m["user"]), m.get("name"), m.get("info"), _int(m["connections"]))
+            for m in body["members"]
+        ]
+        return cls(str(body["channel"]), members, _int(body["total"]))
+
+
+@dataclass(frozen=True, slots=True)
 class History:
     """Retained publications of a channel, oldest first.
 

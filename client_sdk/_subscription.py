@@ -42,9 +42,16 @@ class Subscription:
     """
 
     def __init__(
-        self, owner: _Owner, channel: str, *, since: Position | None, max_queue: int
+        self,
+        owner: _Owner,
+        channel: str,
+        *,
+        since: Position | None,
+        max_queue: int,
+        presence: bool = False,
     ) -> None:
         self.channel = channel
+        self.presence = presence
         self.state: Any = None
         self.recovered = True
         self._owner = owner
@@ -136,6 +143,9 @@ class Subscription:
         """The next subscribe payload, and whether it starts over (no ``since``)."""
         reset, self._reset = self._reset, False
         payload: dict[str, Any] = {"channel": self.channel}
+        if self.presence:
+            # Every (re)subscribe enters again: a reconnect is a new connection for presence.
+            payload["presence"] = True
         if self._tail is not None and not reset:
             payload["since"] = {"epoch": self._tail.epoch, "offset": self._tail.offset}
         return payload, reset

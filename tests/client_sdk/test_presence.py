@@ -1,0 +1,65 @@
+"""Presence through the SDK: members, join/leave events, and re-entering after a reconnect."""
+
+from __future__ import annotations
+
+from client_sdk import BadRequest, Message, PermissionDenied
+from tests.client_sdk.helpers import eventually, fast_client, take
+from tests.support.live import LiveServer
+from tests.support.proxy import TcpProxy
+
+
+async def test_members_and_events(server: LiveServer) -> None:
+    room = "room:sdk-presence"
+    watcher_token = server.token("bob", channels=["room:*"])
+    alice_token = server.token("alice", name="Alice", channels=["room:*"])
+    async with (
+        fast_client(server.url, watcher_token) as bob,
+        bob.subscribe(room) as watch,
+        fast_client(server.url, alice_token) as tab1,
+        fast_client(server.url, alice_token) as tab2,
+    ):
+        async with tab1.subscribe(room, presence=True), tab2.subscribe(room, presence=True):
+            (joined,) = await take(watch, 1)
+            assert isinstance(joined, Message) and joined.type == "presence.join"
+            assert joined.data["user"] == "alice" and joined.data["name"] == "Alice"
+            presence = await bob.presence(room)
+            assert presence.total == 1
+            (member,) = presence.members
+            assert (member.user, member.name, member.connections) == ("alice", "Alice", 2)
+        (left,) = await take(watch, 1)
+        assert isinstance(left, Message) and left.type == "presence.leave"
+        assert (await bob.presence(room)).total == 0
+        try:
+            await bob.presence("job:1")
+        except BadRequest:
+            pass
+        else:
+            raise AssertionError("job channels keep no presence")
+    async with fast_client(server.url, server.token("mallory")) as mallory:
+        try:
+            await mallory.presence(room)
+        except PermissionDenied:
+            pass
+        else:
+            raise AssertionError("presence is only for those who may subscribe")
+
+
+async def test_a_member_is_back_after_a_reconnect(server: LiveServer) -> None:
+    room = "room:sdk-presence-reconnect"
+    token = server.token("carol", channels=["room:*"])
+    async with (
+        fast_client(server.url, server.token("dave", channels=["room:*"])) as dave,
+        dave.subscribe(room) as watch,
+        TcpProxy(server.port) as proxy,
+        fast_client(proxy.url, token) as carol,
+        carol.subscribe(room, presence=True),
+    ):
+        (joined,) = await take(watch, 1)
+        assert isinstance(joined, Message) and joined.type == "presence.join"
+        await proxy.cut()
+        # The server sees the connection go (leave), the SDK reconnects and enters again.
+        left, back = await take(watch, 2)
+        assert isinstance(left, Message) and left.type == "presence.leave"
+        assert isinstance(back, Message) and back.type == "presence.join"
+        await eventually(lambda: carol.connected)
+        assert [m.user for m in (await dave.presence(room)).members] == ["carol"]
