@@ -125,7 +125,7 @@ async def publish(
 
 async def _stage(runtime: Runtime, message: OutboxMessage) -> None:
     async with runtime.db.transaction() as session:
-        stage(session, [message])
+        await stage(session, [message])
     runtime.relay.wake()
 
 

@@ -24,11 +24,11 @@ from datetime import UTC, datetime, timedelta
 from types import TracebackType
 from typing import Any, Self
 
-from sqlalchemy import delete, func, select, update
+from sqlalchemy import delete, func, insert, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from storage.database import Database
-from storage.tables import OutboxRow
+from storage.tables import Base, OutboxRow
 
 log = logging.getLogger(__name__)
 
@@ -46,19 +46,21 @@ class OutboxMessage:
     idempotency_key: str | None = None
 
 
-def stage(session: AsyncSession, messages: Iterable[OutboxMessage]) -> None:
-    """Add events to ``session``; they commit (or roll back) with everything else in it."""
+async def stage(session: AsyncSession, messages: Iterable[OutboxMessage]) -> None:
+    """Write events in ``session``'s transaction; they commit (or roll back) with it."""
     now = datetime.now(UTC)
-    session.add_all(
-        OutboxRow(
-            channel=m.channel,
-            event=m.event,
-            data=m.data,
-            idempotency_key=m.idempotency_key,
-            created_at=now,
-        )
+    rows = [
+        {
+            "channel": m.channel,
+            "event": m.event,
+            "data": m.data,
+            "idempotency_key": m.idempotency_key,
+            "created_at": now,
+        }
         for m in messages
-    )
+    ]
+    if rows:
+        await session.execute(insert(Base.metadata.tables[OutboxRow.__tablename__]), rows)
 
 
 class OutboxRelay:

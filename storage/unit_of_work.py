@@ -17,18 +17,20 @@ Route = Callable[[DomainEvent], Iterable[OutboxMessage]]
 
 
 class _OutboxSink:
-    def __init__(self, session: AsyncSession, route: Route) -> None:
-        self._session = session
+    """Collects events; they are written in one statement just before the commit."""
+
+    def __init__(self, route: Route) -> None:
         self._route = route
+        self.messages: list[OutboxMessage] = []
 
     def emit(self, event: DomainEvent) -> None:
-        stage(self._session, self._route(event))
+        self.messages.extend(self._route(event))
 
 
 class SqlUnitOfWork:
     def __init__(self, session: AsyncSession, route: Route) -> None:
         self.jobs = SqlJobRepository(session)
-        self.events = _OutboxSink(session, route)
+        self.events = _OutboxSink(route)
 
 
 def unit_of_work(
@@ -39,7 +41,9 @@ def unit_of_work(
     @asynccontextmanager
     async def begin() -> AsyncIterator[SqlUnitOfWork]:
         async with db.transaction() as session:
-            yield SqlUnitOfWork(session, route)
+            work = SqlUnitOfWork(session, route)
+            yield work
+            await stage(session, work.events.messages)
         on_commit()
 
     return begin

@@ -46,7 +46,7 @@ def publisher(broker: MemoryBroker, fail_after: list[int] | None = None) -> Any:
 
 async def write(db: Database, *messages: OutboxMessage, commit: bool = True) -> None:
     async with db.sessions() as session:
-        stage(session, messages)
+        await stage(session, messages)
         if commit:
             await session.commit()
         else:
