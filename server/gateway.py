@@ -368,12 +368,21 @@ class SocketGateway:
 class SocketDelivery:
     """Hands one publication to the local subscribers: one encode, one emit."""
 
-    def __init__(self, sio: TandemSocketServer, metrics: Metrics) -> None:
+    def __init__(
+        self,
+        sio: TandemSocketServer,
+        metrics: Metrics,
+        on_delivered: Callable[[Publication, int], None] | None = None,
+    ) -> None:
         self._sio = sio
         self._metrics = metrics
+        # Told after each emit (delivery receipts); must not block.
+        self._on_delivered = on_delivered
 
     async def __call__(self, pub: Publication, recipients: Collection[str]) -> None:
         # A list of sids: python-socketio encodes the packet once for all of them.
         await self._sio.emit(pub.event, pub.envelope(), to=list(recipients))
         self._metrics.deliveries.inc(len(recipients))
+        if self._on_delivered is not None:
+            self._on_delivered(pub, len(recipients))
         self._metrics.latency.observe(max(0.0, time.time() - pub.ts))

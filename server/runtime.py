@@ -15,6 +15,7 @@ from typing import Any
 from domain.clock import SystemClock
 from domain.errors import NotFound
 from domain.jobs import JobService
+from domain.notifications import NotificationService
 from realtime.broker import Broker, BrokerOptions, create_broker
 from realtime.channels import Channel, ChannelKind
 from realtime.hub import Hub
@@ -26,6 +27,7 @@ from server.config import Settings
 from server.events import route_event
 from server.gateway import SocketDelivery, SocketGateway
 from server.metrics import Metrics
+from server.receipts import DeliveryReceipts
 from server.socket_server import CompatMsgPackPacket, TandemSocketServer
 from server.state import ChannelState
 from storage.database import Database, ping
@@ -50,6 +52,8 @@ class Runtime:
     verifier: TokenVerifier
     relay: OutboxRelay
     jobs: JobService
+    notifications: NotificationService
+    receipts: DeliveryReceipts
     authorizer: Authorizer
     node_id: str
     started: asyncio.Event = field(default_factory=asyncio.Event)
@@ -77,6 +81,8 @@ class Runtime:
             # Exits before the broker: this node's presence leaves are still published.
             await stack.enter_async_context(self.presence)
             await stack.enter_async_context(self.relay)
+            # Closes before the relay and the database: pending receipts are written.
+            stack.push_async_callback(self.receipts.close)
             stack.enter_context(_periodic(self._purge_finished_jobs, 600.0))
             self.started.set()
             yield self
@@ -127,7 +133,9 @@ def build_runtime(settings: Settings) -> Runtime:
         logger=logging.getLogger("socketio.server"),
         engineio_logger=logging.getLogger("engineio.server"),
     )
-    hub = Hub(SocketDelivery(sio, metrics))
+    # Late-bound: the notification service needs the relay, which needs the hub.
+    receipts = DeliveryReceipts(lambda ids: notifications.mark_delivered(ids))
+    hub = Hub(SocketDelivery(sio, metrics, on_delivered=receipts.delivered))
     options = BrokerOptions(
         history_size=settings.history_size,
         history_ttl=settings.history_ttl_s,
@@ -155,6 +163,9 @@ def build_runtime(settings: Settings) -> Runtime:
     jobs = JobService(
         unit_of_work(db, route_event, relay.wake), SystemClock(), lambda: uuid.uuid4().hex
     )
+    notifications = NotificationService(
+        unit_of_work(db, route_event, relay.wake), SystemClock(), lambda: uuid.uuid4().hex
+    )
     verifier = TokenVerifier(settings)
     gateway = SocketGateway(
         sio=sio,
@@ -163,7 +174,7 @@ def build_runtime(settings: Settings) -> Runtime:
         hub=hub,
         presence=presence,
         authorizer=Authorizer({ChannelKind.JOB: _owner_of(jobs)}),
-        state=_channel_state(broker, jobs),
+        state=_channel_state(broker, jobs, notifications),
         verifier=verifier,
         metrics=metrics,
     )
@@ -181,6 +192,8 @@ def build_runtime(settings: Settings) -> Runtime:
         verifier=verifier,
         relay=relay,
         jobs=jobs,
+        notifications=notifications,
+        receipts=receipts,
         authorizer=gateway.authorizer,
         node_id=node_id,
     )
@@ -196,7 +209,9 @@ def _owner_of(jobs: JobService) -> OwnerLookup:
     return lookup
 
 
-def _channel_state(broker: Broker, jobs: JobService) -> ChannelState:
+def _channel_state(
+    broker: Broker, jobs: JobService, notifications: NotificationService
+) -> ChannelState:
     state = ChannelState(broker)
 
     async def job_snapshot(channel: Channel) -> Any:
@@ -205,5 +220,10 @@ def _channel_state(broker: Broker, jobs: JobService) -> ChannelState:
         except NotFound:
             return None
 
+    async def inbox(channel: Channel) -> Any:
+        # The unread count and the newest notifications: an offline week is not lost.
+        return await notifications.inbox(channel.id)
+
     state.register(ChannelKind.JOB, job_snapshot)
+    state.register(ChannelKind.USER, inbox)
     return state

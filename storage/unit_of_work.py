@@ -10,6 +10,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from domain.events import DomainEvent
 from storage.database import Database
 from storage.jobs import SqlJobRepository
+from storage.notifications import SqlNotificationRepository
 from storage.outbox import OutboxMessage, stage
 
 # Turns a domain event into the publications it causes (the server knows channel names).
@@ -30,6 +31,7 @@ class _OutboxSink:
 class SqlUnitOfWork:
     def __init__(self, session: AsyncSession, route: Route) -> None:
         self.jobs = SqlJobRepository(session)
+        self.notifications = SqlNotificationRepository(session)
         self.events = _OutboxSink(route)
 
 
