@@ -15,7 +15,7 @@ from starlette.staticfiles import StaticFiles
 from starlette.types import Receive, Scope, Send
 
 from domain.errors import DomainError, ErrorCode
-from server import demo, health, http_api, jobs_api, notifications_api
+from server import demo, flights_api, health, http_api, jobs_api, notifications_api
 from server.config import Settings
 from server.engine_guard import EngineGuard
 from server.errors import HTTP_STATUS, error_body
@@ -72,6 +72,8 @@ def _build_api(runtime: Runtime) -> FastAPI:
     api.include_router(http_api.router)
     api.include_router(jobs_api.router)
     api.include_router(notifications_api.router)
+    api.include_router(flights_api.router)
+    api.include_router(flights_api.webhooks)
     api.include_router(health.router)
     # tandem.js and the vendored socket.io-client, for any page; the demo only when enabled.
     api.mount("/static", StaticFiles(directory=demo.STATIC_DIR), name="static")

@@ -5,11 +5,12 @@ from __future__ import annotations
 from enum import StrEnum
 from typing import Annotated, Literal, Self
 
-from pydantic import Field, SecretStr, field_validator, model_validator
+from pydantic import AliasChoices, Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 DEV_JWT_SECRET = "tandem-development-secret-do-not-use-in-production"
 DEV_API_KEY = "tandem-dev-key"
+DEV_WEBHOOK_SECRET = "tandem-dev-webhook-secret"
 _HMAC_ALGORITHMS = {"HS256", "HS384", "HS512"}
 _KEY_ALGORITHMS = {"RS256", "RS384", "RS512", "ES256", "ES384", "ES512", "PS256", "EdDSA"}
 
@@ -43,6 +44,11 @@ class Settings(BaseSettings):
     jwt_leeway_s: float = 0.0
     api_keys: Annotated[list[SecretStr], NoDecode] = Field(default_factory=list)
     cors_origins: CommaList = Field(default_factory=list)
+    # Signs POST /api/webhooks/flights; unset outside development disables that route.
+    webhook_secret: SecretStr | None = Field(
+        default=None,
+        validation_alias=AliasChoices("TANDEM_FLIGHTS_WEBHOOK_SECRET", "webhook_secret"),
+    )
 
     serializer: Literal["json", "msgpack"] = "json"
     max_payload_bytes: int = Field(default=64 * 1024, ge=1024)
@@ -124,6 +130,12 @@ class Settings(BaseSettings):
     @property
     def demo_enabled(self) -> bool:
         return self.is_development if self.demo is None else self.demo
+
+    def effective_webhook_secret(self) -> bytes | None:
+        """The flights webhook secret; in development with none configured, a well-known one."""
+        if self.webhook_secret is not None and self.webhook_secret.get_secret_value():
+            return self.webhook_secret.get_secret_value().encode()
+        return DEV_WEBHOOK_SECRET.encode() if self.is_development else None
 
     def effective_api_keys(self) -> list[str]:
         """Configured keys; in development with none configured, the well-known dev key."""

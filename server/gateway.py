@@ -93,6 +93,7 @@ class SocketGateway:
         self._metrics = metrics
         self._connections: dict[str, Connection] = {}
         self._tasks: set[asyncio.Task[None]] = set()
+        self._joins: dict[tuple[str, str], _Join] = {}
         self.draining = False
 
     def register(self) -> None:
@@ -267,6 +268,20 @@ class SocketGateway:
         )
 
     async def subscribe(self, conn: Connection, req: SubscribeRequest) -> Ack:
+        """Concurrent subscribes of one connection to one channel queue: the hub keeps one
+        join buffer per connection and channel, and a state read may await the database."""
+        key = (conn.sid, str(req.channel))
+        join = self._joins.setdefault(key, _Join())
+        join.waiting += 1
+        try:
+            async with join.lock:
+                return await self._subscribe(conn, req)
+        finally:
+            join.waiting -= 1
+            if not join.waiting:
+                self._joins.pop(key, None)
+
+    async def _subscribe(self, conn: Connection, req: SubscribeRequest) -> Ack:
         channel = parse(req.channel)
         if not await self.authorizer.can_subscribe(conn.principal, channel):
             raise PermissionDenied(f"not allowed to subscribe to {channel}")
@@ -386,3 +401,11 @@ class SocketDelivery:
         if self._on_delivered is not None:
             self._on_delivered(pub, len(recipients))
         self._metrics.latency.observe(max(0.0, time.time() - pub.ts))
+
+
+class _Join:
+    """The queue of one connection's subscribes to one channel."""
+
+    def __init__(self) -> None:
+        self.lock = asyncio.Lock()
+        self.waiting = 0

@@ -14,6 +14,7 @@ from typing import Any
 
 from domain.clock import SystemClock
 from domain.errors import NotFound
+from domain.flights import FlightService
 from domain.jobs import JobService
 from domain.notifications import NotificationService
 from realtime.broker import Broker, BrokerOptions, create_broker
@@ -53,6 +54,7 @@ class Runtime:
     relay: OutboxRelay
     jobs: JobService
     notifications: NotificationService
+    flights: FlightService
     receipts: DeliveryReceipts
     authorizer: Authorizer
     node_id: str
@@ -166,6 +168,7 @@ def build_runtime(settings: Settings) -> Runtime:
     notifications = NotificationService(
         unit_of_work(db, route_event, relay.wake), SystemClock(), lambda: uuid.uuid4().hex
     )
+    flights = FlightService(unit_of_work(db, route_event, relay.wake), SystemClock())
     verifier = TokenVerifier(settings)
     gateway = SocketGateway(
         sio=sio,
@@ -174,7 +177,7 @@ def build_runtime(settings: Settings) -> Runtime:
         hub=hub,
         presence=presence,
         authorizer=Authorizer({ChannelKind.JOB: _owner_of(jobs)}),
-        state=_channel_state(broker, jobs, notifications),
+        state=_channel_state(broker, jobs, notifications, flights),
         verifier=verifier,
         metrics=metrics,
     )
@@ -193,6 +196,7 @@ def build_runtime(settings: Settings) -> Runtime:
         relay=relay,
         jobs=jobs,
         notifications=notifications,
+        flights=flights,
         receipts=receipts,
         authorizer=gateway.authorizer,
         node_id=node_id,
@@ -210,7 +214,7 @@ def _owner_of(jobs: JobService) -> OwnerLookup:
 
 
 def _channel_state(
-    broker: Broker, jobs: JobService, notifications: NotificationService
+    broker: Broker, jobs: JobService, notifications: NotificationService, flights: FlightService
 ) -> ChannelState:
     state = ChannelState(broker)
 
@@ -224,6 +228,14 @@ def _channel_state(
         # The unread count and the newest notifications: an offline week is not lost.
         return await notifications.inbox(channel.id)
 
+    async def flight_snapshot(channel: Channel) -> Any:
+        try:
+            return (await flights.get(channel.id)).snapshot()
+        except NotFound:
+            # No stored flight: a cache channel, as before flights were a service.
+            return await state.latest(channel)
+
     state.register(ChannelKind.JOB, job_snapshot)
+    state.register(ChannelKind.FLIGHT, flight_snapshot)
     state.register(ChannelKind.USER, inbox)
     return state

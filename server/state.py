@@ -29,10 +29,11 @@ class ChannelState:
         if provider is not None:
             return await provider(channel)
         if channel.policy.stateful:
-            return await self._latest(channel)
+            return await self.latest(channel)
         return None
 
-    async def _latest(self, channel: Channel) -> Any:
+    async def latest(self, channel: Channel) -> Any:
+        """The channel's newest retained publication as ``{"latest": envelope}``, or None."""
         history = await self._broker.history(str(channel), limit=1)
         if not history.publications:
             return None

@@ -2,10 +2,20 @@
 
 from __future__ import annotations
 
-from datetime import datetime
+from datetime import date, datetime
 from typing import Any
 
-from sqlalchemy import JSON, BigInteger, DateTime, ForeignKey, Index, Integer, String, Text
+from sqlalchemy import (
+    JSON,
+    BigInteger,
+    Date,
+    DateTime,
+    ForeignKey,
+    Index,
+    Integer,
+    String,
+    Text,
+)
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
 
@@ -97,3 +107,60 @@ class NotificationRow(Base):
         # A repeated idempotency key finds the batch it created; one row per user and key.
         Index("ix_notifications_idempotency_key", "idempotency_key", "user", unique=True),
     )
+
+
+class FlightRow(Base):
+    """A flight's current status, as the newest provider update left it."""
+
+    __tablename__ = "flights"
+
+    id: Mapped[str] = mapped_column(String(128), primary_key=True)
+    number: Mapped[str] = mapped_column(String(16))
+    date: Mapped[date] = mapped_column(Date)
+    origin: Mapped[str] = mapped_column(String(8))
+    destination: Mapped[str] = mapped_column(String(8))
+    scheduled_departure: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    estimated_departure: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    actual_departure: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    scheduled_arrival: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    estimated_arrival: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    actual_arrival: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    gate: Mapped[str | None] = mapped_column(String(16))
+    terminal: Mapped[str | None] = mapped_column(String(16))
+    status: Mapped[str] = mapped_column(String(16))
+    delay_minutes: Mapped[int] = mapped_column(Integer)
+    position: Mapped[Any] = mapped_column(JSON, nullable=True)
+    provider_ts: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    version: Mapped[int] = mapped_column(Integer)
+    updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+
+
+class FlightHistoryRow(Base):
+    """One changed field of one flight version: every change is kept."""
+
+    __tablename__ = "flight_history"
+
+    id: Mapped[int] = mapped_column(
+        BigInteger().with_variant(Integer, "sqlite"), primary_key=True, autoincrement=True
+    )
+    flight_id: Mapped[str] = mapped_column(
+        String(128), ForeignKey("flights.id", ondelete="CASCADE")
+    )
+    version: Mapped[int] = mapped_column(Integer)
+    field: Mapped[str] = mapped_column(String(32))
+    old: Mapped[Any] = mapped_column(JSON, nullable=True)
+    new: Mapped[Any] = mapped_column(JSON, nullable=True)
+    provider_ts: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+
+    __table_args__ = (Index("ix_flight_history_flight_id_version", "flight_id", "version"),)
+
+
+class WebhookDeliveryRow(Base):
+    """An accepted webhook delivery (its signature), kept until its timestamp is too old to
+    be accepted again: a replay on any node finds it."""
+
+    __tablename__ = "webhook_deliveries"
+
+    key: Mapped[str] = mapped_column(String(128), primary_key=True)
+    expires_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), index=True)

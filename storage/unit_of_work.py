@@ -9,6 +9,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from domain.events import DomainEvent
 from storage.database import Database
+from storage.flights import SqlFlightRepository
 from storage.jobs import SqlJobRepository
 from storage.notifications import SqlNotificationRepository
 from storage.outbox import OutboxMessage, stage
@@ -31,6 +32,7 @@ class _OutboxSink:
 class SqlUnitOfWork:
     def __init__(self, session: AsyncSession, route: Route) -> None:
         self.jobs = SqlJobRepository(session)
+        self.flights = SqlFlightRepository(session)
         self.notifications = SqlNotificationRepository(session)
         self.events = _OutboxSink(route)
 

@@ -3,7 +3,7 @@ from __future__ import annotations
 import pytest
 from pydantic import ValidationError
 
-from server.config import DEV_API_KEY, Settings
+from server.config import DEV_API_KEY, DEV_WEBHOOK_SECRET, Settings
 
 STRONG = "s" * 40
 
@@ -52,3 +52,13 @@ def test_algorithm_none_can_never_be_configured() -> None:
 def test_key_algorithms_need_a_public_key() -> None:
     with pytest.raises(ValidationError, match="PUBLIC_KEY"):
         Settings(jwt_algorithms="RS256")
+
+
+def test_flights_webhook_secret(monkeypatch: pytest.MonkeyPatch) -> None:
+    assert Settings().effective_webhook_secret() == DEV_WEBHOOK_SECRET.encode()
+    # Outside development an unset secret turns the webhook off; it does not stop the node.
+    production = Settings(env="production", jwt_secret=STRONG, api_keys="k1")
+    assert production.effective_webhook_secret() is None
+    monkeypatch.setenv("TANDEM_FLIGHTS_WEBHOOK_SECRET", "hook-secret")
+    configured = Settings(env="production", jwt_secret=STRONG, api_keys="k1")
+    assert configured.effective_webhook_secret() == b"hook-secret"

@@ -1,0 +1,168 @@
+"""Flights end to end on a real node: signed webhooks and PUT in, ``flight:<id>`` out."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+import uuid
+from collections.abc import Iterator
+from typing import Any
+
+import httpx
+import pytest
+
+from client_sdk import Client, Message
+from server.flights_api import sign
+from tests.support.live import API_KEY, LiveServer, live_server
+
+WITHIN = 10.0
+SECRET = b"flights-test-secret"
+BASE = {"number": "TD200", "date": "2026-11-23", "origin": "AMS", "destination": "JFK"}
+
+
+@pytest.fixture(scope="module")
+def node(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LiveServer]:
+    with live_server(
+        tmp_path_factory.mktemp("flights"), {"TANDEM_FLIGHTS_WEBHOOK_SECRET": SECRET.decode()}
+    ) as server:
+        yield server
+
+
+def new_id() -> str:
+    return f"fl-{uuid.uuid4().hex[:12]}"
+
+
+def http(node: LiveServer, token: str | None = API_KEY) -> httpx.AsyncClient:
+    headers = {"Authorization": f"Bearer {token}"} if token is not None else {}
+    return httpx.AsyncClient(base_url=node.url, headers=headers, timeout=WITHIN)
+
+
+def ts(minute: int) -> str:
+    return f"2026-11-23T08:{minute:02d}:00+00:00"
+
+
+async def put(api: httpx.AsyncClient, flight: str, **body: Any) -> dict[str, Any]:
+    response = await api.put(f"/api/flights/{flight}", json=body)
+    assert response.status_code == 200, response.text
+    result: dict[str, Any] = response.json()
+    return result
+
+
+async def deliver(
+    api: httpx.AsyncClient,
+    body: Any,
+    *,
+    secret: bytes = SECRET,
+    at: float | None = None,
+    tamper: bool = False,
+    signature: str | None = None,
+) -> httpx.Response:
+    raw = json.dumps(body).encode()
+    stamp = str(int(time.time() if at is None else at))
+    headers = {
+        "X-Tandem-Timestamp": stamp,
+        "X-Tandem-Signature": signature or sign(secret, stamp, raw),
+        "Content-Type": "application/json",
+    }
+    sent = raw.replace(b"TD200", b"TD666") if tamper else raw
+    return await api.post("/api/webhooks/flights", content=sent, headers=headers)
+
+
+async def next_message(sub: Any) -> Message:
+    async with asyncio.timeout(WITHIN):
+        while True:
+            item = await anext(sub)
+            if isinstance(item, Message) and item.type == "flight.updated":
+                return item
+
+
+async def test_webhook_signature_matrix(node: LiveServer) -> None:
+    flight = new_id()
+    body = {"id": flight, "provider_ts": ts(0), **BASE}
+    async with http(node, None) as hook, http(node) as api:
+        for bad in (
+            await deliver(hook, body, tamper=True),
+            await deliver(hook, body, secret=b"wrong-secret"),
+            await deliver(hook, body, at=time.time() - 301),
+            await deliver(hook, body, at=time.time() + 301),
+            await deliver(hook, body, signature="sha256=" + "0" * 64),
+            await hook.post("/api/webhooks/flights", json=body),
+        ):
+            assert bad.status_code == 401, bad.text
+            assert bad.json()["error"]["code"] == "unauthorized"
+        assert (await api.get(f"/api/flights/{flight}")).status_code == 404
+        now = int(time.time())
+        accepted = await deliver(hook, body, at=now)
+        assert accepted.status_code == 200, accepted.text
+        assert accepted.json()["duplicate"] is False
+        assert accepted.json()["results"][0]["flight"]["version"] == 1
+        replay = await deliver(hook, body, at=now)
+        assert replay.status_code == 200 and replay.json() == {"duplicate": True, "results": []}
+        # The same content signed at another time is a new delivery (and changes nothing).
+        again = await deliver(hook, body, at=now - 1)
+        assert again.json()["duplicate"] is False
+        assert again.json()["results"][0]["changed"] is False
+        stored = (await api.get(f"/api/flights/{flight}")).json()
+        assert stored["version"] == 1 and stored["number"] == "TD200"
+        batch = {
+            "updates": [
+                {"id": flight, "provider_ts": ts(1), "gate": "C4"},
+                {"id": new_id(), "provider_ts": ts(1), **BASE},
+            ]
+        }
+        applied = (await deliver(hook, batch)).json()
+        assert [r["changed"] for r in applied["results"]] == [True, True]
+        assert applied["results"][0]["changes"] == {"gate": [None, "C4"]}
+        invalid = await deliver(hook, {"id": flight, "provider_ts": ts(2), "colour": "red"})
+        assert invalid.status_code == 422
+
+
+async def test_unchanged_update_publishes_nothing(node: LiveServer) -> None:
+    flight = new_id()
+    async with http(node) as api:
+        created = await put(api, flight, provider_ts=ts(0), gate="A1", **BASE)
+        assert created["changed"] is True
+        viewer = Client(node.url, token=node.token(new_id()), reconnect_delay=0.05)
+        async with viewer, viewer.subscribe(f"flight:{flight}") as sub:
+            assert sub.state == created["flight"]
+            same = await put(api, flight, provider_ts=ts(1), gate="A1", number="TD200")
+            assert same["changed"] is False and same["changes"] == {}
+            stale = await put(api, flight, provider_ts=ts(0), gate="Z9")
+            assert stale["changed"] is False and stale["flight"]["gate"] == "A1"
+            moved = await put(api, flight, provider_ts=ts(2), gate="B2", status="boarding")
+            assert moved["changes"] == {"gate": ["A1", "B2"], "status": ["scheduled", "boarding"]}
+            # The first event the subscriber sees is the real change: nothing came before it.
+            message = await next_message(sub)
+            assert message.data["version"] == 2
+            assert message.data["changes"] == moved["changes"]
+            assert message.data["gate"] == "B2"
+
+
+async def test_out_of_order_updates_do_not_go_backwards(node: LiveServer) -> None:
+    flight = new_id()
+    async with http(node) as api, http(node, node.token(new_id())) as reader:
+        await put(api, flight, provider_ts=ts(5), status="landed", **BASE)
+        late = await put(api, flight, provider_ts=ts(3), status="departed")
+        assert late["changed"] is False
+        snapshot = (await reader.get(f"/api/flights/{flight}")).json()
+        assert snapshot["status"] == "landed" and snapshot["version"] == 1
+        assert (await reader.get(f"/api/flights/{new_id()}")).status_code == 404
+
+
+async def test_put_validates_and_needs_an_api_key(node: LiveServer) -> None:
+    flight = new_id()
+    async with http(node) as api, http(node, node.token("someone")) as user:
+        denied = await user.put(f"/api/flights/{flight}", json={"provider_ts": ts(0), **BASE})
+        assert denied.status_code == 403
+        for body in (
+            {**BASE, "provider_ts": ts(0), "wings": 2},
+            {**BASE, "provider_ts": ts(0), "status": "teleported"},
+            {**BASE, "provider_ts": "2026-11-23T08:00:00"},
+            {**BASE},
+            {**BASE, "provider_ts": ts(0), "position": {"lat": 100, "lon": 0}},
+            {"provider_ts": ts(0), "gate": "A1"},
+        ):
+            response = await api.put(f"/api/flights/{flight}", json=body)
+            assert response.status_code == 422, (body, response.text)
+        assert (await api.get(f"/api/flights/{flight}")).status_code == 404
