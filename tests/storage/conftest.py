@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
+from contextlib import AbstractAsyncContextManager
 from pathlib import Path
 
 import pytest
 
+from server.events import route_event
 from storage.database import Database
 from storage.migrate import upgrade
+from storage.unit_of_work import SqlUnitOfWork, unit_of_work
 from tests.support.databases import postgres_database
 
 
@@ -33,3 +36,9 @@ async def db(database_url: str) -> AsyncIterator[Database]:
     db = Database(database_url)
     yield db
     await db.dispose()
+
+
+@pytest.fixture
+def units(db: Database) -> Callable[[], AbstractAsyncContextManager[SqlUnitOfWork]]:
+    """Units of work routing events to channels as the server does."""
+    return unit_of_work(db, route_event, on_commit=lambda: None)

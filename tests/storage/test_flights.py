@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -10,35 +9,18 @@ import pytest
 from sqlalchemy import select
 
 from domain.errors import InvalidPayload, NotFound
-from domain.events import DomainEvent
 from domain.flights import FlightService, FlightUpdate
 from storage.database import Database
-from storage.outbox import OutboxMessage
 from storage.tables import FlightHistoryRow, OutboxRow
-from storage.unit_of_work import unit_of_work
+from tests.support.clock import StepClock
 
 T0 = datetime(2026, 11, 23, 8, tzinfo=UTC)
 BASE = {"number": "TD101", "date": "2026-11-23", "origin": "ams", "destination": "LHR"}
 
 
-def route(event: DomainEvent) -> Iterable[OutboxMessage]:
-    return [
-        OutboxMessage(f"{kind}:{ident}", event.type, event.data) for kind, ident in event.topics
-    ]
-
-
-class StepClock:
-    def __init__(self) -> None:
-        self._now = datetime(2026, 11, 23, 12, tzinfo=UTC)
-
-    def now(self) -> datetime:
-        self._now += timedelta(milliseconds=1)
-        return self._now
-
-
 @pytest.fixture
-def service(db: Database) -> FlightService:
-    return FlightService(unit_of_work(db, route, on_commit=lambda: None), StepClock())
+def service(units: Any) -> FlightService:
+    return FlightService(units, StepClock())
 
 
 async def outbox(db: Database) -> list[tuple[str, str, dict[str, Any]]]:

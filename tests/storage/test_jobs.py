@@ -4,34 +4,24 @@ from __future__ import annotations
 
 import asyncio
 import itertools
-from collections.abc import Iterable
 from datetime import UTC, datetime, timedelta
+from typing import Any
 
 import pytest
 from sqlalchemy import func, select
 
 from domain.clock import SystemClock
 from domain.errors import Conflict, InvalidPayload, NotFound
-from domain.events import DomainEvent
 from domain.jobs import Job, JobError, JobService, JobStatus
 from storage.database import Database
 from storage.jobs import SqlJobRepository
-from storage.outbox import OutboxMessage
 from storage.tables import JobEventRow, OutboxRow
-from storage.unit_of_work import unit_of_work
-
-
-def route(event: DomainEvent) -> Iterable[OutboxMessage]:
-    return [
-        OutboxMessage(f"{kind}:{ident}", event.type, event.data) for kind, ident in event.topics
-    ]
 
 
 @pytest.fixture
-def service(db: Database) -> JobService:
+def service(units: Any) -> JobService:
     ids = (f"job-{n}" for n in itertools.count(1))
-    uow = unit_of_work(db, route, on_commit=lambda: None)
-    return JobService(uow, SystemClock(), lambda: next(ids))
+    return JobService(units, SystemClock(), lambda: next(ids))
 
 
 async def outbox(db: Database) -> list[tuple[str, str, int]]:

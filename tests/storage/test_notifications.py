@@ -4,43 +4,22 @@ from __future__ import annotations
 
 import asyncio
 import itertools
-from collections.abc import Iterable
-from datetime import UTC, datetime, timedelta
+from typing import Any
 
 import pytest
 from sqlalchemy import select
 
 from domain.errors import InvalidPayload, NotFound
-from domain.events import DomainEvent
 from domain.notifications import NotificationService
 from storage.database import Database
-from storage.outbox import OutboxMessage
 from storage.tables import NotificationRow, OutboxRow
-from storage.unit_of_work import unit_of_work
-
-
-def route(event: DomainEvent) -> Iterable[OutboxMessage]:
-    return [
-        OutboxMessage(f"{kind}:{ident}", event.type, event.data) for kind, ident in event.topics
-    ]
-
-
-class StepClock:
-    """Each reading a millisecond later, so creation order is the page order."""
-
-    def __init__(self) -> None:
-        self._now = datetime(2026, 11, 23, 12, tzinfo=UTC)
-
-    def now(self) -> datetime:
-        self._now += timedelta(milliseconds=1)
-        return self._now
+from tests.support.clock import StepClock
 
 
 @pytest.fixture
-def service(db: Database) -> NotificationService:
+def service(units: Any) -> NotificationService:
     ids = (f"n-{n:04d}" for n in itertools.count(1))
-    uow = unit_of_work(db, route, on_commit=lambda: None)
-    return NotificationService(uow, StepClock(), lambda: next(ids))
+    return NotificationService(units, StepClock(), lambda: next(ids))
 
 
 async def outbox(db: Database) -> list[tuple[str, str, dict[str, object]]]:
