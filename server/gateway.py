@@ -108,10 +108,6 @@ class SocketGateway:
         sio.on_abuse = self.on_abuse
         self._hub.resync = self.resync
 
-    @property
-    def connection_count(self) -> int:
-        return len(self._connections)
-
     # -- connection lifecycle -------------------------------------------------------------
 
     async def on_connect(self, sid: str, environ: dict[str, Any], auth: Any) -> None:

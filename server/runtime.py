@@ -8,7 +8,7 @@ import secrets
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from contextlib import AsyncExitStack, asynccontextmanager, contextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -58,7 +58,6 @@ class Runtime:
     receipts: DeliveryReceipts
     authorizer: Authorizer
     node_id: str
-    started: asyncio.Event = field(default_factory=asyncio.Event)
 
     async def readiness(self) -> dict[str, str]:
         """Each dependency's status: "ok", or what is wrong with it (1 s per check)."""
@@ -86,7 +85,6 @@ class Runtime:
             # Closes before the relay and the database: pending receipts are written.
             stack.push_async_callback(self.receipts.close)
             stack.enter_context(_periodic(self._purge_finished_jobs, 600.0))
-            self.started.set()
             yield self
 
     async def _purge_finished_jobs(self) -> None:
