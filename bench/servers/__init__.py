@@ -1,0 +1,1 @@
+"""Comparison servers with Tandem's event contract."""
