@@ -28,6 +28,15 @@ from client_sdk._errors import (
     error_class,
     error_from_body,
 )
+from client_sdk._flights import (
+    AircraftPosition,
+    Flight,
+    FlightResult,
+    FlightsAPI,
+    FlightStatus,
+    FlightWatch,
+    FlightWatcher,
+)
 from client_sdk._http import ServerAPI
 from client_sdk._job_watch import JobWatch, JobWatcher, ProgressCallback
 from client_sdk._job_worker import JobReport, JobsAPI
@@ -51,16 +60,34 @@ from client_sdk._models import (
     Resync,
     Token,
 )
+from client_sdk._notifications import (
+    Inbox,
+    InboxUpdate,
+    Notification,
+    NotificationPage,
+    NotificationsAPI,
+    NotificationWatcher,
+)
+from client_sdk._status import Status
 from client_sdk._subscription import Subscription
 
 __all__ = [
+    "AircraftPosition",
     "BadRequest",
     "Client",
     "ClientClosed",
     "Conflict",
     "ConnectionLost",
     "CreatedJob",
+    "Flight",
+    "FlightResult",
+    "FlightStatus",
+    "FlightWatch",
+    "FlightWatcher",
+    "FlightsAPI",
     "History",
+    "Inbox",
+    "InboxUpdate",
     "InsufficientState",
     "InternalError",
     "InvalidPayload",
@@ -78,6 +105,10 @@ __all__ = [
     "Message",
     "NotFound",
     "Notice",
+    "Notification",
+    "NotificationPage",
+    "NotificationWatcher",
+    "NotificationsAPI",
     "PayloadTooLarge",
     "PermissionDenied",
     "Position",
@@ -90,6 +121,7 @@ __all__ = [
     "ServerAPI",
     "Shutdown",
     "SlowConsumer",
+    "Status",
     "Subscription",
     "TandemError",
     "Token",

@@ -6,6 +6,7 @@ import asyncio
 import inspect
 import logging
 from collections.abc import Awaitable, Callable, Coroutine, Mapping, Sequence
+from contextlib import AbstractAsyncContextManager
 from types import TracebackType
 from typing import Any, Literal
 
@@ -22,9 +23,12 @@ from client_sdk._errors import (
     error_class,
     error_from_body,
 )
+from client_sdk._flights import FlightWatcher
 from client_sdk._job_watch import JobWatcher
 from client_sdk._models import Message, Notice, Position, Presence, PublishResult
+from client_sdk._notifications import NotificationWatcher
 from client_sdk._retry import backoff_delay
+from client_sdk._status import Status, StatusReporter
 from client_sdk._subscription import Subscription, is_transient
 
 log = logging.getLogger("client_sdk")
@@ -65,6 +69,9 @@ class Client:
     Attributes:
         jobs: Watch jobs (`JobWatcher`): ``await client.jobs.wait(job_id)`` or
             ``async for job in client.jobs.watch(job_id)``.
+        notifications: The user's inbox (`NotificationWatcher`):
+            ``async with client.notifications.inbox() as inbox`` (``inbox.unread``).
+        flights: Follow flights (`FlightWatcher`): ``client.flights.watch(flight_id)``.
     """
 
     def __init__(
@@ -108,6 +115,9 @@ class Client:
         self._closed = False
         self._fatal: TandemError | None = None
         self.jobs = JobWatcher(self)
+        self.notifications = NotificationWatcher(self)
+        self.flights = FlightWatcher(self)
+        self._status = StatusReporter(self._call)
 
     # -- lifecycle --------------------------------------------------------------------------
 
@@ -218,6 +228,41 @@ class Client:
         """
         return Presence.from_wire(await self._call("presence", {"channel": channel}))
 
+    async def set_status(self, status: Status) -> str:
+        """Report this client's status: ``"online"``, ``"away"`` (idle) or ``"busy"``.
+
+        Every reconnect starts with it, so the others see no flapping. They see the user's
+        combined status (busy if any connection says so, else online if any is active, else
+        away) in presence members and ``presence.update`` events, on the channels where the
+        user is a presence member and on their own ``user:<id>`` channel.
+
+        Returns:
+            The user's combined status across all their connections.
+
+        Raises:
+            ValueError: Not one of the three statuses.
+            RateLimited: Too many status or typing requests on this connection.
+        """
+        return await self._status.set_status(status)
+
+    async def typing(self, channel: str, typing: bool = True) -> None:
+        """Tell ``channel`` (a subscribed ``doc:`` or ``room:``) that the user types, or stopped.
+
+        Subscribers receive ``presence.typing`` ``{user, name, typing}``. The server clears it
+        after 5 s without renewal, or when this connection goes; renew every 2 s or so while
+        the user types, or use `keep_typing`.
+
+        Raises:
+            BadRequest: Not subscribed to ``channel``, or not a ``doc:``/``room:`` channel.
+            RateLimited: Too many status or typing requests on this connection.
+        """
+        await self._status.typing(channel, typing)
+
+    def keep_typing(self, channel: str, *, every: float = 2.0) -> AbstractAsyncContextManager[None]:
+        """``async with client.keep_typing(channel):`` typing, renewed every ``every`` seconds,
+        then stopped."""
+        return self._status.keep_typing(channel, every)
+
     async def publish(
         self, channel: str, event: str, data: Any = None, *, id: str | None = None
     ) -> PublishResult:
@@ -291,6 +336,7 @@ class Client:
             transports=self._transports,
             socketio_path=self._socketio_path,
             headers=self._headers,
+            status=self._status.status,
         )
         return conn
 

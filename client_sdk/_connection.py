@@ -63,13 +63,20 @@ class Connection:
         transports: Sequence[str] | None,
         socketio_path: str,
         headers: Mapping[str, str],
+        status: str = "online",
     ) -> None:
-        """Connect and authenticate; raise the typed refusal or `ConnectionLost`."""
+        """Connect and authenticate; raise the typed refusal or `ConnectionLost`.
+
+        ``status`` is the user's status this connection starts with (see `Client.set_status`).
+        """
+        auth: dict[str, str] = {"token": token} if token is not None else {}
+        if status != "online":
+            auth["status"] = status
         try:
             await self._sio.connect(
                 url,
                 headers=dict(headers),
-                auth={"token": token} if token is not None else {},
+                auth=auth,
                 transports=list(transports) if transports else None,
                 socketio_path=socketio_path,
                 wait_timeout=self._timeout,

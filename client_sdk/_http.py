@@ -13,8 +13,10 @@ from urllib.parse import quote
 import httpx
 
 from client_sdk._errors import ConnectionLost, TandemError, error_class, error_from_body
+from client_sdk._flights import FlightsAPI
 from client_sdk._job_worker import JobsAPI
 from client_sdk._models import History, Message, Position, PublishResult, Token
+from client_sdk._notifications import NotificationsAPI
 from client_sdk._retry import backoff_delay
 
 log = logging.getLogger("client_sdk")
@@ -58,6 +60,8 @@ class ServerAPI:
 
     Attributes:
         jobs: The jobs API (`JobsAPI`): create jobs and report their progress.
+        notifications: The notifications API (`NotificationsAPI`): send, list, mark read.
+        flights: The flights API (`FlightsAPI`): put flight status, get and list flights.
     """
 
     def __init__(
@@ -83,6 +87,8 @@ class ServerAPI:
             transport=transport,
         )
         self.jobs = JobsAPI(self)
+        self.notifications = NotificationsAPI(self)
+        self.flights = FlightsAPI(self)
 
     async def __aenter__(self) -> ServerAPI:
         return self
@@ -131,6 +137,54 @@ class ServerAPI:
             headers={"Idempotency-Key": key},
         )
         return PublishResult.from_wire(body)
+
+    async def publish_batch(
+        self,
+        publications: Sequence[Mapping[str, Any] | tuple[Any, ...]],
+        *,
+        durable: bool = False,
+    ) -> list[PublishResult]:
+        """Publish up to 100 events in one request; each channel's in the given order.
+
+        Every item without an ``id`` gets a random one, the same on every retry, so retrying
+        after a broker failure (some items published, some not) publishes each item once:
+        the server answers the published ones as duplicates with their original offsets.
+
+        Args:
+            publications: ``{"channel", "event", "data"?, "id"?}`` mappings or
+                ``(channel, event, data[, id])`` tuples, 1 to 100 of them.
+            durable: Commit them to the server's outbox instead (published when the broker
+                can take them, even across an outage); returns an empty list.
+
+        Returns:
+            One `PublishResult` per publication, in order (empty when ``durable``).
+
+        Raises:
+            ValueError: No publications, or more than 100.
+            InvalidPayload: An item is invalid (the message names its index); nothing was
+                published.
+            PermissionDenied: Reserved event type (``server.*``), or not an API key.
+            Unavailable: The broker stayed unavailable through every attempt; some items may
+                be published: call again with the same ids to finish.
+        """
+        if not 1 <= len(publications) <= 100:
+            raise ValueError("publish_batch takes 1 to 100 publications")
+        items: list[dict[str, Any]] = []
+        for publication in publications:
+            if isinstance(publication, tuple):
+                item = dict(zip(("channel", "event", "data", "id"), publication, strict=False))
+            else:
+                item = dict(publication)
+            if item.get("id") is None:
+                item["id"] = str(uuid.uuid4())
+            items.append(item)
+        payload: dict[str, Any] = {"publications": items}
+        if durable:
+            payload["durable"] = True
+        body = await self._request("POST", "/api/publish/batch", json=payload)
+        if durable:
+            return []
+        return [PublishResult.from_wire(result) for result in body["results"]]
 
     async def history(
         self,

@@ -25,6 +25,9 @@ class Message:
         epoch: The stream epoch; a new epoch means the stream was reset.
         ts: Server timestamp (seconds since the Unix epoch).
         data: The event payload.
+        latest: A latest-value event (progress, position): when this client lagged, the
+            server may have skipped older events of this type on this channel, so its offset
+            can jump.
     """
 
     channel: str
@@ -33,6 +36,7 @@ class Message:
     epoch: str
     ts: float
     data: Any
+    latest: bool = False
 
     @property
     def position(self) -> Position:
@@ -54,6 +58,7 @@ class Message:
                 epoch=str(envelope["epoch"]),
                 ts=float(envelope["ts"]),
                 data=envelope.get("data"),
+                latest=envelope.get("latest") is True,
             )
         except (KeyError, TypeError) as exc:
             raise ValueError(f"malformed envelope: {envelope!r}") from exc
@@ -106,12 +111,17 @@ class PublishResult:
 
 @dataclass(frozen=True, slots=True)
 class Member:
-    """One user on a channel, however many connections (tabs) they have there."""
+    """One user on a channel, however many connections (tabs) they have there.
+
+    ``status`` is the user's status across the cluster: ``"busy"`` if any of their connections
+    says so, else ``"online"`` if any is active, else ``"away"``.
+    """
 
     user: str
     name: str | None
     info: Any
     connections: int
+    status: str = "online"
 
 
 @dataclass(frozen=True, slots=True)
@@ -124,9 +134,15 @@ class Presence:
 
     @classmethod
     def from_wire(cls, body: Mapping[str, Any]) -> Presence:
-        """Parse ``{channel, members: [{user, name, info, connections}], total}``."""
+        """Parse ``{channel, members: [{user, name, status, info, connections}], total}``."""
         members = [
-            Member(str(m["user"]), m.get("name"), m.get("info"), _int(m["connections"]))
+            Member(
+                str(m["user"]),
+                m.get("name"),
+                m.get("info"),
+                _int(m["connections"]),
+                str(m.get("status", "online")),
+            )
             for m in body["members"]
         ]
         return cls(str(body["channel"]), members, _int(body["total"]))

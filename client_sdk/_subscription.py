@@ -167,7 +167,9 @@ class Subscription:
         if tail is not None and msg.epoch == tail.epoch:
             if msg.offset <= tail.offset:
                 return
-            if msg.offset == tail.offset + 1:
+            if msg.offset == tail.offset + 1 or msg.latest:
+                # A latest-value event may follow a gap: the server coalesced the older
+                # events of its type on this channel while we lagged (nothing else is skipped).
                 self._push(msg)
                 return
         if self._repairs >= MAX_GAP_REPAIRS:

@@ -4,7 +4,10 @@ A provider sends updates stamped with its own timestamp (``provider_ts``). An up
 than the stored state is ignored, so out-of-order deliveries never move a flight backwards;
 an update that changes nothing publishes nothing. Every change bumps the version, writes one
 history row per changed field and publishes ``flight.updated`` with the snapshot and
-``changes: {field: [old, new]}``.
+``changes: {field: [old, new]}``, except when only the aircraft position moved: then the much
+smaller ``flight.position`` (id, position, version) goes out instead. Positions are a
+latest-value stream (a slow client may skip to the newest one), status changes are not, so
+they travel as different event types.
 """
 
 from __future__ import annotations
@@ -26,6 +29,7 @@ MAX_AIRPORT = 8
 MAX_GATE = 16
 MAX_DELAY = 7 * 24 * 60
 MAX_BATCH = 100
+MAX_LIST = 200
 
 
 class FlightStatus(StrEnum):
@@ -221,6 +225,45 @@ def updated_event(flight: Flight, changes: Changes) -> DomainEvent:
     )
 
 
+def position_event(flight: Flight) -> DomainEvent:
+    """Only the position moved: what a map needs, with the version that orders it."""
+    return DomainEvent(
+        type="flight.position",
+        data={
+            "id": flight.id,
+            "position": None if flight.position is None else flight.position.snapshot(),
+            "version": flight.version,
+            "provider_ts": flight.provider_ts.isoformat(),
+            "updated_at": flight.updated_at.isoformat(),
+        },
+        topics=(("flight", flight.id),),
+    )
+
+
+def change_event(flight: Flight, changes: Changes) -> DomainEvent:
+    if set(changes) == {"position"}:
+        return position_event(flight)
+    return updated_event(flight, changes)
+
+
+@dataclass(frozen=True, slots=True)
+class FlightQuery:
+    """Which flights a board lists: by origin and a window of scheduled departure, in
+    departure order (flights without a scheduled departure last)."""
+
+    origin: str | None = None
+    departs_after: datetime | None = None
+    departs_before: datetime | None = None
+    limit: int = 50
+
+    def __post_init__(self) -> None:
+        if not 1 <= self.limit <= MAX_LIST:
+            raise InvalidPayload(f"limit must be between 1 and {MAX_LIST}")
+        for moment in (self.departs_after, self.departs_before):
+            if moment is not None and moment.tzinfo is None:
+                raise InvalidPayload("departure bounds need a time zone")
+
+
 class FlightRepository(Protocol):
     """Flights as stored. ``lock`` holds the row until commit (None when there is none);
     ``add`` raises Conflict when the id exists; ``save`` raises Conflict on a lost update;
@@ -237,6 +280,8 @@ class FlightRepository(Protocol):
     async def record(self, entries: Sequence[HistoryEntry]) -> None: ...
 
     async def history(self, flight_id: str) -> list[HistoryEntry]: ...
+
+    async def find(self, query: FlightQuery) -> list[Flight]: ...
 
     async def claim_delivery(self, key: str, now: datetime, expires_at: datetime) -> None: ...
 
@@ -288,6 +333,18 @@ class FlightService:
     async def history(self, flight_id: str) -> list[HistoryEntry]:
         async with self._uow() as uow:
             return await uow.flights.history(flight_id)
+
+    async def find(self, query: FlightQuery) -> list[Flight]:
+        """The flights a departures board shows (see FlightQuery)."""
+        query = dataclasses.replace(
+            query,
+            origin=None if query.origin is None else query.origin.upper(),
+            # Stored times are UTC; SQLite compares them as text.
+            departs_after=None if query.departs_after is None else _utc(query.departs_after),
+            departs_before=None if query.departs_before is None else _utc(query.departs_before),
+        )
+        async with self._uow() as uow:
+            return await uow.flights.find(query)
 
     async def _apply_all(
         self,
@@ -353,7 +410,7 @@ class FlightService:
                 for name, (old, new) in changes.items()
             ]
         )
-        uow.events.emit(updated_event(flight, changes))
+        uow.events.emit(change_event(flight, changes))
         return Applied(flight, changed=True, changes=changes)
 
 

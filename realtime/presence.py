@@ -15,6 +15,23 @@ from urllib.parse import urlsplit
 
 from realtime.broker import BrokerUnavailable
 
+ONLINE = "online"
+AWAY = "away"
+BUSY = "busy"
+OFFLINE = "offline"
+# What a connection may report. Busy is a choice the user made, so it beats an active tab;
+# an active tab beats an idle one: a user is away only when every connection is.
+REPORTED_STATUSES = (BUSY, ONLINE, AWAY)
+
+
+def combine_statuses(statuses: Iterable[str]) -> str:
+    """A user's status from their connections' reported ones (``offline`` when there are none)."""
+    seen = set(statuses)
+    for status in REPORTED_STATUSES:
+        if status in seen:
+            return status
+    return OFFLINE if not seen else ONLINE
+
 
 @dataclass(frozen=True, slots=True)
 class PresenceEntry:
@@ -26,6 +43,7 @@ class PresenceEntry:
     info: dict[str, Any] = field(default_factory=dict)
     node: str = ""
     ts: float = 0.0  # wall-clock time of the add that created or last replaced the entry
+    status: str = ONLINE  # what the connection reported (see REPORTED_STATUSES)
 
     def as_dict(self) -> dict[str, Any]:
         return {
@@ -35,6 +53,7 @@ class PresenceEntry:
             "info": self.info,
             "node": self.node,
             "ts": self.ts,
+            "status": self.status,
         }
 
     @classmethod
@@ -46,22 +65,29 @@ class PresenceEntry:
             info=dict(raw.get("info") or {}),
             node=str(raw.get("node", "")),
             ts=float(raw.get("ts", 0.0)),
+            status=str(raw.get("status", ONLINE)),
         )
 
 
 @dataclass(frozen=True, slots=True)
 class Member:
-    """A user on a channel, however many connections (tabs, devices) they have there."""
+    """A user on a channel, however many connections (tabs, devices) they have there.
+
+    ``status`` combines their entries' statuses (``combine_statuses``); the tracker replaces it
+    with the user's cluster-wide status when it has a status board.
+    """
 
     user: str
     name: str | None
     info: dict[str, Any]
     connections: int
+    status: str = ONLINE
 
     def as_dict(self) -> dict[str, Any]:
         return {
             "user": self.user,
             "name": self.name,
+            "status": self.status,
             "info": self.info,
             "connections": self.connections,
         }
@@ -152,9 +178,18 @@ class PresenceStore(Protocol):
         """
         ...
 
+    async def entries(self, channel: str) -> list[PresenceEntry]:
+        """Every unexpired entry on ``channel``, in no particular order.
+
+        Raises:
+            PresenceUnavailable: retry later.
+        """
+        ...
+
 
 def aggregate(entries: Iterable[PresenceEntry], limit: int) -> Presence:
-    """One member per user, ordered by user id, with the name and info of their newest entry."""
+    """One member per user, ordered by user id, with the name and info of their newest entry
+    and the status combined from all of them."""
     by_user: dict[str, list[PresenceEntry]] = {}
     for entry in entries:
         by_user.setdefault(entry.user, []).append(entry)
@@ -163,7 +198,8 @@ def aggregate(entries: Iterable[PresenceEntry], limit: int) -> Presence:
     for user in users[: max(0, limit)]:
         group = by_user[user]
         newest = max(group, key=lambda entry: (entry.ts, entry.conn))
-        members.append(Member(user, newest.name, newest.info, len(group)))
+        status = combine_statuses(entry.status for entry in group)
+        members.append(Member(user, newest.name, newest.info, len(group), status))
     return Presence(members, len(users))
 
 

@@ -91,12 +91,14 @@ class MemoryPresenceStore:
         return left
 
     async def members(self, channel: str, limit: int) -> Presence:
+        return aggregate(await self.entries(channel), limit)
+
+    async def entries(self, channel: str) -> list[PresenceEntry]:
         state = self._channel(channel)
         if state is None:
-            return Presence([], 0)
+            return []
         now = self._clock()
-        live = (e for conn, e in state.entries.items() if state.expires[conn] > now)
-        return aggregate(live, limit)
+        return [e for conn, e in state.entries.items() if state.expires[conn] > now]
 
     def _channel(self, channel: str) -> _Channel | None:
         self._require_running()

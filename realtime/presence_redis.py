@@ -191,9 +191,12 @@ class RedisPresenceStore:
                 return left
 
     async def members(self, channel: str, limit: int) -> Presence:
+        return aggregate(await self.entries(channel), limit)
+
+    async def entries(self, channel: str) -> list[PresenceEntry]:
         keys = [self._key(channel, "pe"), self._key(channel, "pt")]
         raw = await self._run("members", keys, [])
-        return aggregate((PresenceEntry.from_dict(msgpack.unpackb(item)) for item in raw), limit)
+        return [PresenceEntry.from_dict(msgpack.unpackb(item)) for item in raw]
 
     def _key(self, channel: str, suffix: str) -> str:
         return f"{self._prefix}{{{channel}}}:{suffix}"

@@ -1,6 +1,7 @@
 """The PresenceTracker: this node's connections in the PresenceStore, and the events they cause.
 
-A user's first connection on a channel publishes ``presence.join`` ``{user, name, info}`` on
+A user's first connection on a channel publishes ``presence.join`` ``{user, name, status,
+info}`` on
 that channel through the broker, their last one leaving publishes ``presence.leave``
 ``{user}``: every node and the history see them, with an offset. Whoever the store tells that
 a user arrived or left (exactly one caller, cluster-wide) publishes, so each event goes out
@@ -12,6 +13,9 @@ to remove entries from. Reads sweep too. Operations on one channel are serialize
 so this node's events for a channel are published in the order the store saw them; a user
 leaving on one node while joining on another may be announced in either order, and the store
 (the presence request) stays the source of truth.
+
+With a StatusBoard, members carry their user's cluster-wide status, and the board learns which
+channels each connection is a member of (where that user's status updates go).
 """
 
 from __future__ import annotations
@@ -21,12 +25,15 @@ import contextlib
 import logging
 import time
 from collections.abc import AsyncIterator, Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from types import TracebackType
-from typing import Any, Self
+from typing import TYPE_CHECKING, Any, Self
 
 from realtime.broker import Broker, BrokerUnavailable
-from realtime.presence import Presence, PresenceEntry, PresenceStore
+from realtime.presence import OFFLINE, ONLINE, Presence, PresenceEntry, PresenceStore
+
+if TYPE_CHECKING:
+    from realtime.presence_status import StatusBoard
 
 log = logging.getLogger(__name__)
 
@@ -45,8 +52,10 @@ class PresenceTracker:
         node_id: str,
         ttl: float,
         on_event: EventHook | None = None,
+        statuses: StatusBoard | None = None,
     ) -> None:
         self._store = store
+        self._statuses = statuses
         self._broker = broker
         self._node_id = node_id
         self._ttl = ttl
@@ -92,12 +101,17 @@ class PresenceTracker:
             BrokerUnavailable: the store or the broker is down (PresenceUnavailable is one);
                 the entry may be stored: call ``leave`` to undo.
         """
-        entry = PresenceEntry(conn, user, name, info or {}, self._node_id, time.time())
+        status = ONLINE
+        if self._statuses is not None:
+            # Connected, so never offline (their status entry may not be stored yet).
+            status = _connected(await self._statuses.status(user), ONLINE)
+        entry = PresenceEntry(conn, user, name, info or {}, self._node_id, time.time(), status)
         async with self._serialized(channel):
             self._local.setdefault(channel, {})[conn] = entry
             self._by_conn.setdefault(conn, set()).add(channel)
             if await self._store.add(channel, entry):
                 await self._publish_join(channel, entry)
+        await self._track(conn)
 
     async def leave(self, channel: str, conn: str) -> None:
         """Remove ``conn`` from ``channel``; publish ``presence.leave`` if the user is gone.
@@ -117,6 +131,7 @@ class PresenceTracker:
                 log.warning(
                     "presence leave of %s on %s failed (%s); it will expire", conn, channel, exc
                 )
+        await self._track(conn)
 
     async def leave_all(self, conn: str) -> None:
         """``conn`` disconnected: leave every channel it was on."""
@@ -135,7 +150,12 @@ class PresenceTracker:
     async def members(self, channel: str, limit: int) -> Presence:
         """Who is on ``channel`` cluster-wide (sweeping expired entries first)."""
         await self.sweep(channel)
-        return await self._store.members(channel, limit)
+        presence = await self._store.members(channel, limit)
+        if self._statuses is None or not presence.members:
+            return presence
+        found = await self._statuses.statuses(m.user for m in presence.members)
+        members = [replace(m, status=_connected(found[m.user], m.status)) for m in presence.members]
+        return Presence(members, presence.total)
 
     # -- heartbeat ----------------------------------------------------------------------------
 
@@ -210,8 +230,12 @@ class PresenceTracker:
                 del self._by_conn[conn]
         return True
 
+    async def _track(self, conn: str) -> None:
+        if self._statuses is not None:
+            await self._statuses.track(conn, self.channels_of(conn))
+
     async def _publish_join(self, channel: str, entry: PresenceEntry) -> None:
-        data = {"user": entry.user, "name": entry.name, "info": entry.info}
+        data = {"user": entry.user, "name": entry.name, "status": entry.status, "info": entry.info}
         await self._broker.publish(channel, JOIN_EVENT, data)
         self._count("join")
 
@@ -237,6 +261,11 @@ class PresenceTracker:
             held.users -= 1
             if held.users == 0:
                 del self._locks[channel]
+
+
+def _connected(status: str, fallback: str) -> str:
+    """A member is connected, so never offline: the board may not have stored them yet."""
+    return fallback if status == OFFLINE else status
 
 
 @dataclass(slots=True)

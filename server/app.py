@@ -32,7 +32,11 @@ class TandemApp:
         self.runtime = build_runtime(settings)
         self.api = _build_api(self.runtime)
         combined = socketio.ASGIApp(self.runtime.sio, other_asgi_app=self.api)
-        guarded = EngineGuard(combined, path="/socket.io", on_bad_post=self.runtime.sio.bad_post)
+        guarded = EngineGuard(
+            self.runtime.fast.wrap(combined),
+            path="/socket.io",
+            on_bad_post=self.runtime.sio.bad_post,
+        )
         self._app = BodySizeLimit(
             guarded,
             default_limit=settings.max_body_bytes,

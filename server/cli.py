@@ -1,4 +1,4 @@
-"""``tandem``: serve, migrate, token, publish."""
+"""``tandem``: serve, migrate, token, publish, demo."""
 
 from __future__ import annotations
 
@@ -14,6 +14,7 @@ from pydantic import ValidationError
 from server.auth import mint_token
 from server.config import Settings
 from server.logs import configure_logging
+from server.ws_protocol import TandemWebSocketProtocol
 from storage.migrate import upgrade
 
 cli = typer.Typer(no_args_is_help=True, add_completion=False, help="Tandem real-time server.")
@@ -62,7 +63,11 @@ def serve(
         app,
         host=settings.host,
         port=settings.port,
-        ws="websockets-sansio",
+        # uvicorn's websockets-sansio protocol plus the fan-out fast path's frame writer.
+        ws=TandemWebSocketProtocol,
+        # Compressing each message for each recipient would cost more CPU than all the rest
+        # of a delivery (Node's socket.io turns it off by default for the same reason).
+        ws_per_message_deflate=False,
         lifespan="on",
         log_level=settings.log_level,
         timeout_graceful_shutdown=int(settings.shutdown_timeout_s),
@@ -133,6 +138,68 @@ def publish(
     typer.echo(response.text)
     if response.is_error:
         raise typer.Exit(1)
+
+
+@cli.command()
+def demo(
+    url: Annotated[str, typer.Option(help="Server base URL.")] = "http://127.0.0.1:8000",
+    api_key: Annotated[str | None, typer.Option(help="API key (default: from settings).")] = None,
+    duration: Annotated[float, typer.Option(help="Stop after this many seconds.")] = 120.0,
+    flights: Annotated[int, typer.Option(help="Departures on the board (1-200).")] = 50,
+    seed: Annotated[int, typer.Option(help="Same seed, same simulated day.")] = 1,
+    speed: Annotated[float, typer.Option(help="Simulated minutes per real second.")] = 2.0,
+    tick: Annotated[float, typer.Option(help="Seconds between updates.")] = 1.0,
+) -> None:
+    """Feed a running server with simulated flights, notifications and jobs (/demo/board)."""
+    import asyncio
+
+    from client_sdk import TandemError
+    from server.demo_feed import FeedOptions, run_feed
+
+    keys = load_settings().effective_api_keys()
+    key = api_key or (keys[0] if keys else None)
+    if key is None:
+        typer.echo("no API key: pass --api-key or set TANDEM_API_KEYS", err=True)
+        raise typer.Exit(2)
+    try:
+        options = FeedOptions(
+            url=url.rstrip("/"),
+            api_key=key,
+            duration_s=duration,
+            flights=flights,
+            seed=seed,
+            speed=speed,
+            tick_s=tick,
+        )
+    except ValueError as exc:
+        typer.echo(f"invalid option: {exc}", err=True)
+        raise typer.Exit(2) from None
+    typer.echo(f"feeding {url} for {duration:g}s: {flights} flights; board at {url}/demo/board")
+    try:
+        stats = asyncio.run(run_feed(options))
+    except TandemError as exc:
+        typer.echo(f"the server refused the feed: {exc}", err=True)
+        raise typer.Exit(1) from None
+    typer.echo(f"done: {stats.summary()}")
+
+
+@cli.command(
+    context_settings={"allow_extra_args": True, "ignore_unknown_options": True},
+    add_help_option=False,
+)
+def bench(ctx: typer.Context) -> None:
+    """Benchmark against python-socketio and Node socket.io (bench/; `tandem bench --help`)."""
+    # A subprocess, not an import: bench/ lives in the source checkout, outside the package.
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[1]
+    if not (root / "bench" / "cli.py").is_file():
+        typer.echo("tandem bench needs the source checkout (its bench/ directory)", err=True)
+        raise typer.Exit(2)
+    command = [sys.executable, "-m", "bench", *ctx.args]
+    raise typer.Exit(subprocess.run(command, cwd=root, check=False).returncode)
 
 
 def main() -> None:

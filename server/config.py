@@ -64,19 +64,36 @@ class Settings(BaseSettings):
     max_channels_per_connection: int = Field(default=128, ge=1)
     presence_ttl_s: float = Field(default=30.0, gt=0)
     presence_max_members: int = Field(default=1000, ge=1)
+    # A connection that drops (not one that says goodbye) stays present this long, so a page
+    # reload or a network blip does not flap leave/join.
+    presence_grace_s: float = Field(default=5.0, ge=0)
+    # A typing indicator not renewed within this long is cleared (presence.typing false).
+    typing_timeout_s: float = Field(default=5.0, gt=0)
+    # typing and status requests, per connection, on top of the general limit.
+    presence_rate_per_s: float = Field(default=2.0, gt=0)
+    presence_burst: int = Field(default=10, ge=1)
     client_rate_per_s: float = Field(default=20.0, gt=0)
     client_burst: int = Field(default=40, ge=1)
+    # Bytes a websocket client may fall behind by (queued here and in the kernel's send
+    # buffer) before it is disconnected as slow; it recovers its position on reconnect.
+    client_buffer_bytes: int = Field(default=1024 * 1024, ge=16 * 1024)
+    # Event types where only the newest value matters: coalesced for clients that lag.
+    latest_value_events: CommaList = Field(
+        default_factory=lambda: ["job.progress", "flight.position"]
+    )
     protocol_error_limit: int = Field(default=3, ge=1)
     token_max_ttl_s: int = Field(default=7 * 86_400, ge=60)
     shutdown_timeout_s: float = 10.0
     job_retention_s: float = Field(default=7 * 86_400, ge=60)
+    # Read notifications are deleted this long after they were read; unread ones never expire.
+    notification_retention_s: float = Field(default=30 * 86_400, ge=60)
     # The checkout demo (/demo/checkout); unset means on in development, off in production.
     demo: bool | None = None
     demo_step_s: float = Field(default=0.8, ge=0, le=10)
     demo_failure_rate: float = Field(default=0.1, ge=0, le=1)
     log_level: str = "info"
 
-    @field_validator("jwt_algorithms", "cors_origins", mode="before")
+    @field_validator("jwt_algorithms", "cors_origins", "latest_value_events", mode="before")
     @classmethod
     def _split_list(cls, value: object) -> object:
         if isinstance(value, str):

@@ -16,6 +16,8 @@ class Connection:
     sid: str
     principal: Principal
     bucket: TokenBucket
+    # typing and status requests: a second, tighter limit on top of ``bucket``
+    presence_bucket: TokenBucket
     transport: str = "unknown"
     connected_at: float = field(default_factory=time.monotonic)
     expiry: asyncio.TimerHandle | None = None

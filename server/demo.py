@@ -6,6 +6,10 @@ fulfil the order, email the receipt. Each stage reports through the job service,
 external worker would through ``POST /api/jobs/{id}/progress``; the page (``/demo/checkout``)
 watches ``job:<id>`` with ``static/tandem.js`` and shows the outcome. Mounted only when
 ``Settings.demo_enabled`` (on by default in development, off in production).
+
+The departures board (``/demo/board``) shows what ``tandem demo`` feeds in (server/demo_feed.py):
+it lists the hub's flights with ``GET /api/flights``, follows each ``flight:<id>``, and shows a
+demo user's inbox from ``user:<id>``, with a token from ``POST /demo/board/session``.
 """
 
 from __future__ import annotations
@@ -23,11 +27,13 @@ from typing import Any
 
 from fastapi import APIRouter, Request
 from fastapi.responses import FileResponse, HTMLResponse
-from pydantic import BaseModel
+from pydantic import BaseModel, ConfigDict
 
-from domain.errors import DomainError, RateLimited
+from domain.errors import DomainError, InvalidPayload, RateLimited
 from domain.jobs import JobError, JobService
+from server.auth import mint_token
 from server.config import Settings
+from server.demo_feed import HUB, HUB_TIME_ZONE, USERS
 from server.http_api import RuntimeDep
 from server.jobs_api import watch_token
 
@@ -181,20 +187,20 @@ class Payment(BaseModel):
     watch_token_expires_at: int
 
 
-router = APIRouter(prefix="/demo/checkout", tags=["demo"])
+router = APIRouter(prefix="/demo", tags=["demo"])
 
 
-@router.get("", include_in_schema=False)
+@router.get("/checkout", include_in_schema=False)
 async def checkout_page(runtime: RuntimeDep) -> HTMLResponse:
     return HTMLResponse(_checkout_html(runtime.settings.serializer))
 
 
-@router.get("/success", include_in_schema=False)
+@router.get("/checkout/success", include_in_schema=False)
 async def success_page() -> FileResponse:
     return FileResponse(STATIC_DIR / "checkout-success.html", media_type="text/html")
 
 
-@router.post("/pay", response_model=Payment)
+@router.post("/checkout/pay", response_model=Payment)
 async def pay(request: Request, runtime: RuntimeDep) -> Payment:
     """Start a simulated payment; the page watches the job with the returned token."""
     simulator: CheckoutSimulator = request.app.state.checkout
@@ -205,16 +211,61 @@ async def pay(request: Request, runtime: RuntimeDep) -> Payment:
     return Payment(job=job.snapshot(), watch_token=token, watch_token_expires_at=expires_at)
 
 
+class BoardLogin(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    user: str
+
+
+class BoardSession(BaseModel):
+    user: str
+    token: str
+    expires_at: int
+
+
+@router.get("/board", include_in_schema=False)
+async def board_page(runtime: RuntimeDep) -> HTMLResponse:
+    return HTMLResponse(_board_html(runtime.settings.serializer))
+
+
+@router.post("/board/session", response_model=BoardSession)
+async def board_session(body: BoardLogin, runtime: RuntimeDep) -> BoardSession:
+    """A short-lived token for one of the demo users: enough for their own ``user:`` channel
+    and for flights (any signed-in user may follow a flight), nothing else."""
+    if body.user not in USERS:
+        raise InvalidPayload(f"user must be one of the demo users: {', '.join(USERS)}")
+    token, expires_at = mint_token(
+        runtime.settings, sub=body.user, ttl_s=WATCH_TTL_S, channels=[], name=body.user.title()
+    )
+    return BoardSession(user=body.user, token=token, expires_at=expires_at)
+
+
 CONFIG_PLACEHOLDER = '<script id="demo-config" type="application/json">{}</script>'
+BOARD_CONFIG = {
+    "hub": HUB,
+    "timeZone": HUB_TIME_ZONE,
+    "users": list(USERS),
+    "refreshMs": 5000,
+    "windowMinutes": 180,
+}
 
 
 @cache
 def _checkout_html(serializer: str) -> str:
     """The page with its config inlined, and the socket.io build matching the serializer."""
-    html = (STATIC_DIR / "checkout.html").read_text(encoding="utf-8")
+    config = {"cart": CART, "pollMs": 3000, "redirectMs": 1500}
+    return _page("checkout.html", config, serializer)
+
+
+@cache
+def _board_html(serializer: str) -> str:
+    return _page("board.html", BOARD_CONFIG, serializer)
+
+
+def _page(name: str, settings: dict[str, Any], serializer: str) -> str:
+    html = (STATIC_DIR / name).read_text(encoding="utf-8")
     if CONFIG_PLACEHOLDER not in html:
-        raise RuntimeError("checkout.html lost its demo-config placeholder")
-    config = json.dumps({"cart": CART, "pollMs": 3000, "redirectMs": 1500}, ensure_ascii=False)
+        raise RuntimeError(f"{name} lost its demo-config placeholder")
+    config = json.dumps(settings, ensure_ascii=False)
     inline = CONFIG_PLACEHOLDER.replace("{}", config.replace("</", "<\\/"))
     html = html.replace(CONFIG_PLACEHOLDER, inline)
     if serializer == "msgpack":

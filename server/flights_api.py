@@ -9,7 +9,7 @@ import time
 from datetime import UTC, datetime
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Header, Request
+from fastapi import APIRouter, Header, Query, Request
 from pydantic import (
     AwareDatetime,
     BaseModel,
@@ -25,8 +25,10 @@ from domain.flights import (
     MAX_BATCH,
     MAX_DELAY,
     MAX_GATE,
+    MAX_LIST,
     MAX_NUMBER,
     Applied,
+    FlightQuery,
     FlightStatus,
     FlightUpdate,
 )
@@ -100,6 +102,27 @@ class FlightResult(BaseModel):
 class DeliveryResult(BaseModel):
     duplicate: bool
     results: list[FlightResult]
+
+
+class FlightList(BaseModel):
+    flights: list[dict[str, Any]]
+
+
+@router.get("", response_model=FlightList)
+async def list_flights(
+    _: Caller,
+    runtime: RuntimeDep,
+    origin: Annotated[str | None, Query(min_length=1, max_length=MAX_AIRPORT)] = None,
+    departs_after: AwareDatetime | None = None,
+    departs_before: AwareDatetime | None = None,
+    limit: Annotated[int, Query(ge=1, le=MAX_LIST)] = 50,
+) -> FlightList:
+    """Flights in scheduled-departure order: what a departures board lists, then follows
+    live by subscribing to each ``flight:<id>`` (no channel carries every flight)."""
+    query = FlightQuery(
+        origin=origin, departs_after=departs_after, departs_before=departs_before, limit=limit
+    )
+    return FlightList(flights=[f.snapshot() for f in await runtime.flights.find(query)])
 
 
 @router.put("/{flight_id}", response_model=FlightResult)

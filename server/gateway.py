@@ -1,5 +1,5 @@
-"""The Socket.IO edge: connect/disconnect, and the subscribe/unsubscribe/publish/presence
-requests.
+"""The Socket.IO edge: connect/disconnect, and the subscribe/unsubscribe/publish/presence/
+status/typing requests.
 
 Handlers are thin: parse the payload, check the caller, call the broker or hub, map errors.
 """
@@ -27,7 +27,6 @@ from domain.errors import (
 from realtime.broker import (
     Broker,
     BrokerUnavailable,
-    Publication,
     StreamPosition,
     UnrecoverablePosition as Unrecoverable,
 )
@@ -41,14 +40,16 @@ from server.config import Settings
 from server.connections import Connection
 from server.errors import domain_error_ack, error_ack, error_body, validation_message
 from server.metrics import Metrics
-from server.presence import no_presence_message, read_presence
+from server.presence import PresenceEdge, no_presence_message, read_presence
 from server.socket_server import TandemSocketServer
 from server.state import ChannelState
 from server.wire import (
     SERVER_EVENT_PREFIXES,
     PresenceRequest,
     PublishRequest,
+    StatusRequest,
     SubscribeRequest,
+    TypingRequest,
     UnsubscribeRequest,
 )
 
@@ -77,6 +78,7 @@ class SocketGateway:
         broker: Broker,
         hub: Hub,
         presence: PresenceTracker,
+        presence_edge: PresenceEdge,
         authorizer: Authorizer,
         state: ChannelState,
         verifier: TokenVerifier,
@@ -87,6 +89,7 @@ class SocketGateway:
         self._broker = broker
         self._hub = hub
         self._presence = presence
+        self._edge = presence_edge
         self.authorizer = authorizer
         self._state = state
         self._verifier = verifier
@@ -104,6 +107,8 @@ class SocketGateway:
         sio.on("unsubscribe", self._request(UnsubscribeRequest, self.unsubscribe))
         sio.on("publish", self._request(PublishRequest, self.publish))
         sio.on("presence", self._request(PresenceRequest, self.presence))
+        sio.on("status", self._request(StatusRequest, self._edge.status, presence_limit=True))
+        sio.on("typing", self._request(TypingRequest, self.typing, presence_limit=True))
         sio.on("*", self.on_unknown_event)
         sio.on_abuse = self.on_abuse
         self._hub.resync = self.resync
@@ -126,12 +131,14 @@ class SocketGateway:
             sid=sid,
             principal=principal,
             bucket=TokenBucket(settings.client_rate_per_s, settings.client_burst),
+            presence_bucket=TokenBucket(settings.presence_rate_per_s, settings.presence_burst),
             transport=self._sio.transport(sid),
         )
         if principal.expires_at is not None:
             delay = max(0.0, principal.expires_at - time.time())
             conn.expiry = asyncio.get_running_loop().call_later(delay, self._on_expired, sid)
         self._connections[sid] = conn
+        await self._edge.connected(conn, auth.get("status") if isinstance(auth, dict) else None)
         self._metrics.connects.labels("accepted").inc()
         self._metrics.connections.set(len(self._connections))
 
@@ -147,7 +154,8 @@ class SocketGateway:
         conn.close()
         subscribed = len(self._hub.channels_of(sid))
         await self._hub.leave_all(sid)
-        await self._presence.leave_all(sid)
+        # Draining: the node takes its presence out at once anyway.
+        await self._edge.disconnected(sid, at_once=self.draining)
         self._metrics.subscriptions.dec(subscribed)
         self._metrics.connections.set(len(self._connections))
         self._metrics.disconnects.labels(str(reason or "unknown")).inc()
@@ -197,7 +205,7 @@ class SocketGateway:
                 for sid in list(self._connections)
             )
         )
-        await self._presence.leave_node()
+        await self._edge.leave_node()
 
     async def resync(self, channel: str, sids: Collection[str]) -> None:
         """A channel's stream broke (Redis lost it while we were cut off): like Centrifugo's
@@ -216,7 +224,11 @@ class SocketGateway:
     # -- requests ---------------------------------------------------------------------------
 
     def _request(
-        self, model: type[M], handler: Callable[[Connection, M], Awaitable[Ack]]
+        self,
+        model: type[M],
+        handler: Callable[[Connection, M], Awaitable[Ack]],
+        *,
+        presence_limit: bool = False,
     ) -> Callable[..., Awaitable[Ack]]:
         async def run(sid: str, *args: Any) -> Ack:
             conn = self._connections.get(sid)
@@ -225,6 +237,14 @@ class SocketGateway:
             if not conn.bucket.take():
                 return self._error(
                     error_ack(ErrorCode.RATE_LIMITED, "too many requests", retryable=True)
+                )
+            if presence_limit and not conn.presence_bucket.take():
+                return self._error(
+                    error_ack(
+                        ErrorCode.RATE_LIMITED,
+                        f"too many {model.__name__.removesuffix('Request').lower()} requests",
+                        retryable=True,
+                    )
                 )
             if len(args) != 1 or not isinstance(args[0], dict):
                 return self._error(
@@ -259,7 +279,7 @@ class SocketGateway:
             error_ack(
                 ErrorCode.INVALID_PAYLOAD,
                 f"unknown event {str(event)[:64]!r}; "
-                "use subscribe, unsubscribe, publish or presence",
+                "use subscribe, unsubscribe, publish, presence, status or typing",
             )
         )
 
@@ -347,8 +367,7 @@ class SocketGateway:
 
     async def _leave(self, sid: str, channel: Channel) -> None:
         await self._hub.leave(sid, str(channel))
-        if channel.policy.presence:
-            await self._presence.leave(str(channel), sid)
+        await self._edge.unsubscribed(sid, channel)
 
     async def presence(self, conn: Connection, req: PresenceRequest) -> Ack:
         limit = self._settings.presence_max_members
@@ -356,6 +375,9 @@ class SocketGateway:
             self._presence, self.authorizer, conn.principal, parse(req.channel), limit
         )
         return {"ok": True, **view}
+
+    async def typing(self, conn: Connection, req: TypingRequest) -> Ack:
+        return await self._edge.typing(conn, req, parse(req.channel))
 
     async def publish(self, conn: Connection, req: PublishRequest) -> Ack:
         channel = parse(req.channel)
@@ -374,29 +396,6 @@ class SocketGateway:
             "epoch": result.epoch,
             "duplicate": result.duplicate,
         }
-
-
-class SocketDelivery:
-    """Hands one publication to the local subscribers: one encode, one emit."""
-
-    def __init__(
-        self,
-        sio: TandemSocketServer,
-        metrics: Metrics,
-        on_delivered: Callable[[Publication, int], None] | None = None,
-    ) -> None:
-        self._sio = sio
-        self._metrics = metrics
-        # Told after each emit (delivery receipts); must not block.
-        self._on_delivered = on_delivered
-
-    async def __call__(self, pub: Publication, recipients: Collection[str]) -> None:
-        # A list of sids: python-socketio encodes the packet once for all of them.
-        await self._sio.emit(pub.event, pub.envelope(), to=list(recipients))
-        self._metrics.deliveries.inc(len(recipients))
-        if self._on_delivered is not None:
-            self._on_delivered(pub, len(recipients))
-        self._metrics.latency.observe(max(0.0, time.time() - pub.ts))
 
 
 class _Join:

@@ -2,13 +2,17 @@
 
 from __future__ import annotations
 
+import asyncio
 import hmac
 import json
 from typing import Annotated
 
 from fastapi import APIRouter, Depends, Header, Query, Request, Response
+from fastapi.responses import JSONResponse
 
 from domain.errors import (
+    DomainError,
+    ErrorCode,
     InvalidPayload,
     PayloadTooLarge,
     PermissionDenied,
@@ -16,18 +20,28 @@ from domain.errors import (
     Unavailable,
     Unrecoverable,
 )
-from realtime.broker import BrokerUnavailable, StreamPosition, UnrecoverablePosition
+from realtime.broker import (
+    BrokerUnavailable,
+    PublishResult,
+    StreamPosition,
+    UnrecoverablePosition,
+)
 from server.auth import SERVICE, Principal, mint_token
 from server.authz import can_publish_from_client
+from server.errors import error_body
 from server.gateway import parse
 from server.presence import read_presence
 from server.runtime import Runtime
 from server.wire import (
     SERVER_EVENT_PREFIXES,
+    BatchQueuedResponse,
+    BatchUnavailableResponse,
     ErrorResponse,
     HistoryResponse,
+    HttpPublishBatchRequest,
     HttpPublishRequest,
     PresenceResponse,
+    PublishBatchResponse,
     PublishResponse,
     QueuedResponse,
     TokenRequest,
@@ -123,10 +137,127 @@ async def publish(
     return PublishResponse(offset=result.offset, epoch=result.epoch, duplicate=result.duplicate)
 
 
-async def _stage(runtime: Runtime, message: OutboxMessage) -> None:
+async def _stage(runtime: Runtime, *messages: OutboxMessage) -> None:
     async with runtime.db.transaction() as session:
-        await stage(session, [message])
+        await stage(session, messages)
     runtime.relay.wake()
+
+
+@router.post(
+    "/publish/batch",
+    response_model=PublishBatchResponse | BatchQueuedResponse,
+    responses={
+        202: {"model": BatchQueuedResponse, "description": "durable: committed, not yet sent"},
+        503: {
+            "model": BatchUnavailableResponse,
+            "description": "the broker failed: `results` says what was published; retry the "
+            "whole batch with the same ids",
+        },
+    },
+)
+async def publish_batch(
+    body: HttpPublishBatchRequest,
+    caller: ServiceCaller,
+    runtime: RuntimeDep,
+    response: Response,
+    idempotency_key: Annotated[str | None, Header(max_length=128)] = None,
+) -> PublishBatchResponse | BatchQueuedResponse | JSONResponse:
+    """Publish up to 100 events (API key only); per channel in request order.
+
+    Every item is checked first (as ``POST /api/publish`` would); one bad item refuses the
+    whole batch, naming its index, and nothing is published. Each item's idempotency key is
+    its ``id``, else ``<Idempotency-Key header>:<index>``. Channels are published
+    concurrently, each channel's items one after another.
+
+    If the broker fails: 503 with ``Retry-After`` and ``results`` (null for each item not
+    published). On a channel, nothing after a failed item is attempted, so retrying the whole
+    batch with the same keys is safe and keeps the order: published items come back with
+    ``duplicate: true`` and their original offsets. With ``durable``, every item is committed
+    to the outbox in one transaction (202) and published when the broker can take it.
+    """
+    limit = runtime.settings.max_payload_bytes
+    messages: list[OutboxMessage] = []
+    keys: list[str | None] = []
+    seen: dict[tuple[str, str], int] = {}
+    for index, item in enumerate(body.publications):
+        where = f"publications[{index}]"
+        try:
+            channel = str(parse(item.channel))
+        except DomainError as exc:
+            raise type(exc)(f"{where}: {exc.message}") from None
+        if item.event.startswith("server."):
+            raise PermissionDenied(f"{where}: event types starting with 'server.' are reserved")
+        if len(json.dumps(item.data, separators=(",", ":"))) > limit:
+            raise PayloadTooLarge(f"{where}: data is over the {limit}-byte limit")
+        key = item.id or (None if idempotency_key is None else f"{idempotency_key}:{index}")
+        if key is not None:
+            first = seen.setdefault((channel, key), index)
+            if first != index:
+                raise InvalidPayload(f"{where}: id {key!r} is also publications[{first}]'s")
+        scoped = None if key is None else f"{caller.sub}:{key}"
+        keys.append(key)
+        messages.append(OutboxMessage(channel, item.event, item.data, scoped))
+    if body.durable:
+        await _stage(runtime, *messages)
+        response.status_code = 202
+        return BatchQueuedResponse(ids=keys)
+    results, failure = await _publish_in_order(runtime, messages)
+    published = sum(1 for r in results if r is not None and not r.duplicate)
+    if published:
+        runtime.metrics.publications.labels("http").inc(published)
+    wire = [None if r is None else _wire_result(r) for r in results]
+    if failure is not None:
+        runtime.metrics.broker_errors.labels("publish").inc()
+        done = sum(1 for r in results if r is not None)
+        message = (
+            f"the broker is unavailable; {done} of {len(results)} publications were published "
+            "(see results); retry the whole batch with the same ids"
+        )
+        error = error_body(ErrorCode.BROKER_UNAVAILABLE, message, retryable=True)
+        content = BatchUnavailableResponse.model_validate({"error": error, "results": wire})
+        return JSONResponse(content.model_dump(), status_code=503, headers={"Retry-After": "1"})
+    return PublishBatchResponse(results=[r for r in wire if r is not None])
+
+
+def _wire_result(result: PublishResult) -> PublishResponse:
+    return PublishResponse(offset=result.offset, epoch=result.epoch, duplicate=result.duplicate)
+
+
+async def _publish_in_order(
+    runtime: Runtime, messages: list[OutboxMessage]
+) -> tuple[list[PublishResult | None], BrokerUnavailable | None]:
+    """Publish each channel's messages in order, channels concurrently; stop a channel at its
+    first failure. Returns every result (None: not published) and the first failure."""
+    results: list[PublishResult | None] = [None] * len(messages)
+    by_channel: dict[str, list[int]] = {}
+    for index, message in enumerate(messages):
+        by_channel.setdefault(message.channel, []).append(index)
+    publish = runtime.broker.publish
+
+    async def sequence(indices: list[int]) -> None:
+        for index in indices:
+            m = messages[index]
+            results[index] = await publish(
+                m.channel, m.event, m.data, idempotency_key=m.idempotency_key
+            )
+
+    if len(by_channel) == 1:
+        outcomes: list[BaseException | None] = []
+        try:
+            await sequence(next(iter(by_channel.values())))
+        except BrokerUnavailable as exc:
+            outcomes.append(exc)
+    else:
+        outcomes = await asyncio.gather(
+            *(sequence(indices) for indices in by_channel.values()), return_exceptions=True
+        )
+    failure = None
+    for outcome in outcomes:
+        if isinstance(outcome, BrokerUnavailable):
+            failure = failure or outcome
+        elif outcome is not None:
+            raise outcome
+    return results, failure
 
 
 @router.get("/channels/{channel}/history", response_model=HistoryResponse)

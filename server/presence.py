@@ -1,16 +1,29 @@
-"""Reading a channel's presence, the same for the ``presence`` request and the HTTP API."""
+"""The presence side of connections: reading a channel's presence (the ``presence`` request
+and the HTTP API), the ``status`` and ``typing`` requests, and leaving after a grace period."""
 
 from __future__ import annotations
 
+import asyncio
+import logging
 from typing import Any
 
 from domain.errors import BadRequest, PermissionDenied
-from realtime.channels import POLICIES, Channel
+from realtime.channels import POLICIES, Channel, ChannelKind
+from realtime.hub import Hub
+from realtime.presence import ONLINE, REPORTED_STATUSES
+from realtime.presence_status import StatusBoard
 from realtime.presence_tracker import PresenceTracker
+from realtime.presence_typing import TypingTracker
 from server.auth import Principal
 from server.authz import Authorizer
+from server.connections import Connection
+from server.wire import StatusRequest, TypingRequest
+
+log = logging.getLogger(__name__)
 
 PRESENCE_KINDS = ", ".join(f"{kind.value}:" for kind, policy in POLICIES.items() if policy.presence)
+# Typing is shown to the others on a shared channel; on one's own user: channel it means nothing.
+TYPING_KINDS = (ChannelKind.DOC, ChannelKind.ROOM)
 
 
 async def read_presence(
@@ -36,3 +49,88 @@ async def read_presence(
 
 def no_presence_message(channel: Channel) -> str:
     return f"{channel} has no presence; presence is kept on {PRESENCE_KINDS} channels"
+
+
+class PresenceEdge:
+    """What the gateway does about presence beyond subscribing: status, typing, goodbyes."""
+
+    def __init__(
+        self,
+        *,
+        hub: Hub,
+        tracker: PresenceTracker,
+        statuses: StatusBoard,
+        typing: TypingTracker,
+        grace: float,
+    ) -> None:
+        self._hub = hub
+        self._tracker = tracker
+        self._statuses = statuses
+        self._typing = typing
+        self._grace = grace
+        self._lingering: dict[str, asyncio.Task[None]] = {}
+
+    async def connected(self, conn: Connection, status: object = None) -> None:
+        """``status`` from the CONNECT auth payload: a reconnecting client says what it had,
+        so the others see no flapping; anything but a reported status counts as online."""
+        if status not in REPORTED_STATUSES:
+            status = ONLINE
+        principal = conn.principal
+        await self._statuses.connect(conn.sid, principal.sub, principal.name, str(status))
+
+    async def disconnected(self, sid: str, *, at_once: bool = False) -> None:
+        """``sid`` is gone. Its typing stops now; its presence (channel memberships and status)
+        stays ``grace`` seconds, so a reconnect within the grace period shows no leave and no
+        join. Whatever the reason: a client closing on purpose is indistinguishable from a
+        reload (python-socketio may see its DISCONNECT packet after the transport closed), and
+        leaving on purpose is what ``unsubscribe`` is for."""
+        await self._typing.stop_all(sid)
+        if at_once or self._grace <= 0:
+            await self._leave(sid)
+            return
+        task = asyncio.create_task(self._leave_later(sid), name=f"presence-grace-{sid}")
+        self._lingering[sid] = task
+        task.add_done_callback(lambda _: self._lingering.pop(sid, None))
+
+    async def leave_node(self) -> None:
+        """Everything of this node's goes now, lingering connections included (drain)."""
+        for task in list(self._lingering.values()):
+            task.cancel()
+        await asyncio.gather(*self._lingering.values(), return_exceptions=True)
+        await self._typing.stop_node()
+        await self._tracker.leave_node()
+        await self._statuses.leave_node()
+
+    async def unsubscribed(self, sid: str, channel: Channel) -> None:
+        await self._typing.stop(str(channel), sid)
+        if channel.policy.presence:
+            await self._tracker.leave(str(channel), sid)
+
+    async def status(self, conn: Connection, req: StatusRequest) -> dict[str, Any]:
+        """Record the connection's status; the ack carries the user's combined one."""
+        return {"ok": True, "status": await self._statuses.set_status(conn.sid, req.status)}
+
+    async def typing(
+        self, conn: Connection, req: TypingRequest, channel: Channel
+    ) -> dict[str, Any]:
+        name = str(channel)
+        if channel.kind not in TYPING_KINDS:
+            kinds = ", ".join(f"{kind.value}:" for kind in TYPING_KINDS)
+            raise BadRequest(f"typing is shown on {kinds} channels, not on {name}")
+        if not self._hub.is_subscribed(conn.sid, name):
+            raise BadRequest(f"subscribe to {name} before typing on it")
+        if req.typing:
+            await self._typing.start(name, conn.sid, conn.principal.sub, conn.principal.name)
+        else:
+            await self._typing.stop(name, conn.sid)
+        return {"ok": True}
+
+    async def _leave_later(self, sid: str) -> None:
+        await asyncio.sleep(self._grace)
+        await self._leave(sid)
+
+    async def _leave(self, sid: str) -> None:
+        try:
+            await self._tracker.leave_all(sid)
+        finally:
+            await self._statuses.disconnect(sid)

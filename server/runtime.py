@@ -13,7 +13,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from domain.clock import SystemClock
-from domain.errors import NotFound
+from domain.errors import ErrorCode, NotFound
 from domain.flights import FlightService
 from domain.jobs import JobService
 from domain.notifications import NotificationService
@@ -21,18 +21,24 @@ from realtime.broker import Broker, BrokerOptions, create_broker
 from realtime.channels import Channel, ChannelKind
 from realtime.hub import Hub
 from realtime.presence import PresenceOptions, PresenceStore, create_presence_store
+from realtime.presence_status import StatusBoard
 from realtime.presence_tracker import PresenceTracker
+from realtime.presence_typing import TypingTracker
 from server.auth import TokenVerifier
 from server.authz import Authorizer, OwnerLookup
 from server.config import Settings
+from server.delivery import SocketDelivery
 from server.events import route_event
-from server.gateway import SocketDelivery, SocketGateway
+from server.fastpath import FastPath
+from server.gateway import SocketGateway
 from server.metrics import Metrics
+from server.presence import PresenceEdge
 from server.receipts import DeliveryReceipts
 from server.socket_server import CompatMsgPackPacket, TandemSocketServer
 from server.state import ChannelState
 from storage.database import Database, ping
 from storage.jobs import SqlJobRepository
+from storage.notifications import SqlNotificationRepository
 from storage.outbox import OutboxRelay
 from storage.unit_of_work import unit_of_work
 
@@ -44,6 +50,7 @@ class Runtime:
     settings: Settings
     metrics: Metrics
     sio: TandemSocketServer
+    fast: FastPath
     broker: Broker
     hub: Hub
     presence_store: PresenceStore
@@ -58,6 +65,8 @@ class Runtime:
     receipts: DeliveryReceipts
     authorizer: Authorizer
     node_id: str
+    statuses: StatusBoard
+    typing: TypingTracker
 
     async def readiness(self) -> dict[str, str]:
         """Each dependency's status: "ok", or what is wrong with it (1 s per check)."""
@@ -79,12 +88,15 @@ class Runtime:
             stack.push_async_callback(self.db.dispose)
             await stack.enter_async_context(self.broker)
             await stack.enter_async_context(self.presence_store)
+            await stack.enter_async_context(self.statuses)
             # Exits before the broker: this node's presence leaves are still published.
             await stack.enter_async_context(self.presence)
+            await stack.enter_async_context(self.typing)
             await stack.enter_async_context(self.relay)
             # Closes before the relay and the database: pending receipts are written.
             stack.push_async_callback(self.receipts.close)
             stack.enter_context(_periodic(self._purge_finished_jobs, 600.0))
+            stack.enter_context(_periodic(self._purge_read_notifications, 600.0))
             yield self
 
     async def _purge_finished_jobs(self) -> None:
@@ -93,6 +105,13 @@ class Runtime:
             purged = await SqlJobRepository(session).purge_finished(horizon)
         if purged:
             log.info("purged %d finished jobs", purged)
+
+    async def _purge_read_notifications(self) -> None:
+        horizon = datetime.now(UTC) - timedelta(seconds=self.settings.notification_retention_s)
+        async with self.db.transaction() as session:
+            purged = await SqlNotificationRepository(session).purge_read(horizon)
+        if purged:
+            log.info("purged %d read notifications", purged)
 
 
 @contextmanager
@@ -135,7 +154,18 @@ def build_runtime(settings: Settings) -> Runtime:
     )
     # Late-bound: the notification service needs the relay, which needs the hub.
     receipts = DeliveryReceipts(lambda ids: notifications.mark_delivered(ids))
-    hub = Hub(SocketDelivery(sio, metrics, on_delivered=receipts.delivered))
+    fast = FastPath(limit_bytes=settings.client_buffer_bytes)
+    fast.attach(sio.eio)
+    sio.eio.fast = fast
+    hub = Hub(
+        SocketDelivery(
+            sio,
+            fast,
+            metrics,
+            latest_value_events=settings.latest_value_events,
+            on_delivered=receipts.delivered,
+        )
+    )
     options = BrokerOptions(
         history_size=settings.history_size,
         history_ttl=settings.history_ttl_s,
@@ -147,13 +177,16 @@ def build_runtime(settings: Settings) -> Runtime:
     presence_store = create_presence_store(
         settings.broker_url, PresenceOptions(ttl=settings.presence_ttl_s)
     )
+    statuses = StatusBoard(presence_store, broker, node_id=node_id, ttl=settings.presence_ttl_s)
     presence = PresenceTracker(
         presence_store,
         broker,
         node_id=node_id,
         ttl=settings.presence_ttl_s,
         on_event=lambda kind: metrics.presence_events.labels(kind).inc(),
+        statuses=statuses,
     )
+    typing = TypingTracker(broker, timeout=settings.typing_timeout_s)
     db = Database(settings.database_url)
 
     async def relay_publish(channel: str, event: str, data: object, key: str) -> None:
@@ -174,16 +207,38 @@ def build_runtime(settings: Settings) -> Runtime:
         broker=broker,
         hub=hub,
         presence=presence,
+        presence_edge=PresenceEdge(
+            hub=hub,
+            tracker=presence,
+            statuses=statuses,
+            typing=typing,
+            grace=settings.presence_grace_s,
+        ),
         authorizer=Authorizer({ChannelKind.JOB: _owner_of(jobs)}),
         state=_channel_state(broker, jobs, notifications, flights),
         verifier=verifier,
         metrics=metrics,
     )
     gateway.register()
+
+    async def kick_slow(eio_sid: str) -> None:
+        sid = sio.sid_of(eio_sid)
+        if sid is None:
+            await sio.eio.disconnect(eio_sid)
+            return
+        await gateway.kick(
+            sid,
+            ErrorCode.SLOW,
+            "the connection fell too far behind; reconnect and resume from your position",
+            reconnect=True,
+        )
+
+    fast.on_slow = kick_slow
     return Runtime(
         settings=settings,
         metrics=metrics,
         sio=sio,
+        fast=fast,
         broker=broker,
         hub=hub,
         presence_store=presence_store,
@@ -198,6 +253,8 @@ def build_runtime(settings: Settings) -> Runtime:
         receipts=receipts,
         authorizer=gateway.authorizer,
         node_id=node_id,
+        statuses=statuses,
+        typing=typing,
     )
 
 

@@ -22,6 +22,7 @@ from socketio.msgpack_packet import MsgPackPacket
 from domain.errors import ErrorCode
 from server.engine_guard import MALFORMED
 from server.errors import error_ack
+from server.fastpath import TandemEngineServer
 
 log = logging.getLogger(__name__)
 
@@ -53,6 +54,11 @@ class TandemSocketServer(socketio.AsyncServer):  # type: ignore[misc]
     """Counts malformed packets instead of logging tracebacks, bounds events and attachments,
     and closes a transport as soon as its session ends."""
 
+    def _engineio_server_class(self) -> type[TandemEngineServer]:
+        # python-socketio's seam for its Engine.IO server: ours can hand packets to the
+        # fan-out fast path.
+        return TandemEngineServer
+
     def __init__(
         self,
         *,
@@ -62,6 +68,9 @@ class TandemSocketServer(socketio.AsyncServer):  # type: ignore[misc]
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
+        # Engine.IO would start a task per received message only to run this server's
+        # message handler, which starts its own task per event anyway: one task is enough.
+        self.eio.async_handlers = False
         self._max_payload = max_payload_bytes
         self._error_limit = protocol_error_limit
         self._count_error = count_error

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints
 
@@ -40,6 +40,16 @@ class PresenceRequest(Request):
     channel: ChannelName
 
 
+class StatusRequest(Request):
+    # "offline" is not reported: it is what a user is once their last connection has gone.
+    status: Literal["online", "away", "busy"]
+
+
+class TypingRequest(Request):
+    channel: ChannelName
+    typing: bool
+
+
 class PublishRequest(Request):
     channel: ChannelName
     event: EventName
@@ -67,6 +77,49 @@ class PublishResponse(BaseModel):
     duplicate: bool
 
 
+MAX_BATCH_PUBLICATIONS = 100
+
+
+class BatchPublication(BaseModel):
+    """One item of ``POST /api/publish/batch``: exactly what ``POST /api/publish`` takes."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    channel: ChannelName
+    event: EventName
+    data: Any = None
+    id: MessageId | None = Field(
+        default=None,
+        description="Idempotency key of this item (5 minutes, per channel); give one to make "
+        "retries of the batch safe.",
+    )
+
+
+class HttpPublishBatchRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    publications: Annotated[
+        list[BatchPublication],
+        Field(min_length=1, max_length=MAX_BATCH_PUBLICATIONS),
+    ]
+    durable: bool = Field(
+        default=False,
+        description="Commit every item to the outbox in one transaction and answer 202.",
+    )
+
+
+class PublishBatchResponse(BaseModel):
+    results: list[PublishResponse] = Field(description="One per publication, in request order.")
+
+
+class BatchQueuedResponse(BaseModel):
+    queued: bool = True
+    ids: list[str | None] = Field(
+        description="Each item's idempotency key (its id, or the one derived from the "
+        "Idempotency-Key header), in request order."
+    )
+
+
 class QueuedResponse(BaseModel):
     queued: bool = True
 
@@ -90,6 +143,10 @@ class HistoryResponse(BaseModel):
 class PresenceMember(BaseModel):
     user: str
     name: str | None
+    status: Literal["online", "away", "busy"] = Field(
+        description="The user's status across the cluster: busy if any connection says so, "
+        "else online if any is active, else away."
+    )
     info: dict[str, Any]
     connections: int
 
@@ -123,3 +180,9 @@ class ErrorBody(BaseModel):
 
 class ErrorResponse(BaseModel):
     error: ErrorBody
+
+
+class BatchUnavailableResponse(ErrorResponse):
+    results: list[PublishResponse | None] = Field(
+        description="What was published before the broker failed (null: not published)."
+    )

@@ -11,7 +11,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from domain.errors import Conflict
-from domain.flights import TIMES, Flight, FlightStatus, HistoryEntry, Position
+from domain.flights import TIMES, Flight, FlightQuery, FlightStatus, HistoryEntry, Position
 from storage.tables import Base, FlightHistoryRow, FlightRow, WebhookDeliveryRow
 
 _FLIGHTS = Base.metadata.tables[FlightRow.__tablename__]
@@ -89,6 +89,20 @@ class SqlFlightRepository:
             )
             for row in rows
         ]
+
+    async def find(self, query: FlightQuery) -> list[Flight]:
+        statement = select(_FLIGHTS)
+        if query.origin is not None:
+            statement = statement.where(_C.origin == query.origin)
+        if query.departs_after is not None:
+            statement = statement.where(_C.scheduled_departure >= query.departs_after)
+        if query.departs_before is not None:
+            statement = statement.where(_C.scheduled_departure < query.departs_before)
+        # NULLs last on both engines (SQLite sorts them first by default), then by id.
+        statement = statement.order_by(
+            _C.scheduled_departure.is_(None), _C.scheduled_departure, _C.id
+        ).limit(query.limit)
+        return [_to_flight(row) for row in await self._session.execute(statement)]
 
     async def claim_delivery(self, key: str, now: datetime, expires_at: datetime) -> None:
         """Insert ``key``; Conflict when an unexpired claim holds it (expired ones are purged).

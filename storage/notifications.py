@@ -95,6 +95,14 @@ class SqlNotificationRepository:
         )
         return bool(result.rowcount)  # type: ignore[attr-defined]
 
+    async def purge_read(self, before: datetime) -> int:
+        """Delete notifications read before ``before``. Unread ones stay however old: the
+        inbox promises everything unread is there on connect."""
+        result = await self._session.execute(
+            delete(_INBOX).where(_C.read_at.is_not(None), _C.read_at < before)
+        )
+        return int(result.rowcount)  # type: ignore[attr-defined]
+
     async def mark_delivered(self, ids: Sequence[str], now: datetime) -> int:
         if not ids:
             return 0

@@ -5,6 +5,8 @@
  *   const client = Tandem.connect("", { token });  // "" = this page's origin
  *   client.subscribe("room:lobby", (envelope) => ..., { onState: (state) => ... });
  *   Tandem.watchJob(jobId, watchToken, { onUpdate: (job, via) => ... });
+ *   Tandem.watchInbox(client, userId, { onChange: (inbox) => ... });  // unread + latest
+ *   Tandem.watchFlight(client, flightId, { onUpdate: (flight, envelope) => ... });
  *
  * Delivery (DESIGN section 5): it keeps each channel's last {epoch, offset}, re-subscribes with
  * `since` after every reconnect, drops what it already delivered, and calls onState(state, ack)
@@ -33,7 +35,8 @@
         transports: ["websocket", "polling"],
         auth: (cb) =>
           Promise.resolve(typeof token === "function" ? token() : token).then(
-            (value) => cb({ token: value }),
+            // A reconnect starts with the reported status, so the others see no flapping.
+            (value) => cb(this._status ? { token: value, status: this._status } : { token: value }),
             (error) => (this._onError({ code: "unauthorized", message: String(error) }), cb({})),
           ),
         ...socketOptions,
@@ -69,9 +72,11 @@
     }
 
     // Returns {channel, position, live, unsubscribe()}; `live`: the ack is applied, no gap open.
-    subscribe(channel, onMessage, { onState = noop, onError = this._onError } = {}) {
+    // presence: true makes this connection a visible member (doc:, room:, user:) while subscribed.
+    subscribe(channel, onMessage, { onState = noop, onError = this._onError, presence = false } = {}) {
       if (this._subs.has(channel)) throw new Error(`already subscribed to ${channel}`);
       const sub = { channel, onMessage, onState, onError, position: null, ready: false, buffer: [] };
+      if (presence) sub.presence = true;
       this._subs.set(channel, sub);
       if (this.socket.connected) this._send(sub);
       return {
@@ -86,6 +91,30 @@
       if (this._subs.delete(channel) && this.socket.connected) {
         this.socket.emit("unsubscribe", { channel });
       }
+    }
+
+    // Report this tab's status: "online", "away" (idle) or "busy". Resolves to the user's combined
+    // status (busy if any connection says so, else online if any is active, else away).
+    setStatus(status) {
+      this._status = status === "online" ? null : status;
+      return this._request("status", { status }).then((ack) => ack.status);
+    }
+
+    // Tell a subscribed doc:/room: channel that the user types (renew every ~2 s) or stopped.
+    // See Tandem.typingNotifier for keystroke-driven renewal.
+    typing(channel, typing = true) {
+      return this._request("typing", { channel, typing });
+    }
+
+    // Resolves to the ack, or rejects with its error {code, message, retryable}.
+    _request(event, payload, timeoutMs = 10000) {
+      return new Promise((resolve, reject) => {
+        this.socket.timeout(timeoutMs).emit(event, payload, (timeout, ack) => {
+          if (timeout) reject({ code: "timeout", message: "no answer", retryable: true });
+          else if (!ack.ok) reject(ack.error);
+          else resolve(ack);
+        });
+      });
     }
 
     close() {
@@ -103,6 +132,7 @@
       sub.buffer = [];
       const request = { channel: sub.channel };
       if (sub.position) request.since = sub.position;
+      if (sub.presence) request.presence = true;
       const socket = this.socket;
       const sid = socket.id;
       // An ack is stale once we unsubscribed or reconnected (the connect handler sent anew).
@@ -233,5 +263,190 @@
     return { client, stop, get version() { return version; } };
   }
 
-  global.Tandem = { Client, connect: (url, options) => new Client(url, options), watchJob };
+  // Follow a user's inbox on user:<id>. The subscribe state is {unread, latest} (everything
+  // unread survives any time offline); notification.created / notification.read keep both.
+  // onChange(inbox, envelope) gets {user, unread, latest} (envelope null after a state).
+  // markRead(ids) (no ids: all) posts over HTTP with the client's token; `unread` itself
+  // changes only from the stream, in order, so a slow HTTP answer never overwrites a newer count.
+  // The channel also carries the user's job.* events: those go to onOther(envelope).
+  function watchInbox(client, user, { onChange = noop, onOther = noop, keep = 20, url = "" } = {}) {
+    const inbox = { user, unread: 0, latest: [] };
+    const apply = (envelope) => {
+      const data = envelope.data || {};
+      if (!envelope.type.startsWith("notification.") || typeof data.unread !== "number") {
+        return onOther(envelope);
+      }
+      if (envelope.type === "notification.created") {
+        const { unread, ...notification } = data;
+        inbox.latest = [notification, ...inbox.latest.filter((n) => n.id !== data.id)];
+        inbox.latest.length = Math.min(inbox.latest.length, keep);
+      } else if (envelope.type === "notification.read") {
+        const ids = new Set(data.ids || []);
+        const at = new Date(envelope.ts * 1000).toISOString();
+        inbox.latest = inbox.latest.map((n) =>
+          ids.has(n.id) && !n.read_at ? { ...n, read_at: at } : n,
+        );
+      } else return onOther(envelope);
+      inbox.unread = data.unread;
+      onChange(inbox, envelope);
+    };
+    const subscription = client.subscribe(`user:${user}`, apply, {
+      onState: (state) => {
+        inbox.unread = (state && state.unread) || 0;
+        inbox.latest = ((state && state.latest) || []).slice(0, keep);
+        onChange(inbox, null);
+      },
+    });
+    async function markRead(ids) {
+      const token = client._token;
+      const bearer = typeof token === "function" ? await token() : token;
+      const response = await fetch(`${url}/api/notifications/read`, {
+        method: "POST",
+        headers: { Authorization: `Bearer ${bearer}`, "Content-Type": "application/json" },
+        body: JSON.stringify(ids ? { ids } : { all: true }),
+      });
+      const body = await response.json();
+      if (!response.ok) {
+        const error = body.error || { code: "internal", message: response.statusText };
+        throw Object.assign(new Error(error.message), error);
+      }
+      return body.unread;
+    }
+    return { inbox, subscription, markRead, stop: () => subscription.unsubscribe() };
+  }
+
+  // The next state of a flight given one of its events: flight.updated carries the whole
+  // snapshot (plus `changes`), flight.position only {id, position, version, ...}. An event
+  // not newer than `flight` (by version) returns `flight` itself: nothing goes backwards.
+  function applyFlight(flight, envelope) {
+    const data = envelope && envelope.data;
+    if (!data || typeof data.version !== "number" || (flight && data.version <= flight.version)) {
+      return flight;
+    }
+    if (envelope.type === "flight.updated") {
+      const { changes, ...snapshot } = data;
+      return snapshot;
+    }
+    if (envelope.type === "flight.position" && flight) {
+      const { position, version, provider_ts, updated_at } = data;
+      return { ...flight, position, version, provider_ts, updated_at };
+    }
+    return flight;
+  }
+
+  // Follow one flight: onUpdate(flight, envelope) with each newer state (envelope null for the
+  // subscribe state). Returns {subscription, stop(), flight}.
+  function watchFlight(client, flightId, { onUpdate = noop } = {}) {
+    let flight = null;
+    const subscription = client.subscribe(
+      `flight:${flightId}`,
+      (envelope) => {
+        const next = applyFlight(flight, envelope);
+        if (next !== flight) onUpdate((flight = next), envelope);
+      },
+      {
+        onState: (state) => {
+          if (!state || typeof state.version !== "number") return; // no such flight (yet)
+          if (flight && state.version < flight.version) return;
+          onUpdate((flight = state), null);
+        },
+      },
+    );
+    return { subscription, stop: () => subscription.unsubscribe(), get flight() { return flight; } };
+  }
+
+  // Keystroke-driven typing on one channel: call input() on each keystroke and stop() when the
+  // message is sent. Sends typing:true at most every renewMs while keys come, typing:false after
+  // idleMs without one (the server also clears it 5 s after the last renewal, or if we vanish).
+  function typingNotifier(client, channel, { renewMs = 2000, idleMs = 3000 } = {}) {
+    let sent = 0; // Date.now() of the last typing:true; 0 while not typing
+    let idle = null;
+    const send = (typing) => client.typing(channel, typing).catch(noop); // limits: next time
+    const stop = () => {
+      clearTimeout(idle);
+      if (sent) send(false);
+      sent = 0;
+    };
+    const input = () => {
+      clearTimeout(idle);
+      idle = setTimeout(stop, idleMs);
+      if (Date.now() - sent >= renewMs) {
+        sent = Date.now();
+        send(true);
+      }
+    };
+    return { input, stop };
+  }
+
+  // Who is typing on a channel, from its presence.typing envelopes: feed handle(envelope) with
+  // every envelope of the channel; onChange([{user, name}]) on each change. An indicator also
+  // ends timeout_ms after its last typing:true, in case the typing user's node died.
+  function typingTracker(onChange, { self = null } = {}) {
+    const typers = new Map(); // user -> {name, timer}
+    const changed = () =>
+      onChange([...typers].map(([user, { name }]) => ({ user, name })));
+    const drop = (user) => {
+      const typer = typers.get(user);
+      if (!typer) return;
+      clearTimeout(typer.timer);
+      typers.delete(user);
+      changed();
+    };
+    const handle = (envelope) => {
+      const data = envelope && envelope.data;
+      if (!data || data.user === self) return;
+      if (envelope.type === "presence.leave") return drop(data.user);
+      if (envelope.type !== "presence.typing") return;
+      if (!data.typing) return drop(data.user);
+      const known = typers.get(data.user);
+      if (known) clearTimeout(known.timer);
+      const timer = setTimeout(() => drop(data.user), data.timeout_ms || 5000);
+      typers.set(data.user, { name: data.name, timer });
+      if (!known) changed();
+    };
+    return { handle, get users() { return [...typers.keys()]; } };
+  }
+
+  // Report "away" after idleMs without keyboard, pointer or focus activity (or while the tab is
+  // hidden), and "online" again on the next activity. stop() removes the listeners.
+  function idleStatus(client, { idleMs = 60000 } = {}) {
+    const doc = global.document;
+    const events = ["keydown", "pointerdown", "pointermove", "wheel", "focus"];
+    let away = false;
+    let timer = null;
+    const report = (status) => client.setStatus(status).catch(noop);
+    const idle = () => {
+      if (!away) report("away");
+      away = true;
+    };
+    const active = () => {
+      clearTimeout(timer);
+      timer = setTimeout(idle, idleMs);
+      if (away) report("online");
+      away = false;
+    };
+    const visibility = () => (doc.hidden ? idle() : active());
+    for (const name of events) global.addEventListener(name, active, { passive: true });
+    doc.addEventListener("visibilitychange", visibility);
+    active();
+    return {
+      stop() {
+        clearTimeout(timer);
+        for (const name of events) global.removeEventListener(name, active);
+        doc.removeEventListener("visibilitychange", visibility);
+      },
+    };
+  }
+
+  global.Tandem = {
+    Client,
+    connect: (url, options) => new Client(url, options),
+    watchJob,
+    watchInbox,
+    applyFlight,
+    watchFlight,
+    typingNotifier,
+    typingTracker,
+    idleStatus,
+  };
 })(window);

@@ -166,3 +166,54 @@ async def test_put_validates_and_needs_an_api_key(node: LiveServer) -> None:
             response = await api.put(f"/api/flights/{flight}", json=body)
             assert response.status_code == 422, (body, response.text)
         assert (await api.get(f"/api/flights/{flight}")).status_code == 404
+
+
+async def test_position_only_updates_are_flight_position_events(node: LiveServer) -> None:
+    flight = new_id()
+    async with http(node) as api:
+        await put(api, flight, provider_ts=ts(0), status="departed", **BASE)
+        viewer = Client(node.url, token=node.token(new_id()), reconnect_delay=0.05)
+        async with viewer, viewer.subscribe(f"flight:{flight}") as sub:
+            for minute in (1, 2):
+                position = {"lat": 52 + minute / 10, "lon": 4.5, "altitude": 9000, "heading": 270}
+                await put(api, flight, provider_ts=ts(minute), position=position)
+            await put(api, flight, provider_ts=ts(3), gate="D4", position={"lat": 53, "lon": 4})
+            received: list[Message] = []
+            async with asyncio.timeout(WITHIN):
+                while len(received) < 3:
+                    item = await anext(sub)
+                    if isinstance(item, Message):
+                        received.append(item)
+    assert [m.type for m in received] == ["flight.position", "flight.position", "flight.updated"]
+    first = received[0].data
+    assert first["id"] == flight and first["version"] == 2
+    assert first["position"] == {"lat": 52.1, "lon": 4.5, "altitude": 9000.0, "heading": 270.0}
+    assert "changes" not in first and "status" not in first
+    assert received[2].data["changes"]["gate"] == [None, "D4"]
+    assert received[2].data["version"] == 4
+
+
+async def test_the_board_list_is_in_departure_order_and_validated(node: LiveServer) -> None:
+    origin = uuid.uuid4().hex[:6].upper()
+    ids = [new_id() for _ in range(3)]
+    async with http(node) as api, http(node, node.token(new_id())) as reader:
+        for i, minute in enumerate((30, 10, 20)):
+            fields = {**BASE, "origin": origin, "scheduled_departure": ts(minute)}
+            await put(api, ids[i], provider_ts=ts(0), **fields)
+        listed = (await reader.get("/api/flights", params={"origin": origin})).json()
+        assert [f["id"] for f in listed["flights"]] == [ids[1], ids[2], ids[0]]
+        window: dict[str, str | int] = {"origin": origin, "departs_after": ts(15), "limit": 1}
+        later = (await reader.get("/api/flights", params=window)).json()["flights"]
+        assert [f["id"] for f in later] == [ids[2]]
+        bad_queries: list[dict[str, str | int]] = [
+            {"limit": 0},
+            {"limit": 201},
+            {"departs_after": "2026-11-23T08:00:00"},
+            {"departs_after": "soon"},
+            {"origin": "X" * 9},
+        ]
+        for params in bad_queries:
+            response = await reader.get("/api/flights", params=params)
+            assert response.status_code == 422, (params, response.text)
+        async with http(node, None) as anonymous:
+            assert (await anonymous.get("/api/flights")).status_code == 401

@@ -18,6 +18,15 @@ from tests.support.redis import broker_url, delete_prefix, unique_prefix
 from tests.support.sio import Recorder, connected
 
 TTL_S = 3
+GRACE_S = 1.0
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LiveServer]:
+    """One node whose dropped connections stay present for a short grace period."""
+    env = {"TANDEM_PRESENCE_GRACE_S": str(GRACE_S)}
+    with live_server(tmp_path_factory.mktemp("node"), env) as node:
+        yield node
 
 
 async def wait_for(client: Recorder, event: str, user: str, timeout: float = 3.0) -> Any:
@@ -63,15 +72,26 @@ async def test_three_tabs_of_one_user_are_one_member(server: LiveServer) -> None
             for tab in (tab1, tab2, tab3):
                 await subscribe(tab, "room:tabs")
             joined = await wait_for(watcher, "presence.join", "alice")
-            assert joined["data"] == {"user": "alice", "name": "Alice", "info": {}}
+            assert joined["data"] == {
+                "user": "alice",
+                "name": "Alice",
+                "status": "online",
+                "info": {},
+            }
             assert isinstance(joined["offset"], int) and joined["channel"] == "room:tabs"
             await watcher.quiet(0.3)  # one join for three tabs
 
             ack = await watcher.call("presence", {"channel": "room:tabs"})
             assert ack["ok"] and ack["total"] == 2
             assert ack["members"] == [
-                {"user": "alice", "name": "Alice", "info": {}, "connections": 3},
-                {"user": "bob", "name": "Bob", "info": {}, "connections": 1},
+                {
+                    "user": "alice",
+                    "name": "Alice",
+                    "status": "online",
+                    "info": {},
+                    "connections": 3,
+                },
+                {"user": "bob", "name": "Bob", "status": "online", "info": {}, "connections": 1},
             ]
             by_key = await http_presence(server, "room:tabs")
             by_user = await http_presence(server, "room:tabs", alice)
@@ -83,8 +103,12 @@ async def test_three_tabs_of_one_user_are_one_member(server: LiveServer) -> None
             assert (await tab2.call("unsubscribe", {"channel": "room:tabs"}))["ok"]
             await watcher.quiet(0.3)  # alice is still there in tab3
             ack = await watcher.call("presence", {"channel": "room:tabs"})
+            # Unsubscribing leaves at once; a closed connection stays for the grace period.
+            assert users(ack) == [("alice", 2), ("bob", 1)]
+            await watcher.quiet(GRACE_S)
+            ack = await watcher.call("presence", {"channel": "room:tabs"})
             assert users(ack) == [("alice", 1), ("bob", 1)]
-        left = await wait_for(watcher, "presence.leave", "alice")
+        left = await wait_for(watcher, "presence.leave", "alice", timeout=GRACE_S + 3)
         assert left["data"] == {"user": "alice"} and left["offset"] > joined["offset"]
         ack = await watcher.call("presence", {"channel": "room:tabs"})
         assert users(ack) == [("bob", 1)] and ack["total"] == 1

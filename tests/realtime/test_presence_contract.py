@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 from collections.abc import AsyncIterator, Callable
 from contextlib import AbstractAsyncContextManager, AsyncExitStack, asynccontextmanager
+from dataclasses import replace
 
 import pytest
 from redis import asyncio as aioredis
@@ -14,6 +15,7 @@ from realtime.presence import (
     PresenceEntry,
     PresenceOptions,
     PresenceStore,
+    combine_statuses,
     create_presence_store,
 )
 from tests.support.redis import broker_url, redis_prefix, redis_url
@@ -169,6 +171,37 @@ async def test_entries_round_trip(make_store: StoreFactory) -> None:
         await store.add("doc:x", PresenceEntry("c1", "zoë", "Zoë Ö", info, "node-a", 12.5))
         presence = await store.members("doc:x", 10)
     assert presence.members == [Member("zoë", "Zoë Ö", info, 1)]
+
+
+async def test_entries_and_statuses(make_store: StoreFactory) -> None:
+    async with make_store(ttl=0.3) as (store, other):
+        await store.add("room:s", replace(entry("c1", "alice"), status="away"))
+        await other.add("room:s", replace(entry("c2", "alice"), status="busy"))
+        await store.add("room:s", entry("c3", "bob"))
+        stored = await other.entries("room:s")
+        assert sorted((e.conn, e.status) for e in stored) == [
+            ("c1", "away"),
+            ("c2", "busy"),
+            ("c3", "online"),
+        ]
+        assert stored[0] == next(
+            e for e in await store.entries("room:s") if e.conn == stored[0].conn
+        )
+        presence = await store.members("room:s", 10)
+        assert [(m.user, m.status) for m in presence.members] == [
+            ("alice", "busy"),
+            ("bob", "online"),
+        ]
+        assert await store.entries("room:never") == []
+        await asyncio.sleep(0.45)
+        assert await store.entries("room:s") == []  # expired entries never show
+
+
+def test_statuses_combine_busy_then_online_then_away() -> None:
+    assert combine_statuses([]) == "offline"
+    assert combine_statuses(["away"]) == "away"
+    assert combine_statuses(["away", "online"]) == "online"
+    assert combine_statuses(["online", "busy", "away"]) == "busy"
 
 
 async def test_using_a_store_outside_its_context_says_how_to_fix() -> None:

@@ -73,7 +73,10 @@ async def test_first_join_and_last_leave_are_published(make_node: NodesFactory) 
         for conn in ("t1", "t2", "t3"):
             await tracker.join("room:a", conn, "alice", "Alice", {"color": "red"})
         assert await node.events(1) == [
-            ("presence.join", {"user": "alice", "name": "Alice", "info": {"color": "red"}})
+            (
+                "presence.join",
+                {"user": "alice", "name": "Alice", "status": "online", "info": {"color": "red"}},
+            )
         ]
         presence = await tracker.members("room:a", 10)
         assert [(m.user, m.connections) for m in presence.members] == [("alice", 3)]

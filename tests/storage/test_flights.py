@@ -2,14 +2,14 @@
 
 from __future__ import annotations
 
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime, timedelta, timezone
 from typing import Any
 
 import pytest
 from sqlalchemy import select
 
 from domain.errors import InvalidPayload, NotFound
-from domain.flights import FlightService, FlightUpdate
+from domain.flights import FlightQuery, FlightService, FlightUpdate
 from storage.database import Database
 from storage.tables import FlightHistoryRow, OutboxRow
 from tests.support.clock import StepClock
@@ -137,3 +137,62 @@ async def test_a_delivery_applies_once(service: FlightService, db: Database) -> 
     past = datetime(2026, 11, 23, 11, tzinfo=UTC)
     await service.apply_delivery([], key="sig-2", expires_at=past)
     assert await service.apply_delivery([], key="sig-2", expires_at=expires) == []
+
+
+async def test_position_only_changes_publish_flight_position(
+    service: FlightService, db: Database
+) -> None:
+    await service.apply(FlightUpdate("td107", BASE), at(0))
+    moved = await service.apply(
+        FlightUpdate("td107", {"position": {"lat": 52.3, "lon": 4.7, "altitude": 1200.0}}), at(1)
+    )
+    assert moved.changed and moved.changes == {
+        "position": [None, {"lat": 52.3, "lon": 4.7, "altitude": 1200.0, "heading": None}]
+    }
+    both = await service.apply(
+        FlightUpdate("td107", {"position": {"lat": 52.4, "lon": 4.6}, "status": "departed"}),
+        at(2),
+    )
+    assert set(both.changes) == {"position", "status"}
+    events = await outbox(db)
+    assert [e for _, e, _ in events] == ["flight.updated", "flight.position", "flight.updated"]
+    position = events[1][2]
+    assert position == {
+        "id": "td107",
+        "position": {"lat": 52.3, "lon": 4.7, "altitude": 1200.0, "heading": None},
+        "version": 2,
+        "provider_ts": at(1).isoformat(),
+        "updated_at": moved.flight.updated_at.isoformat(),
+    }
+    # History keeps every change, positions included.
+    fields = [(h.version, h.field) for h in await service.history("td107") if h.version > 1]
+    assert fields == [(2, "position"), (3, "status"), (3, "position")]
+
+
+async def test_find_lists_a_board_in_departure_order(service: FlightService) -> None:
+    def flight(number: str, origin: str, minutes: int | None) -> FlightUpdate:
+        departure = {} if minutes is None else {"scheduled_departure": at(minutes)}
+        fields = {**BASE, "number": number, "origin": origin, **departure}
+        return FlightUpdate(number.lower(), fields)
+
+    for update in (
+        flight("TD3", "AMS", 30),
+        flight("TD1", "AMS", 10),
+        flight("TD9", "LHR", 5),
+        flight("TD2", "AMS", None),
+        flight("TD4", "AMS", 120),
+    ):
+        await service.apply(update, at(0))
+    board = await service.find(FlightQuery(origin="ams"))
+    assert [f.number for f in board] == ["TD1", "TD3", "TD4", "TD2"]
+    # Bounds in any time zone compare as UTC.
+    cet = timezone(timedelta(hours=1))
+    window = FlightQuery(
+        departs_after=at(10).astimezone(cet), departs_before=at(120).astimezone(cet), limit=5
+    )
+    assert [f.number for f in await service.find(window)] == ["TD1", "TD3"]
+    assert [f.number for f in await service.find(FlightQuery(limit=2))] == ["TD9", "TD1"]
+    with pytest.raises(InvalidPayload):
+        FlightQuery(limit=0)
+    with pytest.raises(InvalidPayload):
+        FlightQuery(departs_after=datetime(2026, 11, 23))

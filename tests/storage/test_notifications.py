@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import itertools
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
@@ -12,6 +13,7 @@ from sqlalchemy import select
 from domain.errors import InvalidPayload, NotFound
 from domain.notifications import NotificationService
 from storage.database import Database
+from storage.notifications import SqlNotificationRepository
 from storage.tables import NotificationRow, OutboxRow
 from tests.support.clock import StepClock
 
@@ -137,3 +139,32 @@ async def test_delete_and_delivery_receipts(service: NotificationService) -> Non
     assert first is not None
     assert await service.mark_delivered([b.id]) == 0
     assert (await service.latest("kate"))[0].delivered_at == first
+
+
+async def test_purge_deletes_only_notifications_read_before_the_horizon(
+    service: NotificationService, db: Database
+) -> None:
+    old, recent, unread = [
+        (await service.create("liam", type="info", title=title))[0]
+        for title in ("old", "recent", "unread")
+    ]
+    await service.mark_read("liam", [old.id])
+    async with db.sessions() as session:
+        read_at = await session.scalar(
+            select(NotificationRow.read_at).where(NotificationRow.id == old.id)
+        )
+    assert read_at is not None
+    await service.mark_read("liam", [recent.id])
+    async with db.transaction() as session:
+        # Just after the first read: the second read (a later clock step) stays.
+        horizon = read_at.replace(tzinfo=read_at.tzinfo or UTC) + timedelta(microseconds=1)
+        purged = await SqlNotificationRepository(session).purge_read(horizon)
+    assert purged == 1
+    left = (await service.list("liam")).notifications
+    assert {n.id for n in left} == {recent.id, unread.id}
+    async with db.transaction() as session:
+        far_future = datetime(2100, 1, 1, tzinfo=UTC)
+        assert await SqlNotificationRepository(session).purge_read(far_future) == 1
+    # However old, an unread notification is never purged.
+    assert [n.id for n in (await service.list("liam")).notifications] == [unread.id]
+    assert await service.unread_count("liam") == 1

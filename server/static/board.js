@@ -1,0 +1,215 @@
+// The departures board demo: lists the hub's flights over HTTP, follows each one's channel, and
+// shows a demo user's notifications and jobs from their user channel, all with tandem.js.
+(function () {
+  "use strict";
+
+  const $ = (id) => document.getElementById(id);
+  const config = JSON.parse($("demo-config").textContent);
+  if (!config.hub) {
+    document.querySelector("main").textContent = "Open this page at /demo/board.";
+    return;
+  }
+  const params = new URLSearchParams(location.search);
+  const user = config.users.includes(params.get("user")) ? params.get("user") : config.users[0];
+  const refreshMs = Number(params.get("refresh")) || config.refreshMs;
+  const clock = new Intl.DateTimeFormat("en-GB", {
+    hour: "2-digit",
+    minute: "2-digit",
+    timeZone: config.timeZone,
+  });
+  const hhmm = (iso) => (iso ? clock.format(new Date(iso)) : "");
+  // What the page applied, for the curious and the browser tests.
+  const trace = (window.boardTrace = { flights: [], notifications: [], unread: [] });
+  const rows = new Map(); // flight id -> {row, flight, watch}
+  const jobs = new Map(); // job id -> latest snapshot
+  const SUBSCRIBE_GAP_MS = 60;
+  let subscribeAt = 0;
+
+  for (const name of config.users) $("user").add(new Option(name, name));
+  $("user").value = user;
+  $("user").addEventListener("change", () => {
+    location.search = `?user=${encodeURIComponent($("user").value)}`;
+  });
+  $("hub").textContent = config.hub;
+
+  // A demo session token, fetched again shortly before it expires (tandem.js asks on every
+  // (re)connect; the HTTP calls below ask too).
+  let session = null;
+  async function token() {
+    if (session && session.expires_at - Date.now() / 1000 > 60) return session.token;
+    const response = await fetch("/demo/board/session", {
+      method: "POST",
+      headers: { "Content-Type": "application/json" },
+      body: JSON.stringify({ user }),
+    });
+    const body = await response.json();
+    if (!response.ok) throw new Error(body.error ? body.error.message : response.statusText);
+    session = body;
+    return session.token;
+  }
+
+  const client = Tandem.connect("", {
+    token,
+    onConnection: showConnection,
+    onError: (error) => console.warn("tandem:", error.code, error.message),
+  });
+  const inbox = Tandem.watchInbox(client, user, { onChange: renderInbox, onOther: onJob, keep: 30 });
+  $("read-all").addEventListener("click", () => inbox.markRead().catch(console.warn));
+
+  // No channel lists every flight: the list comes over HTTP (again every refreshMs, to pick up
+  // new ones), and each listed flight is followed on its own channel.
+  async function refresh() {
+    const since = new Date(Date.now() - 60 * 60 * 1000).toISOString();
+    const query = `origin=${config.hub}&departs_after=${encodeURIComponent(since)}&limit=60`;
+    try {
+      const response = await fetch(`/api/flights?${query}`, {
+        headers: { Authorization: `Bearer ${await token()}` },
+        cache: "no-store",
+      });
+      if (!response.ok) return;
+      for (const flight of (await response.json()).flights) follow(flight);
+    } catch (error) {
+      console.warn("board refresh failed", error);
+    }
+  }
+  refresh();
+  setInterval(refresh, refreshMs);
+
+  function follow(flight) {
+    if (rows.has(flight.id)) return;
+    const entry = { row: document.createElement("tr"), flight };
+    entry.row.id = `flight-${flight.id}`;
+    rows.set(flight.id, entry);
+    place(entry);
+    render(entry, null);
+    // Paced: a board's worth of subscribes at once would trip the per-connection rate limit.
+    const now = Date.now();
+    subscribeAt = Math.max(subscribeAt, now) + SUBSCRIBE_GAP_MS;
+    setTimeout(() => watch(entry), subscribeAt - SUBSCRIBE_GAP_MS - now);
+  }
+
+  function watch(entry) {
+    entry.watch = Tandem.watchFlight(client, entry.flight.id, {
+      onUpdate: (next, envelope) => {
+        if (!envelope && next.version < entry.flight.version) return;
+        entry.flight = next;
+        render(entry, envelope);
+        if (envelope) {
+          const changes = Object.keys(envelope.data.changes || {});
+          trace.flights.push({ id: next.id, type: envelope.type, version: next.version, changes });
+        }
+      },
+    });
+  }
+
+  function place(entry) {
+    const key = (f) => `${f.scheduled_departure || "~"} ${f.id}`;
+    const before = [...rows.values()]
+      .filter((other) => other !== entry && other.row.isConnected)
+      .sort((a, b) => (key(a.flight) < key(b.flight) ? -1 : 1))
+      .find((other) => key(other.flight) > key(entry.flight));
+    $("flights").insertBefore(entry.row, before ? before.row : null);
+    $("empty").hidden = true;
+  }
+
+  function render({ row, flight }, envelope) {
+    const late = flight.estimated_departure && flight.estimated_departure !== flight.scheduled_departure;
+    const cells = [
+      late ? `<s>${hhmm(flight.scheduled_departure)}</s>${hhmm(flight.estimated_departure)}` : hhmm(flight.scheduled_departure),
+      flight.number,
+      flight.destination,
+      flight.gate || "—",
+      flight.status,
+      remarks(flight, envelope),
+    ];
+    row.innerHTML = "";
+    cells.forEach((value, i) => {
+      const cell = row.insertCell();
+      if (i === 0) cell.innerHTML = value; // only our own formatted times
+      else cell.textContent = value;
+    });
+    row.cells[0].className = "time";
+    row.cells[4].className = `status status-${flight.status}`;
+    row.cells[5].className = "remarks";
+    row.dataset.status = flight.status;
+    row.dataset.version = String(flight.version);
+    if (envelope && envelope.type === "flight.updated") {
+      row.classList.remove("changed");
+      void row.offsetWidth; // restart the flash animation
+      row.classList.add("changed");
+    }
+  }
+
+  function remarks(flight, envelope) {
+    const changes = (envelope && envelope.data.changes) || {};
+    switch (flight.status) {
+      case "boarding":
+        return `Go to gate ${flight.gate}`;
+      case "delayed":
+        return `Delayed ${flight.delay_minutes} min`;
+      case "departed": {
+        const p = flight.position;
+        const altitude = p && p.altitude ? ` · ${Math.round(p.altitude).toLocaleString()} m` : "";
+        return `Departed ${hhmm(flight.actual_departure)}${altitude}`;
+      }
+      case "landed":
+        return `Landed ${hhmm(flight.actual_arrival)}`;
+      case "cancelled":
+        return "Cancelled — see the transfer desk";
+      case "diverted":
+        return "Diverted";
+      default:
+        return changes.gate ? "Gate changed" : "";
+    }
+  }
+
+  function renderInbox(state, envelope) {
+    $("unread").textContent = String(state.unread);
+    $("unread").className = state.unread ? "badge" : "badge zero";
+    trace.unread.push(state.unread);
+    if (envelope && envelope.type === "notification.created") trace.notifications.push(envelope.data);
+    const list = $("notifications");
+    list.innerHTML = "";
+    for (const n of state.latest) {
+      const item = document.createElement("li");
+      item.className = `type-${n.type}${n.read_at ? "" : " unread"}`;
+      item.dataset.id = n.id;
+      const title = document.createElement("div");
+      title.className = "title";
+      title.textContent = n.title;
+      const body = document.createElement("div");
+      body.className = "body";
+      body.textContent = n.body;
+      item.append(title, body);
+      if (!n.read_at) item.addEventListener("click", () => inbox.markRead([n.id]).catch(console.warn));
+      list.append(item);
+    }
+  }
+
+  function onJob(envelope) {
+    const job = envelope.data;
+    if (!envelope.type.startsWith("job.") || !job || typeof job.version !== "number") return;
+    const known = jobs.get(job.id);
+    if (known && known.version >= job.version) return;
+    jobs.set(job.id, job);
+    const list = $("jobs");
+    list.innerHTML = "";
+    for (const j of [...jobs.values()].reverse().slice(0, 6)) {
+      const item = document.createElement("li");
+      item.textContent = `${j.message || j.kind} · ${j.status} ${j.progress} %`;
+      const bar = document.createElement("div");
+      bar.className = "job-bar";
+      bar.append(document.createElement("div"));
+      bar.firstChild.style.width = `${j.progress}%`;
+      item.append(bar);
+      list.append(item);
+    }
+  }
+
+  function showConnection(state) {
+    const label = { connected: "Live", reconnecting: "Reconnecting…", offline: "Offline" }[state];
+    $("connection").textContent = label || state;
+    $("connection").className = `connection${state === "connected" ? " live" : ""}`;
+    if (state === "connected") refresh();
+  }
+})();

@@ -1,0 +1,101 @@
+"""The departures board in a real browser while `tandem demo` feeds the node."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from typing import Any
+
+import httpx
+import pytest
+from playwright.sync_api import Page, expect
+
+from tests.support.live import API_KEY, LiveServer, live_server
+
+FEED_S = 8
+
+
+@pytest.fixture(scope="module")
+def airport(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LiveServer]:
+    with live_server(tmp_path_factory.mktemp("airport"), {"TANDEM_DEMO": "true"}) as node:
+        yield node
+
+
+def feed(node: LiveServer, *extra: str) -> subprocess.Popen[str]:
+    command = [sys.executable, "-m", "server", "demo", "--url", node.url, "--api-key", API_KEY]
+    options = ["--duration", str(FEED_S), "--flights", "12", "--speed", "20", "--tick", "0.25"]
+    return subprocess.Popen(
+        [*command, *options, *extra],
+        env=node.env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+
+
+def trace(page: Page) -> dict[str, Any]:
+    result: dict[str, Any] = page.evaluate("window.boardTrace")
+    return result
+
+
+def test_the_board_follows_flights_and_the_inbox_live(page: Page, airport: LiveServer) -> None:
+    page.goto(f"{airport.url}/demo/board?user=grace&refresh=300")
+    expect(page.locator("#connection")).to_have_text("Live")
+    expect(page.locator("#unread")).to_have_text("0")
+    started = time.monotonic()
+    process = feed(airport, "--seed", "7")
+    try:
+        # The rows appear from the list endpoint, then change through their channels.
+        expect(page.locator("#flights tr")).to_have_count(12, timeout=FEED_S * 1000)
+        page.wait_for_function(
+            """() => window.boardTrace.flights.some(
+                 (f) => f.type === "flight.updated" && f.changes.includes("status"))""",
+            timeout=FEED_S * 1000,
+        )
+        page.wait_for_function("window.boardTrace.notifications.length > 0")
+        expect(page.locator("#unread")).not_to_have_text("0")
+        output, _ = process.communicate(timeout=FEED_S + 20)
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.wait(5)
+    assert process.returncode == 0, output
+    assert "0 errors" in output, output
+    assert time.monotonic() - started < FEED_S + 15  # it stops by itself
+    seen = trace(page)
+    assert {"flight.updated", "flight.position"} <= {f["type"] for f in seen["flights"]}
+    for flight_id in {f["id"] for f in seen["flights"]}:
+        versions = [f["version"] for f in seen["flights"] if f["id"] == flight_id]
+        assert versions == sorted(set(versions)), (flight_id, versions)
+    statuses = set(
+        page.locator("#flights tr").evaluate_all("rows => rows.map(r => r.dataset.status)")
+    )
+    assert statuses - {"scheduled"}, statuses
+    # Reading one notification on the page lowers the count (over HTTP, back through the channel).
+    unread = int(page.locator("#unread").inner_text())
+    page.locator("#notifications li.unread").first.click()
+    expect(page.locator("#unread")).to_have_text(str(unread - 1))
+    page.get_by_role("button", name="Mark all read").click()
+    expect(page.locator("#unread")).to_have_text("0")
+    expect(page.locator("#notifications li.unread")).to_have_count(0)
+    with httpx.Client(base_url=airport.url, headers={"Authorization": f"Bearer {API_KEY}"}) as api:
+        listed = api.get("/api/notifications", params={"user": "grace"}).json()
+    assert listed["unread"] == 0 and listed["notifications"]
+
+
+def test_board_sessions_are_for_demo_users_only(airport: LiveServer) -> None:
+    with httpx.Client(base_url=airport.url, timeout=10) as http:
+        session = http.post("/demo/board/session", json={"user": "ada"})
+        assert session.status_code == 200 and session.json()["user"] == "ada"
+        token = session.json()["token"]
+        for body in ({"user": "mallory"}, {}, {"user": "ada", "admin": True}):
+            refused = http.post("/demo/board/session", json=body)
+            assert refused.status_code == 422, refused.text
+            assert refused.json()["error"]["code"] == "invalid_payload"
+        # The token reads flights and its own inbox, not someone else's.
+        auth = {"Authorization": f"Bearer {token}"}
+        assert http.get("/api/flights", headers=auth).status_code == 200
+        other = http.get("/api/notifications", params={"user": "grace"}, headers=auth)
+        assert other.status_code == 403

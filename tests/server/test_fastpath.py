@@ -1,0 +1,137 @@
+"""The fan-out fast path keeps every guarantee: one fan-out to websocket, long-polling and
+upgraded clients, JSON and msgpack, arrives complete and in order, with acks in between."""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+from collections.abc import AsyncIterator, Iterator
+from contextlib import AsyncExitStack, asynccontextmanager
+from typing import Any
+
+import httpx
+import pytest
+import socketio
+
+from tests.support.live import API_KEY, LiveServer, live_server
+
+COUNT = 150
+# The publisher sends faster than a client's default request rate.
+UNLIMITED = {"TANDEM_CLIENT_RATE_PER_S": "100000", "TANDEM_CLIENT_BURST": "100000"}
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LiveServer]:
+    with live_server(tmp_path_factory.mktemp("node"), UNLIMITED) as node:
+        yield node
+
+
+@pytest.fixture(scope="module")
+def msgpack_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LiveServer]:
+    env = {**UNLIMITED, "TANDEM_SERIALIZER": "msgpack"}
+    with live_server(tmp_path_factory.mktemp("node-msgpack"), env) as node:
+        yield node
+
+
+@asynccontextmanager
+async def subscriber(
+    url: str, token: str, channel: str, transports: list[str], serializer: str
+) -> AsyncIterator[list[dict[str, Any]]]:
+    client = socketio.AsyncClient(reconnection=False, serializer=serializer)
+    received: list[dict[str, Any]] = []
+
+    @client.on("fan.out")
+    async def on_event(envelope: dict[str, Any]) -> None:
+        received.append(envelope)
+
+    await client.connect(url, auth={"token": token}, transports=transports, wait_timeout=5)
+    try:
+        ack = await client.call("subscribe", {"channel": channel}, timeout=5)
+        assert ack["ok"], ack
+        yield received
+    finally:
+        await client.disconnect()
+        await client.shutdown()
+
+
+async def fan_out(server: LiveServer, serializer: str) -> None:
+    channel = f"room:fan-{uuid.uuid4().hex[:8]}"
+    token = server.token("fan", channels=["room:*"])
+    kinds = {
+        "websocket": ["websocket"],
+        "polling": ["polling"],
+        "upgraded": ["polling", "websocket"],
+    }
+    async with AsyncExitStack() as stack:
+        inboxes = {
+            f"{kind}-{n}": await stack.enter_async_context(
+                subscriber(server.url, token, channel, transports, serializer)
+            )
+            for kind, transports in kinds.items()
+            for n in range(2)
+        }
+        publisher = socketio.AsyncClient(reconnection=False, serializer=serializer)
+        await publisher.connect(
+            server.url, auth={"token": token}, transports=["websocket"], wait_timeout=5
+        )
+        stack.push_async_callback(publisher.shutdown)
+        stack.push_async_callback(publisher.disconnect)
+        async with httpx.AsyncClient(
+            base_url=server.url, headers={"Authorization": f"Bearer {API_KEY}"}
+        ) as http:
+            for i in range(COUNT):
+                body = {"channel": channel, "event": "fan.out", "data": {"i": i}}
+                if i % 2:  # half over the socket: its acks interleave with the deliveries
+                    ack = await publisher.call("publish", body, timeout=5)
+                    assert ack["ok"], ack
+                else:
+                    response = await http.post("/api/publish", json=body)
+                    assert response.status_code == 200, response.text
+        try:
+            async with asyncio.timeout(15):
+                # Polling: six inboxes fill from callbacks; one event each would be noise.
+                while any(len(inbox) < COUNT for inbox in inboxes.values()):  # noqa: ASYNC110
+                    await asyncio.sleep(0.05)
+        except TimeoutError:
+            counts = {name: len(inbox) for name, inbox in inboxes.items()}
+            raise AssertionError(f"deliveries missing: {counts}") from None
+        await asyncio.sleep(0.2)  # nothing more (no duplicates) arrives
+    for name, inbox in inboxes.items():
+        assert [e["data"]["i"] for e in inbox] == list(range(COUNT)), name
+        offsets = [e["offset"] for e in inbox]
+        assert offsets == list(range(offsets[0], offsets[0] + COUNT)), name
+
+
+async def test_fan_out_with_json_clients_is_complete_and_ordered(server: LiveServer) -> None:
+    await fan_out(server, "default")
+
+
+async def test_fan_out_with_msgpack_clients_is_complete_and_ordered(
+    msgpack_server: LiveServer,
+) -> None:
+    await fan_out(msgpack_server, "msgpack")
+
+
+@pytest.mark.parametrize("transport", ["websocket", "polling"])
+async def test_latest_value_events_are_marked(server: LiveServer, transport: str) -> None:
+    channel = f"room:latest-{uuid.uuid4().hex[:8]}"
+    token = server.token("fan", channels=["room:*"])
+    client = socketio.AsyncClient(reconnection=False)
+    got: asyncio.Queue[tuple[str, dict[str, Any]]] = asyncio.Queue()
+    client.on("*", lambda event, env: got.put_nowait((event, env)))
+    await client.connect(server.url, auth={"token": token}, transports=[transport])
+    try:
+        assert (await client.call("subscribe", {"channel": channel}))["ok"]
+        async with httpx.AsyncClient(
+            base_url=server.url, headers={"Authorization": f"Bearer {API_KEY}"}
+        ) as http:
+            for event in ("flight.position", "chat.message"):
+                body: dict[str, Any] = {"channel": channel, "event": event, "data": {}}
+                assert (await http.post("/api/publish", json=body)).status_code == 200
+        async with asyncio.timeout(5):
+            position, message = await got.get(), await got.get()
+        assert position[0] == "flight.position" and position[1]["latest"] is True
+        assert message[0] == "chat.message" and "latest" not in message[1]
+    finally:
+        await client.disconnect()
+        await client.shutdown()

@@ -1,0 +1,121 @@
+"""The per-connection Outbound and the frame encoder, without a server."""
+
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+from websockets.frames import Frame, Opcode
+from websockets.streams import StreamReader
+
+from server.outbound import Flusher, Outbound
+from server.wsframe import engineio_frame, frame
+
+
+class FakeTransport:
+    def __init__(self) -> None:
+        self.writes: list[bytes] = []
+        self.buffered = 0
+
+    def write(self, data: bytes) -> None:
+        self.writes.append(data)
+
+    def get_write_buffer_size(self) -> int:
+        return self.buffered
+
+
+def make(limit: int = 10_000) -> tuple[Outbound, FakeTransport, list[Outbound]]:
+    transport = FakeTransport()
+    overflowed: list[Outbound] = []
+    outbound = Outbound(transport, Flusher(), limit_bytes=limit, on_overflow=overflowed.append)
+    return outbound, transport, overflowed
+
+
+def parse(data: bytes) -> list[Frame]:
+    """websockets' own frame parser (a client reads unmasked server frames)."""
+    reader = StreamReader()
+    reader.feed_data(data)
+    reader.feed_eof()
+    frames = []
+    while reader.buffer:
+        parser = Frame.parse(reader.read_exact, mask=False)
+        try:
+            while True:
+                next(parser)
+        except StopIteration as done:
+            frames.append(done.value)
+    return frames
+
+
+@pytest.mark.parametrize("size", [0, 125, 126, 65_535, 65_536, 200_000])
+def test_frames_parse_as_websockets_reads_them(size: int) -> None:
+    payload = bytes(i % 251 for i in range(size))
+    (text,) = parse(frame(payload))
+    assert text.opcode is Opcode.TEXT and text.fin and text.data == payload
+    (binary,) = parse(engineio_frame(payload))
+    assert binary.opcode is Opcode.BINARY and binary.data == payload
+    (eio,) = parse(engineio_frame("4hello é"))
+    assert eio.opcode is Opcode.TEXT and eio.data == "4hello é".encode()
+
+
+async def test_frames_of_one_iteration_leave_in_one_write_in_order() -> None:
+    outbound, transport, _ = make()
+    for i in range(5):
+        outbound.write(b"%d" % i, "room:a")
+    assert transport.writes == []
+    await asyncio.sleep(0)
+    assert transport.writes == [b"01234"]
+    outbound.write(b"5")
+    await asyncio.sleep(0)
+    assert transport.writes == [b"01234", b"5"]
+
+
+async def test_while_paused_latest_values_replace_the_previous_of_their_channel() -> None:
+    outbound, transport, _ = make()
+    outbound.pause()
+    outbound.write(b"p1,", "job:1", "job.progress")
+    outbound.write(b"p2,", "job:1", "job.progress")
+    outbound.write(b"q1,", "job:2", "job.progress")  # another channel: kept
+    outbound.write(b"ack,")  # not a publication: kept, and does not stop coalescing
+    outbound.write(b"p3,", "job:1", "job.progress")
+    outbound.write(b"done,", "job:1")  # a terminal event is never replaced...
+    outbound.write(b"p4,", "job:1", "job.progress")  # ...nor skipped over
+    await asyncio.sleep(0)
+    assert transport.writes == []  # nothing is written while paused
+    outbound.resume()
+    await asyncio.sleep(0)
+    assert transport.writes == [b"q1,ack,p3,done,p4,"]
+    assert outbound.coalesced == 2
+
+
+async def test_unpaused_frames_are_never_coalesced() -> None:
+    outbound, transport, _ = make()
+    outbound.write(b"p1,", "job:1", "job.progress")
+    outbound.write(b"p2,", "job:1", "job.progress")
+    await asyncio.sleep(0)
+    assert transport.writes == [b"p1,p2,"]
+
+
+async def test_a_backlog_over_the_bound_overflows_once_and_lets_only_control_frames_out() -> None:
+    outbound, transport, overflowed = make(limit=100)
+    outbound.pause()
+    transport.buffered = 60
+    outbound.write(b"x" * 30, "room:a")
+    assert not overflowed
+    outbound.write(b"y" * 30, "room:a")
+    assert overflowed == [outbound] and outbound.backlog_bytes == 0
+    outbound.write(b"z" * 30, "room:a")  # dropped: the client resumes from its position
+    outbound.write(b"notice")  # the slow notice and the close go out at once
+    assert transport.writes == [b"notice"]
+    assert overflowed == [outbound]
+
+
+async def test_close_hands_the_queue_to_the_transport_before_the_close_frame() -> None:
+    outbound, transport, _ = make()
+    outbound.write(b"a")
+    outbound.write(b"b")
+    outbound.close()
+    assert transport.writes == [b"ab"]
+    outbound.write(b"c")
+    await asyncio.sleep(0)
+    assert transport.writes == [b"ab"]
