@@ -6,7 +6,7 @@ from dataclasses import dataclass, field
 from typing import Literal
 
 Kind = Literal["fanout", "o2o", "idle"]
-Path_ = Literal["socket", "http"]
+Path_ = Literal["socket", "http", "batch"]
 
 
 @dataclass(frozen=True)
@@ -26,7 +26,8 @@ class Scenario:
                 )
             case "o2o":
                 clients = f"{self.clients} clients each on its own channel"
-                return f"one-to-one, {clients}, published over {self.publish}"
+                over = "HTTP batches" if self.publish == "batch" else self.publish
+                return f"one-to-one, {clients}, published over {over}"
             case _:
                 return f"{self.clients} connected, subscribed, idle clients"
 
@@ -36,9 +37,17 @@ SCENARIOS = {
     "fanout5k": Scenario("fanout5k", "fanout", 5000),
     "o2o": Scenario("o2o", "o2o", 2000, "http", start_rate=500),
     "o2o-socket": Scenario("o2o-socket", "o2o", 2000, "socket", start_rate=500),
+    "o2o-batch": Scenario("o2o-batch", "o2o", 2000, "batch", start_rate=2000),
     "idle": Scenario("idle", "idle", 5000),
 }
-QUICK_CLIENTS = {"fanout1k": 100, "fanout5k": 250, "o2o": 100, "o2o-socket": 100, "idle": 250}
+QUICK_CLIENTS = {
+    "fanout1k": 100,
+    "fanout5k": 250,
+    "o2o": 100,
+    "o2o-socket": 100,
+    "o2o-batch": 100,
+    "idle": 250,
+}
 
 
 @dataclass

@@ -133,7 +133,7 @@ class Run:
     async def open_publisher(self, hard_timeout_s: float) -> None:
         self.publisher = await Worker.start(self.tmp / "publisher.log", hard_timeout_s)
         options = self.options
-        http = self.scenario.publish == "http"
+        http = self.scenario.publish != "socket"
         publishers = options.http_connections if http else options.publishers
         await self.publisher.call(
             {

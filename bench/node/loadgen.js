@@ -196,10 +196,10 @@ const publishers = [];
 let target = null; // {url, apiKey, mode}
 let agent = null;
 
-// {cmd: "publishers", url, token, count, mode: "socket" | "http", apiKey, deflate}
+// {cmd: "publishers", url, token, count, mode: "socket" | "http" | "batch", apiKey, deflate}
 async function openPublishers(spec) {
   target = spec;
-  if (spec.mode === "http") {
+  if (spec.mode !== "socket") {
     agent = new http.Agent({ keepAlive: true, maxSockets: spec.count });
   } else {
     for (let i = 0; i < spec.count; i++) {
@@ -208,14 +208,14 @@ async function openPublishers(spec) {
       publishers.push(socket);
     }
   }
-  reply({ ev: "publishers", ok: spec.mode === "http" ? spec.count : publishers.length });
+  reply({ ev: "publishers", ok: spec.mode === "socket" ? publishers.length : spec.count });
 }
 
-function httpPublish(body) {
+function httpPublish(body, path = "/api/publish") {
   const payload = JSON.stringify(body);
   return new Promise((resolve, reject) => {
     const req = http.request(
-      target.url + "/api/publish",
+      target.url + path,
       {
         method: "POST",
         agent,
@@ -241,8 +241,10 @@ async function socketPublish(socket, body) {
   if (!ack || !ack.ok) throw new Error(`publish refused: ${JSON.stringify(ack && ack.error)}`);
 }
 
-// {cmd: "run", step, rate, duration, count, channel | prefix+start, pad, maxInflight}
+// {cmd: "run", step, rate, duration, count, channel | prefix+start, pad, maxInflight, batch}
 // Open loop: publication k is due at start + k / rate; sends what is due every millisecond.
+// In "batch" mode what is due in one millisecond goes in POST /api/publish/batch requests of at
+// most `batch` publications (what a worker reporting many jobs would do).
 async function run(cmd) {
   const total = Math.max(1, Math.round(cmd.rate * cmd.duration));
   const start = now();
@@ -256,25 +258,36 @@ async function run(cmd) {
   const finish = () => {
     if (sent === total && inflight === 0) settle();
   };
-  function publishOne(k) {
-    const body = { channel: channelOf(cmd, k % cmd.count), event: EVENT, data: { s: cmd.step, t: now(), k, pad: cmd.pad } };
-    inflight++;
-    const done =
-      target.mode === "http" ? httpPublish(body) : socketPublish(publishers[k % publishers.length], body);
+  const bodyOf = (k) => ({ channel: channelOf(cmd, k % cmd.count), event: EVENT, data: { s: cmd.step, t: now(), k, pad: cmd.pad } });
+  function track(done, n) {
+    inflight += n;
     done
-      .then(() => acked++)
+      .then(() => (acked += n))
       .catch((err) => {
         const key = String(err && err.message).slice(0, 200);
-        errors[key] = (errors[key] || 0) + 1;
+        errors[key] = (errors[key] || 0) + n;
       })
       .finally(() => {
-        inflight--;
+        inflight -= n;
         finish();
       });
   }
+  function publishOne(k) {
+    const body = bodyOf(k);
+    track(target.mode === "http" ? httpPublish(body) : socketPublish(publishers[k % publishers.length], body), 1);
+  }
+  const batchSize = cmd.batch || 100;
   await new Promise((resolve) => {
     function tick() {
       const due = Math.min(total, Math.floor(((now() - start) / 1000) * cmd.rate) + 1);
+      if (target.mode === "batch") {
+        while (sent < due && inflight < cmd.maxInflight) {
+          const items = [];
+          while (sent < due && items.length < batchSize) items.push(bodyOf(sent++));
+          track(httpPublish({ publications: items }, "/api/publish/batch"), items.length);
+          lastSend = now();
+        }
+      }
       while (sent < due && inflight < cmd.maxInflight) {
         publishOne(sent++);
         lastSend = now();

@@ -2,7 +2,7 @@
 // Usage: node server.js PORT [MAX_SECONDS]
 // One process, in memory, no auth: `subscribe` {channel} joins the room; `publish`
 // {channel, event, data} emits the envelope {channel, type, offset, epoch, ts, data} to the room;
-// POST /api/publish does the same over HTTP. Exits on SIGTERM, when stdin closes, or after
+// POST /api/publish does the same over HTTP, POST /api/publish/batch {publications} for many. Exits on SIGTERM, when stdin closes, or after
 // MAX_SECONDS (default one hour) so that it never outlives the benchmark.
 "use strict";
 const http = require("http");
@@ -30,7 +30,8 @@ const httpServer = http.createServer((req, res) => {
     res.end("ok");
     return;
   }
-  if (req.method !== "POST" || req.url !== "/api/publish") {
+  const batch = req.url === "/api/publish/batch";
+  if (req.method !== "POST" || (req.url !== "/api/publish" && !batch)) {
     res.writeHead(404).end();
     return;
   }
@@ -44,13 +45,14 @@ const httpServer = http.createServer((req, res) => {
     } catch {
       msg = null;
     }
-    if (!valid(msg)) {
+    const items = batch ? msg && msg.publications : [msg];
+    if (!Array.isArray(items) || !items.every(valid)) {
       res.writeHead(422).end();
       return;
     }
-    const offset = publish(msg.channel, msg.event, msg.data);
+    const results = items.map((item) => ({ offset: publish(item.channel, item.event, item.data), epoch: EPOCH, duplicate: false }));
     res.writeHead(200, { "content-type": "application/json" });
-    res.end(JSON.stringify({ offset, epoch: EPOCH, duplicate: false }));
+    res.end(JSON.stringify(batch ? { results } : results[0]));
   });
 });
 

@@ -87,7 +87,7 @@ def create_app() -> socketio.ASGIApp:
 
 
 def _http_app(rooms: Rooms) -> Any:
-    """GET /health and POST /api/publish, as a raw ASGI app."""
+    """GET /health, POST /api/publish and /api/publish/batch, as a raw ASGI app."""
 
     async def respond(send: Any, status: int, body: bytes) -> None:
         headers = [(b"content-type", b"application/json")]
@@ -100,7 +100,8 @@ def _http_app(rooms: Rooms) -> Any:
         if scope["method"] == "GET" and scope["path"] == "/health":
             await respond(send, 200, b'{"ok":true}')
             return
-        if scope["method"] != "POST" or scope["path"] != "/api/publish":
+        batch = scope["path"] == "/api/publish/batch"
+        if scope["method"] != "POST" or scope["path"] not in ("/api/publish", "/api/publish/batch"):
             await respond(send, 404, b"{}")
             return
         body = b""
@@ -113,11 +114,19 @@ def _http_app(rooms: Rooms) -> Any:
             req = json.loads(body)
         except ValueError:
             req = None
-        if not _valid(req):
+        items = req.get("publications") if batch and isinstance(req, dict) else [req]
+        if not isinstance(items, list) or not all(_valid(item) for item in items):
             await respond(send, 422, b"{}")
             return
-        offset = await rooms.publish(req["channel"], req["event"], req.get("data"))
-        reply = {"offset": offset, "epoch": EPOCH, "duplicate": False}
+        results = [
+            {
+                "offset": await rooms.publish(item["channel"], item["event"], item.get("data")),
+                "epoch": EPOCH,
+                "duplicate": False,
+            }
+            for item in items
+        ]
+        reply = {"results": results} if batch else results[0]
         await respond(send, 200, json.dumps(reply).encode())
 
     return app
