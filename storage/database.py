@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
@@ -17,6 +16,7 @@ from sqlalchemy.ext.asyncio import (
 )
 
 from domain.errors import Unavailable
+from storage.serial import SerialLock
 
 # What a database that is down or restarting raises: the driver's socket errors surface
 # unwrapped when a new connection cannot even be opened.
@@ -31,7 +31,9 @@ def _transient(exc: DBAPIError) -> bool:
     return isinstance(state, str) and state[:2] in _TRANSIENT_SQLSTATE_CLASSES
 
 
-def create_engine(url: str, **kwargs: Any) -> AsyncEngine:
+def create_engine(
+    url: str, *, pool_size: int = 10, max_overflow: int = 10, **kwargs: Any
+) -> AsyncEngine:
     """An engine that survives database restarts (pre-ping) and suits SQLite's locking."""
     if url.startswith("sqlite"):
         engine = create_async_engine(url, connect_args={"timeout": 15}, **kwargs)
@@ -57,7 +59,9 @@ def create_engine(url: str, **kwargs: Any) -> AsyncEngine:
             connection.exec_driver_sql("BEGIN IMMEDIATE")
 
         return engine
-    return create_async_engine(url, pool_pre_ping=True, pool_size=10, max_overflow=10, **kwargs)
+    return create_async_engine(
+        url, pool_pre_ping=True, pool_size=pool_size, max_overflow=max_overflow, **kwargs
+    )
 
 
 def sessionmaker(engine: AsyncEngine) -> async_sessionmaker[AsyncSession]:
@@ -80,20 +84,30 @@ class Database:
         self.engine = create_engine(url)
         self.sessions = sessionmaker(self.engine)
         self.postgres = self.engine.dialect.name == "postgresql"
-        self._serial = asyncio.Lock() if url.startswith("sqlite") else None
+        self._serial = SerialLock() if url.startswith("sqlite") else None
+        # Urgent work (the outbox relay, whose short passes deliver everybody's committed
+        # changes) must not queue behind request handlers: on SQLite it goes first on the
+        # lock; on PostgreSQL it has connections of its own (one for the relay's advisory
+        # lock, one for its transactions) instead of waiting for a pooled one.
+        self.urgent_engine = (
+            create_engine(url, pool_size=2, max_overflow=0) if self._serial is None else self.engine
+        )
+        self._urgent_sessions = sessionmaker(self.urgent_engine)
 
     @asynccontextmanager
-    async def transaction(self) -> AsyncIterator[AsyncSession]:
+    async def transaction(self, *, urgent: bool = False) -> AsyncIterator[AsyncSession]:
         """One unit of work; a database that cannot be reached becomes a retryable error."""
+        sessions = self._urgent_sessions if urgent else self.sessions
         if self._serial is None:
-            async with _mapped_outage(self.sessions) as session:
+            async with _mapped_outage(sessions) as session:
                 yield session
             return
-        async with self._serial, _mapped_outage(self.sessions) as session:
+        async with self._serial.hold(urgent=urgent), _mapped_outage(sessions) as session:
             yield session
 
     async def dispose(self) -> None:
         await self.engine.dispose()
+        await self.urgent_engine.dispose()
 
 
 @asynccontextmanager

@@ -71,7 +71,7 @@ class OutboxRelay:
         db: Database,
         publish: Publish,
         *,
-        batch_size: int = 100,
+        batch_size: int = 500,
         poll_interval: float = 1.0,
         retention: timedelta = timedelta(hours=1),
     ) -> None:
@@ -108,7 +108,7 @@ class OutboxRelay:
         async with self._lock, self._cluster_lock() as ours:
             if not ours:
                 return 0  # another node is relaying right now
-            async with self._db.transaction() as session:
+            async with self._db.transaction(urgent=True) as session:
                 rows = (
                     await session.execute(
                         select(
@@ -142,7 +142,7 @@ class OutboxRelay:
 
             await asyncio.gather(*(drain(channel_rows) for channel_rows in by_channel.values()))
             if published:
-                async with self._db.transaction() as session:
+                async with self._db.transaction(urgent=True) as session:
                     await session.execute(
                         update(OutboxRow)
                         .where(OutboxRow.id.in_(published))
@@ -158,7 +158,7 @@ class OutboxRelay:
         if not self._db.postgres:
             yield True
             return
-        async with self._db.engine.connect() as connection:
+        async with self._db.urgent_engine.connect() as connection:
             ours = bool(await connection.scalar(select(func.pg_try_advisory_lock(_RELAY_LOCK))))
             try:
                 yield ours
