@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 from urllib.parse import quote
 
 from client_sdk._errors import NotFound
-from client_sdk._models import Message, Resync
+from client_sdk._models import Message, Resync, optional_datetime
 from client_sdk._subscription import Subscription
 
 if TYPE_CHECKING:
@@ -95,7 +95,7 @@ class Flight:
                 delay_minutes=int(snapshot["delay_minutes"]),
                 gate=snapshot.get("gate"),
                 terminal=snapshot.get("terminal"),
-                **{name: _moment(snapshot.get(name)) for name in _TIMES},
+                **{name: optional_datetime(snapshot.get(name)) for name in _TIMES},
                 position=_position(snapshot.get("position")),
                 provider_ts=datetime.fromisoformat(snapshot["provider_ts"]),
                 version=int(snapshot["version"]),
@@ -295,10 +295,6 @@ def _wire(value: Any) -> Any:
     if isinstance(value, AircraftPosition):
         return dataclasses.asdict(value)
     return value
-
-
-def _moment(value: Any) -> datetime | None:
-    return None if value is None else datetime.fromisoformat(value)
 
 
 def _position(value: Any) -> AircraftPosition | None:

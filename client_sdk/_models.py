@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass
+from datetime import datetime
 from typing import Any, NamedTuple
 
 
@@ -212,3 +213,8 @@ def _int(value: object) -> int:
     if isinstance(value, bool) or not isinstance(value, int):
         raise TypeError(f"expected an integer, got {value!r}")
     return value
+
+
+def optional_datetime(value: Any) -> datetime | None:
+    """An ISO 8601 moment of a snapshot, or None."""
+    return None if value is None else datetime.fromisoformat(value)

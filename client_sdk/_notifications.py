@@ -16,7 +16,7 @@ from types import TracebackType
 from typing import TYPE_CHECKING, Any, Literal, Protocol
 
 from client_sdk._errors import error_class
-from client_sdk._models import Message, Resync
+from client_sdk._models import Message, Resync, optional_datetime
 from client_sdk._subscription import Subscription
 
 if TYPE_CHECKING:
@@ -74,8 +74,8 @@ class Notification:
                 link=snapshot.get("link"),
                 data=snapshot.get("data"),
                 created_at=datetime.fromisoformat(snapshot["created_at"]),
-                read_at=_moment(snapshot.get("read_at")),
-                delivered_at=_moment(snapshot.get("delivered_at")),
+                read_at=optional_datetime(snapshot.get("read_at")),
+                delivered_at=optional_datetime(snapshot.get("delivered_at")),
             )
         except (KeyError, TypeError) as exc:
             raise ValueError(f"malformed notification: {snapshot!r}") from exc
@@ -330,10 +330,6 @@ class Inbox:
 
 def _read(notification: Notification, at: datetime) -> Notification:
     return notification if notification.read_at else dataclasses.replace(notification, read_at=at)
-
-
-def _moment(value: Any) -> datetime | None:
-    return None if value is None else datetime.fromisoformat(value)
 
 
 def _subject(token: str | None) -> str:
