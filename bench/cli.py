@@ -1,9 +1,11 @@
 """Benchmark Tandem against a bare python-socketio server and Node's socket.io, side by side.
 
-Usage: python -m bench [--quick] [--servers tandem,bare,node] [--scenarios fanout1k,...]
+Usage: python -m bench [--quick] [--servers tandem,tandem2,bare,node] [--scenarios fanout1k,...]
        (or `tandem bench ...`)
 
-Each server runs as one process on loopback, started fresh for every scenario; Node
+Each server runs as one process on loopback (tandem2: two Tandem processes sharing the Redis at
+TANDEM_BENCH_REDIS_URL, default 127.0.0.1:6379, under a key prefix of its own), started fresh
+for every scenario; Node
 socket.io-client workers (websocket transport) connect, subscribe and record latency while a
 publisher worker ramps the publish rate. Prints a Markdown table, writes JSON and a PNG plot.
 The load generator runs on the same machine as the server and shares its cores.
@@ -54,7 +56,11 @@ def parse_args(argv: list[str] | None) -> tuple[Options, Path, argparse.Namespac
     )
     add = parser.add_argument
     add("--quick", action="store_true", help="small run: 100-250 clients, short steps")
-    add("--servers", default="tandem,bare,node", help=f"comma-separated: {', '.join(SERVERS)}")
+    add(
+        "--servers",
+        default="tandem,tandem2,bare,node",
+        help=f"comma-separated: {', '.join(SERVERS)}",
+    )
     add("--scenarios", default=",".join(SCENARIOS), help="comma-separated scenario names")
     add("--clients", type=int, help="clients in every scenario (overrides the defaults)")
     add("--duration", type=float, help="seconds of publishing per step (default 3, quick 1.5)")

@@ -8,7 +8,12 @@ from typing import Any
 
 from bench.scenarios import Result
 
-SERVER_NAMES = {"tandem": "Tandem", "bare": "python-socketio", "node": "Node socket.io"}
+SERVER_NAMES = {
+    "tandem": "Tandem",
+    "bare": "python-socketio",
+    "node": "Node socket.io",
+    "tandem2": "Tandem, 2 processes + Redis",
+}
 
 
 def _num(value: float | None, digits: int = 0) -> str:

@@ -93,10 +93,10 @@ class Run:
     def workers(self) -> list[Worker]:
         return self.subscribers + ([self.publisher] if self.publisher else [])
 
-    def _subscribe_command(self, start: int, count: int) -> dict[str, Any]:
+    def _subscribe_command(self, start: int, count: int, url: str) -> dict[str, Any]:
         command: dict[str, Any] = {
             "cmd": "subscribe",
-            "url": self.target.url,
+            "url": url,
             "token": self.target.token,
             "count": count,
             "concurrency": self.options.connect_concurrency,
@@ -111,7 +111,9 @@ class Run:
 
     async def connect(self, result: Result, hard_timeout_s: float) -> None:
         clients = self.scenario.clients
-        count = max(1, min(self.options.workers, clients))
+        # At least one subscriber worker per server process, each on its own process.
+        urls = self.target.urls
+        count = max(len(urls), min(self.options.workers, clients))
         for i in range(count):  # one by one, so that close() stops those that started
             self.subscribers.append(
                 await Worker.start(self.tmp / f"loadgen-{i}.log", hard_timeout_s)
@@ -120,8 +122,10 @@ class Run:
         timeout = 60 + clients / 50
         replies = await asyncio.gather(
             *(
-                worker.call(self._subscribe_command(start, n), timeout)
-                for worker, (start, n) in zip(self.subscribers, split(clients, count), strict=True)
+                worker.call(self._subscribe_command(start, n, urls[i % len(urls)]), timeout)
+                for i, (worker, (start, n)) in enumerate(
+                    zip(self.subscribers, split(clients, count), strict=True)
+                )
             )
         )
         result.connect_s = round(time.monotonic() - began, 2)
@@ -236,7 +240,7 @@ class Run:
         return sum(c["disorder"] for c in counts), sum(c["dropped"] for c in counts)
 
     def _server_cpu(self) -> float:
-        return cpu_seconds(self.target.pid)
+        return sum(cpu_seconds(pid) for pid in self.target.pids)
 
     def _loadgen_cpu(self) -> float:
         return sum(worker.cpu_seconds() for worker in self.workers)
@@ -359,12 +363,12 @@ async def run_scenario(server: str, scenario: Scenario, options: Options, tmp: P
 
 
 async def _measure(run: Run, result: Result, bound: float) -> None:
-    pid, options = run.target.pid, run.options
+    pids, options = run.target.pids, run.options
     await asyncio.sleep(options.settle_s / 2)
-    before = rss_bytes(pid)
+    before = sum(rss_bytes(pid) for pid in pids)
     await run.connect(result, bound)
     await asyncio.sleep(options.settle_s)
-    idle = rss_bytes(pid)
+    idle = sum(rss_bytes(pid) for pid in pids)
     result.rss_before_mib = round(before / 2**20, 1)
     result.rss_idle_mib = round(idle / 2**20, 1)
     if result.connected:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import secrets
 import subprocess
 import sys
 import time
@@ -22,7 +23,10 @@ import httpx
 
 from bench.processes import NODE_DIR, ROOT, die_with_parent, free_port, stop
 
-SERVERS = ("tandem", "bare", "node")
+SERVERS = ("tandem", "bare", "node", "tandem2")
+# tandem2: two Tandem processes sharing Redis (subscribers split between them, publishers on
+# the first), under a key prefix of its own that is deleted afterwards.
+REDIS_URL = os.environ.get("TANDEM_BENCH_REDIS_URL", "redis://127.0.0.1:6379/0")
 JWT_SECRET = "bench-secret-0123456789abcdef-0123456789abcdef"
 API_KEY = "bench-api-key"
 # Tandem's per-connection publish rate limit (20/s by default) would throttle the publisher.
@@ -41,29 +45,35 @@ TANDEM_SETTINGS = {
 @dataclass
 class Target:
     name: str
-    url: str
-    process: subprocess.Popen[bytes]
+    urls: list[str]  # one per process; publishers use the first
+    processes: list[subprocess.Popen[bytes]]
     token: str
     api_key: str
-    log_path: Path
+    log_paths: list[Path]
 
     @property
-    def pid(self) -> int:
-        return self.process.pid
+    def url(self) -> str:
+        return self.urls[0]
+
+    @property
+    def pids(self) -> list[int]:
+        return [process.pid for process in self.processes]
 
     def log_tail(self, lines: int = 30) -> str:
-        try:
-            text = self.log_path.read_text(errors="replace")
-        except OSError:
-            return ""
-        return "\n".join(text.splitlines()[-lines:])
+        tails = []
+        for path in self.log_paths:
+            try:
+                text = path.read_text(errors="replace")
+            except OSError:
+                continue
+            tails.append("\n".join(text.splitlines()[-lines:]))
+        return "\n".join(tails)
 
 
-def _clean_env(extra: dict[str, str]) -> dict[str, str]:
+def _clean_env() -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("TANDEM_")}
     env.pop("PYTHONPATH", None)
     env["PYTHONUNBUFFERED"] = "1"
-    env.update(extra)
     return env
 
 
@@ -101,11 +111,14 @@ def tandem_token(env: dict[str, str], cwd: Path) -> str:
     return result.stdout.decode().strip()
 
 
-def _spawn(name: str, tmp: Path) -> tuple[subprocess.Popen[bytes], str, int, str, Path]:
+def _spawn(
+    name: str, tmp: Path, extra: dict[str, str]
+) -> tuple[subprocess.Popen[bytes], str, int, str, Path]:
     tmp.mkdir(parents=True, exist_ok=True)
     port = free_port()
-    env = _clean_env({})
+    env = _clean_env()
     command, health = _COMMANDS[name](port, tmp, env)
+    env.update(extra)
     log_path = tmp / f"{name}-{port}.log"
     with log_path.open("wb") as log:
         process = subprocess.Popen(
@@ -128,25 +141,66 @@ def _spawn(name: str, tmp: Path) -> tuple[subprocess.Popen[bytes], str, int, str
 @asynccontextmanager
 async def started(name: str, tmp: Path) -> AsyncIterator[Target]:
     """Start server ``name`` in ``tmp`` and wait until it answers; stop it by PID after."""
-    process, health, port, token, log_path = await asyncio.to_thread(_spawn, name, tmp)
+    if name != "tandem2":
+        async with _processes(name, tmp, [{}]) as target:
+            yield target
+        return
+    prefix = f"tandem-bench-{secrets.token_hex(4)}:"
+    extra = {"TANDEM_BROKER_URL": f"{REDIS_URL}?prefix={prefix}"}
     try:
-        target = Target(name, f"http://127.0.0.1:{port}", process, token, API_KEY, log_path)
+        async with _processes("tandem", tmp, [extra, extra]) as target:
+            target.name = name
+            yield target
+    finally:
+        await _delete_prefix(prefix)
+
+
+@asynccontextmanager
+async def _processes(name: str, tmp: Path, extras: list[dict[str, str]]) -> AsyncIterator[Target]:
+    target = Target(name, [], [], "", API_KEY, [])
+    try:
+        health = "/"
+        for i, extra in enumerate(extras):
+            process, health, port, token, log_path = await asyncio.to_thread(
+                _spawn, name, tmp / str(i), extra
+            )
+            target.processes.append(process)
+            target.urls.append(f"http://127.0.0.1:{port}")
+            target.log_paths.append(log_path)
+            target.token = token
         await _wait_ready(target, health, 30.0)
         yield target
     finally:
-        await asyncio.to_thread(stop, process)
+        for process in target.processes:
+            await asyncio.to_thread(stop, process)
+
+
+async def _delete_prefix(prefix: str) -> None:
+    import redis.asyncio as aioredis  # only tandem2 needs Redis
+
+    client = aioredis.from_url(REDIS_URL)
+    try:
+        keys = [key async for key in client.scan_iter(match=f"{prefix}*", count=500)]
+        if keys:
+            await client.delete(*keys)
+    finally:
+        await client.aclose()
 
 
 async def _wait_ready(target: Target, path: str, within_s: float) -> None:
     deadline = time.monotonic() + within_s
     async with httpx.AsyncClient(timeout=1) as client:
-        while time.monotonic() < deadline:
-            if target.process.poll() is not None:
-                raise RuntimeError(f"{target.name} exited early:\n{target.log_tail()}")
-            try:
-                if (await client.get(target.url + path)).status_code == 200:
-                    return
-            except httpx.HTTPError:
-                pass
-            await asyncio.sleep(0.1)
-    raise RuntimeError(f"{target.name} not ready within {within_s}s:\n{target.log_tail()}")
+        for url, process in zip(target.urls, target.processes, strict=True):
+            while True:
+                if process.poll() is not None:
+                    raise RuntimeError(f"{target.name} exited early:\n{target.log_tail()}")
+                try:
+                    if (await client.get(url + path)).status_code == 200:
+                        break
+                except httpx.HTTPError:
+                    pass
+                if time.monotonic() > deadline:
+                    raise RuntimeError(
+                        f"{target.name} not ready within {within_s}s:\n{target.log_tail()}"
+                    )
+                await asyncio.sleep(0.1)
