@@ -186,6 +186,15 @@ class PresenceStore(Protocol):
         """
         ...
 
+    async def statuses(self, channel: str) -> set[str]:
+        """The distinct ``status`` values of the unexpired entries on ``channel``: enough to
+        combine a user's status, without reading (and decoding) every entry.
+
+        Raises:
+            PresenceUnavailable: retry later.
+        """
+        ...
+
 
 def aggregate(entries: Iterable[PresenceEntry], limit: int) -> Presence:
     """One member per user, ordered by user id, with the name and info of their newest entry

@@ -100,6 +100,9 @@ class MemoryPresenceStore:
         now = self._clock()
         return [e for conn, e in state.entries.items() if state.expires[conn] > now]
 
+    async def statuses(self, channel: str) -> set[str]:
+        return {entry.status for entry in await self.entries(channel)}
+
     def _channel(self, channel: str) -> _Channel | None:
         self._require_running()
         return self._channels.get(channel)

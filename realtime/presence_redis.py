@@ -6,7 +6,9 @@ in one cluster slot and every script below touches one slot):
 - ``{p}{<ch>}:pe`` hash conn -> msgpack entry;
 - ``{p}{<ch>}:pc`` hash conn -> user;
 - ``{p}{<ch>}:pt`` sorted set conn -> expiry time (ms, Redis's clock);
-- ``{p}{<ch>}:pu`` hash user -> number of entries.
+- ``{p}{<ch>}:pu`` hash user -> number of entries;
+- ``{p}{<ch>}:ps`` hash conn -> reported status (``statuses`` reads it without decoding every
+  entry: a user's status is compared on each of their connects).
 
 Each operation is one Lua script, so adding, removing and expiring are atomic and exactly one
 caller sees a user's count go from 0 to 1 or back. Expiry uses Redis's ``TIME``: one clock for
@@ -39,7 +41,8 @@ local t = redis.call("TIME")
 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 """
 
-# KEYS: pe pc pt pu. ARGV: conn, user, entry, ttl ms, keys ttl ms. Returns 1 if the user joined.
+# KEYS: pe pc pt pu ps. ARGV: conn, user, entry, ttl ms, keys ttl ms, status. Returns 1 if the
+# user joined.
 _ADD = (
     _NOW
     + """
@@ -48,8 +51,9 @@ if redis.call("HSETNX", KEYS[2], ARGV[1], ARGV[2]) == 1 then
   if redis.call("HINCRBY", KEYS[4], ARGV[2], 1) == 1 then joined = 1 end
 end
 redis.call("HSET", KEYS[1], ARGV[1], ARGV[3])
+redis.call("HSET", KEYS[5], ARGV[1], ARGV[6])
 redis.call("ZADD", KEYS[3], now + tonumber(ARGV[4]), ARGV[1])
-for i = 1, 4 do redis.call("PEXPIRE", KEYS[i], ARGV[5]) end
+for i = 1, 5 do redis.call("PEXPIRE", KEYS[i], ARGV[5]) end
 return joined
 """
 )
@@ -61,6 +65,7 @@ local function delete(conn)
   redis.call("HDEL", KEYS[1], conn)
   redis.call("HDEL", KEYS[2], conn)
   redis.call("ZREM", KEYS[3], conn)
+  redis.call("HDEL", KEYS[5], conn)
   if not user then return false end
   if redis.call("HINCRBY", KEYS[4], user, -1) <= 0 then
     redis.call("HDEL", KEYS[4], user)
@@ -70,7 +75,7 @@ local function delete(conn)
 end
 """
 
-# KEYS: pe pc pt pu. ARGV: conn. Returns the user if they left.
+# KEYS: pe pc pt pu ps. ARGV: conn. Returns the user if they left.
 _REMOVE = (
     _DELETE
     + """
@@ -79,7 +84,7 @@ return delete(ARGV[1])
 """
 )
 
-# KEYS: pe pc pt pu. ARGV: ttl ms, keys ttl ms, conn... Returns the conns not stored.
+# KEYS: pe pc pt pu ps. ARGV: ttl ms, keys ttl ms, conn... Returns the conns not stored.
 _TOUCH = (
     _NOW
     + """
@@ -93,13 +98,13 @@ for i = 3, #ARGV do
   end
 end
 if #missing < #ARGV - 2 then
-  for i = 1, 4 do redis.call("PEXPIRE", KEYS[i], ARGV[2]) end
+  for i = 1, 5 do redis.call("PEXPIRE", KEYS[i], ARGV[2]) end
 end
 return missing
 """
 )
 
-# KEYS: pe pc pt pu. ARGV: batch size. Returns {expired count, {users who left...}}.
+# KEYS: pe pc pt pu ps. ARGV: batch size. Returns {expired count, {users who left...}}.
 _EXPIRE = (
     _NOW
     + _DELETE
@@ -122,6 +127,23 @@ local out = {}
 for _, conn in ipairs(redis.call("ZRANGEBYSCORE", KEYS[2], "(" .. now, "+inf")) do
   local raw = redis.call("HGET", KEYS[1], conn)
   if raw then out[#out + 1] = raw end
+end
+return out
+"""
+)
+
+# KEYS: pt ps. Returns the distinct statuses of the unexpired entries (an entry stored before
+# `ps` existed counts as online).
+_STATUSES = (
+    _NOW
+    + """
+local seen, out = {}, {}
+for _, conn in ipairs(redis.call("ZRANGEBYSCORE", KEYS[1], "(" .. now, "+inf")) do
+  local status = redis.call("HGET", KEYS[2], conn) or "online"
+  if not seen[status] then
+    seen[status] = true
+    out[#out + 1] = status
+  end
 end
 return out
 """
@@ -151,6 +173,7 @@ class RedisPresenceStore:
             ("touch", _TOUCH),
             ("expire", _EXPIRE),
             ("members", _MEMBERS),
+            ("statuses", _STATUSES),
         ):
             self._scripts[name] = self._redis.register_script(source)
         return self
@@ -168,7 +191,7 @@ class RedisPresenceStore:
 
     async def add(self, channel: str, entry: PresenceEntry) -> bool:
         payload = msgpack.packb(entry.as_dict())
-        args = [entry.conn, entry.user, payload, self._ttl_ms, self._keys_ttl_ms]
+        args = [entry.conn, entry.user, payload, self._ttl_ms, self._keys_ttl_ms, entry.status]
         return bool(await self._run("add", self._keys(channel), args))
 
     async def remove(self, channel: str, conn: str) -> str | None:
@@ -198,11 +221,15 @@ class RedisPresenceStore:
         raw = await self._run("members", keys, [])
         return [PresenceEntry.from_dict(msgpack.unpackb(item)) for item in raw]
 
+    async def statuses(self, channel: str) -> set[str]:
+        keys = [self._key(channel, "pt"), self._key(channel, "ps")]
+        return {status.decode() for status in await self._run("statuses", keys, [])}
+
     def _key(self, channel: str, suffix: str) -> str:
         return f"{self._prefix}{{{channel}}}:{suffix}"
 
     def _keys(self, channel: str) -> list[str]:
-        return [self._key(channel, suffix) for suffix in ("pe", "pc", "pt", "pu")]
+        return [self._key(channel, suffix) for suffix in ("pe", "pc", "pt", "pu", "ps")]
 
     async def _run(self, name: str, keys: list[str], args: list[Any]) -> Any:
         script = self._scripts.get(name)

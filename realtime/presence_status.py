@@ -122,8 +122,7 @@ class StatusBoard:
         Raises:
             BrokerUnavailable: the store is down (PresenceUnavailable is one).
         """
-        entries = await self._store.entries(status_key(user))
-        return combine_statuses(entry.status for entry in entries)
+        return combine_statuses(await self._store.statuses(status_key(user)))
 
     async def statuses(self, users: Iterable[str]) -> dict[str, str]:
         """The combined status of each of ``users`` (one store read each, side by side)."""
@@ -145,14 +144,16 @@ class StatusBoard:
         key = status_key(user)
         async with self._lock(user):
             try:
-                before = await self._store.entries(key) if compare else []
+                # Statuses, not entries: a user with N connections would otherwise decode
+                # all N entries twice on each connect (quadratic in N).
+                before = await self._store.statuses(key) if compare else set()
                 entry = self._local.get(conn)
                 if entry is None:
                     await self._store.remove(key, conn)
                 else:
                     await self._store.add(key, entry)
                     self._dirty.discard(conn)
-                after = await self._store.entries(key) if compare else []
+                after = await self._store.statuses(key) if compare else set()
             except BrokerUnavailable as exc:
                 if conn in self._local:
                     self._dirty.add(conn)  # the heartbeat writes it again
@@ -162,12 +163,14 @@ class StatusBoard:
                 return None
         if not compare:
             return None
-        old = combine_statuses(e.status for e in before)
-        new = combine_statuses(e.status for e in after)
+        old, new = combine_statuses(before), combine_statuses(after)
         if old != new and OFFLINE not in (old, new):
             channels = {user_channel(user)}
-            for other in after:
-                channels.update(other.info.get("channels", ()))
+            try:
+                for other in await self._store.entries(key):
+                    channels.update(other.info.get("channels", ()))
+            except BrokerUnavailable as exc:
+                log.warning("announcing %s's status on their own channel only: %s", user, exc)
             await self._announce(user, name, new, channels)
         return new
 

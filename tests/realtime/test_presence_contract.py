@@ -193,8 +193,14 @@ async def test_entries_and_statuses(make_store: StoreFactory) -> None:
             ("bob", "online"),
         ]
         assert await store.entries("room:never") == []
+        assert await other.statuses("room:s") == {"away", "busy", "online"}
+        await store.add("room:s", replace(entry("c1", "alice"), status="online"))
+        await other.remove("room:s", "c2")
+        assert await other.statuses("room:s") == {"online"}
+        assert await store.statuses("room:never") == set()
         await asyncio.sleep(0.45)
         assert await store.entries("room:s") == []  # expired entries never show
+        assert await other.statuses("room:s") == set()
 
 
 def test_statuses_combine_busy_then_online_then_away() -> None:
@@ -229,7 +235,9 @@ async def test_redis_keys_are_hash_tagged_on_the_channel_under_the_prefix() -> N
         finally:
             await client.aclose()
     expected = [
-        f"{prefix}{{{ch}}}:{s}" for ch in ("doc:b", "room:a") for s in ("pc", "pe", "pt", "pu")
+        f"{prefix}{{{ch}}}:{s}"
+        for ch in ("doc:b", "room:a")
+        for s in ("pc", "pe", "ps", "pt", "pu")
     ]
     assert keys == expected
     assert all(0 < ttl <= 60_000 for ttl in ttls)
