@@ -13,16 +13,13 @@ from __future__ import annotations
 import argparse
 import asyncio
 import statistics
-import tempfile
 import time
-from contextlib import ExitStack
-from pathlib import Path
 
 import httpx
 import socketio
 
-from tests.support.live import API_KEY, LiveServer, live_server
-from tests.support.redis import broker_url, delete_prefix, unique_prefix
+from bench.cluster import local_nodes
+from tests.support.live import API_KEY, LiveServer
 
 
 async def measure(nodes: list[LiveServer], subscribers: int, rate: float, seconds: float) -> None:
@@ -80,15 +77,8 @@ def main() -> None:
     parser.add_argument("--rate", type=float, default=50.0)
     parser.add_argument("--seconds", type=float, default=10.0)
     args = parser.parse_args()
-    prefix = unique_prefix()
-    env = {"TANDEM_BROKER_URL": broker_url(prefix)} if args.nodes == 2 else {}
-    with tempfile.TemporaryDirectory() as tmp, ExitStack() as stack:
-        nodes = [
-            stack.enter_context(live_server(Path(tmp) / f"n{i}", env)) for i in range(args.nodes)
-        ]
+    with local_nodes(args.nodes) as nodes:
         asyncio.run(measure(nodes, args.subscribers, args.rate, args.seconds))
-    if args.nodes == 2:
-        asyncio.run(delete_prefix(prefix))
 
 
 if __name__ == "__main__":

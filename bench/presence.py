@@ -12,16 +12,13 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import tempfile
 import time
-from contextlib import ExitStack
-from pathlib import Path
 from typing import Any
 
 import socketio
 
-from tests.support.live import LiveServer, live_server
-from tests.support.redis import broker_url, delete_prefix, unique_prefix
+from bench.cluster import local_nodes
+from tests.support.live import LiveServer
 
 CHANNEL = "room:presence-bench"
 
@@ -78,15 +75,8 @@ def main() -> None:
     parser.add_argument("--nodes", type=int, choices=(1, 2), default=2)
     parser.add_argument("--joins", type=int, default=200)
     args = parser.parse_args()
-    prefix = unique_prefix()
-    env = {"TANDEM_BROKER_URL": broker_url(prefix)} if args.nodes == 2 else {}
-    with tempfile.TemporaryDirectory() as tmp, ExitStack() as stack:
-        nodes = [
-            stack.enter_context(live_server(Path(tmp) / f"n{i}", env)) for i in range(args.nodes)
-        ]
+    with local_nodes(args.nodes) as nodes:
         asyncio.run(measure(nodes, args.joins))
-    if args.nodes == 2:
-        asyncio.run(delete_prefix(prefix))
 
 
 if __name__ == "__main__":

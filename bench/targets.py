@@ -22,6 +22,7 @@ from pathlib import Path
 import httpx
 
 from bench.processes import NODE_DIR, ROOT, die_with_parent, free_port, stop
+from tests.support.redis import delete_prefix
 
 SERVERS = ("tandem", "bare", "node", "tandem2")
 # tandem2: two Tandem processes sharing Redis (subscribers split between them, publishers on
@@ -152,7 +153,7 @@ async def started(name: str, tmp: Path) -> AsyncIterator[Target]:
             target.name = name
             yield target
     finally:
-        await _delete_prefix(prefix)
+        await delete_prefix(prefix, base=REDIS_URL)
 
 
 @asynccontextmanager
@@ -173,18 +174,6 @@ async def _processes(name: str, tmp: Path, extras: list[dict[str, str]]) -> Asyn
     finally:
         for process in target.processes:
             await asyncio.to_thread(stop, process)
-
-
-async def _delete_prefix(prefix: str) -> None:
-    import redis.asyncio as aioredis  # only tandem2 needs Redis
-
-    client = aioredis.from_url(REDIS_URL)
-    try:
-        keys = [key async for key in client.scan_iter(match=f"{prefix}*", count=500)]
-        if keys:
-            await client.delete(*keys)
-    finally:
-        await client.aclose()
 
 
 async def _wait_ready(target: Target, path: str, within_s: float) -> None:
