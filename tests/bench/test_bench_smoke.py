@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import json
 import math
-import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -19,10 +18,6 @@ from bench.histogram import Histogram
 from bench.loadgen import split
 
 ROOT = Path(__file__).resolve().parents[2]
-
-pytestmark = pytest.mark.skipif(
-    shutil.which("node") is None or shutil.which("npm") is None, reason="needs Node and npm"
-)
 
 RESULT_KEYS = {
     "server",
