@@ -29,6 +29,7 @@ from typing import Any, Self
 
 from realtime.broker import Broker, BrokerUnavailable
 from realtime.channels import user_channel
+from realtime.periodic import Periodic
 from realtime.presence import OFFLINE, ONLINE, PresenceEntry, PresenceStore, combine_statuses
 
 log = logging.getLogger(__name__)
@@ -51,10 +52,10 @@ class StatusBoard:
         self._local: dict[str, PresenceEntry] = {}  # this node's connections
         self._dirty: set[str] = set()  # connections whose latest entry may not be stored
         self._locks: dict[str, tuple[asyncio.Lock, list[int]]] = {}  # user -> lock, holders
-        self._heartbeat: asyncio.Task[None] | None = None
+        self._heartbeat = Periodic(self.heartbeat, self._interval, name="status-heartbeat")
 
     async def __aenter__(self) -> Self:
-        self._heartbeat = asyncio.create_task(self._beat_forever(), name="status-heartbeat")
+        self._heartbeat.start()
         return self
 
     async def __aexit__(
@@ -63,11 +64,7 @@ class StatusBoard:
         exc: BaseException | None,
         tb: TracebackType | None,
     ) -> None:
-        if self._heartbeat is not None:
-            self._heartbeat.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._heartbeat
-            self._heartbeat = None
+        await self._heartbeat.stop()
         await self.leave_node()
 
     # -- this node's connections --------------------------------------------------------------
@@ -217,11 +214,3 @@ class StatusBoard:
                 failed += 1
         if failed:
             log.warning("status heartbeat failed for %d user(s)", failed)
-
-    async def _beat_forever(self) -> None:
-        while True:
-            await asyncio.sleep(self._interval)
-            try:
-                await self.heartbeat()
-            except Exception:
-                log.exception("status heartbeat failed")

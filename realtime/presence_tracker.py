@@ -30,6 +30,7 @@ from types import TracebackType
 from typing import TYPE_CHECKING, Any, Self
 
 from realtime.broker import Broker, BrokerUnavailable
+from realtime.periodic import Periodic
 from realtime.presence import OFFLINE, ONLINE, Presence, PresenceEntry, PresenceStore
 
 if TYPE_CHECKING:
@@ -66,10 +67,10 @@ class PresenceTracker:
         self._locks: dict[str, _ChannelLock] = {}
         # Channels where a removal failed, swept until their entries have surely expired.
         self._orphans: dict[str, float] = {}
-        self._heartbeat: asyncio.Task[None] | None = None
+        self._heartbeat = Periodic(self.heartbeat, self._interval, name="presence-heartbeat")
 
     async def __aenter__(self) -> Self:
-        self._heartbeat = asyncio.create_task(self._beat_forever(), name="presence-heartbeat")
+        self._heartbeat.start()
         return self
 
     async def __aexit__(
@@ -78,11 +79,7 @@ class PresenceTracker:
         exc: BaseException | None,
         tb: TracebackType | None,
     ) -> None:
-        if self._heartbeat is not None:
-            self._heartbeat.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._heartbeat
-            self._heartbeat = None
+        await self._heartbeat.stop()
         await self.leave_node()
 
     # -- this node's connections --------------------------------------------------------------
@@ -197,14 +194,6 @@ class PresenceTracker:
                 entry = self._local.get(channel, {}).get(conn)
                 if entry is not None and await self._store.add(channel, entry):
                     await self._publish_join(channel, entry)
-
-    async def _beat_forever(self) -> None:
-        while True:
-            await asyncio.sleep(self._interval)
-            try:
-                await self.heartbeat()
-            except Exception:
-                log.exception("presence heartbeat failed")
 
     # -- internals ----------------------------------------------------------------------------
 

@@ -6,8 +6,8 @@ import asyncio
 import logging
 import secrets
 import uuid
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
-from contextlib import AsyncExitStack, asynccontextmanager, contextmanager
+from collections.abc import AsyncIterator
+from contextlib import AsyncExitStack, asynccontextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -20,6 +20,7 @@ from domain.notifications import NotificationService
 from realtime.broker import Broker, BrokerOptions, create_broker
 from realtime.channels import Channel, ChannelKind
 from realtime.hub import Hub
+from realtime.periodic import Periodic
 from realtime.presence import PresenceOptions, PresenceStore, create_presence_store
 from realtime.presence_status import StatusBoard
 from realtime.presence_tracker import PresenceTracker
@@ -95,8 +96,9 @@ class Runtime:
             await stack.enter_async_context(self.relay)
             # Closes before the relay and the database: pending receipts are written.
             stack.push_async_callback(self.receipts.close)
-            stack.enter_context(_periodic(self._purge_finished_jobs, 600.0))
-            stack.enter_context(_periodic(self._purge_read_notifications, 600.0))
+            for purge in (self._purge_finished_jobs, self._purge_read_notifications):
+                name = purge.__name__.lstrip("_")
+                await stack.enter_async_context(Periodic(purge, 600.0, name=name, immediately=True))
             yield self
 
     async def _purge_finished_jobs(self) -> None:
@@ -112,25 +114,6 @@ class Runtime:
             purged = await SqlNotificationRepository(session).purge_read(horizon)
         if purged:
             log.info("purged %d read notifications", purged)
-
-
-@contextmanager
-def _periodic(work: Callable[[], Awaitable[None]], interval: float) -> Iterator[None]:
-    """Run ``work`` every ``interval`` seconds while the block runs; failures are logged."""
-
-    async def loop() -> None:
-        while True:
-            try:
-                await work()
-            except Exception:
-                log.exception("periodic %s failed", getattr(work, "__name__", work))
-            await asyncio.sleep(interval)
-
-    task = asyncio.get_running_loop().create_task(loop())
-    try:
-        yield
-    finally:
-        task.cancel()
 
 
 def build_runtime(settings: Settings) -> Runtime:
