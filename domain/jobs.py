@@ -8,7 +8,7 @@ every change bumps ``version`` by one, so a watcher can drop stale snapshots.
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Callable
+from collections.abc import Callable, Collection, Sequence
 from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass
 from datetime import datetime
@@ -16,8 +16,9 @@ from enum import StrEnum
 from typing import Any, Protocol
 
 from domain.clock import Clock
-from domain.errors import Conflict, InvalidPayload
+from domain.errors import Conflict, DomainError, InvalidPayload, NotFound
 from domain.events import DomainEvent, EventSink
+from domain.group_commit import GroupCommit
 
 
 class JobStatus(StrEnum):
@@ -133,15 +134,20 @@ def job_event(kind: str, job: Job) -> DomainEvent:
 
 
 class JobRepository(Protocol):
-    """Jobs as stored. ``get`` raises NotFound; ``lock`` also holds the row until commit."""
+    """Jobs as stored. ``get`` raises NotFound."""
 
     async def get(self, job_id: str) -> Job: ...
 
-    async def lock(self, job_id: str) -> Job: ...
+    async def lock_all(self, job_ids: Collection[str]) -> dict[str, Job]:
+        """The jobs among ``job_ids`` that exist, each row held until commit."""
+        ...
 
     async def add(self, job: Job) -> None: ...
 
-    async def save(self, job: Job) -> None: ...
+    async def save_all(self, versions: Sequence[Job]) -> None:
+        """Store successive versions of locked jobs: a row ends at its job's last version, and
+        every version goes into the audit trail."""
+        ...
 
     async def list_by_owner(self, owner: str, *, limit: int) -> list[Job]: ...
 
@@ -164,6 +170,7 @@ class JobService:
         self._uow = unit_of_work
         self._clock = clock
         self._new_id = new_id
+        self._changes: GroupCommit[_Change, Job] = GroupCommit(self._commit)
 
     async def create(self, *, owner: str, kind: str, job_id: str | None = None) -> Job:
         job = Job.create(job_id or self._new_id(), owner=owner, kind=kind, now=self._clock.now())
@@ -201,9 +208,36 @@ class JobService:
             return await uow.jobs.list_by_owner(owner, limit=limit)
 
     async def _change(self, job_id: str, kind: str, change: Callable[[Job, datetime], Job]) -> Job:
+        return await self._changes.submit(_Change(job_id, kind, change))
+
+    async def _commit(self, changes: list[_Change]) -> list[Job | Exception]:
+        """Apply concurrent changes in arrival order, in one transaction (see GroupCommit)."""
+        outcomes: list[Job | Exception] = []
         async with self._uow() as uow:
-            # The row lock serializes changes to one job, so events leave in version order.
-            job = change(await uow.jobs.lock(job_id), self._clock.now())
-            await uow.jobs.save(job)
-            uow.events.emit(job_event(kind, job))
-        return job
+            # The row locks serialize changes to one job across nodes, so events leave in
+            # version order; within the batch, a job's changes apply one after another.
+            jobs = await uow.jobs.lock_all({change.job_id for change in changes})
+            now = self._clock.now()
+            versions: list[Job] = []
+            for change in changes:
+                try:
+                    job = jobs.get(change.job_id)
+                    if job is None:
+                        raise NotFound(f"no job {change.job_id!r}")
+                    job = change.apply(job, now)
+                except DomainError as exc:
+                    outcomes.append(exc)  # refused: changes nothing, fails only its caller
+                    continue
+                jobs[job.id] = job
+                versions.append(job)
+                uow.events.emit(job_event(change.kind, job))
+                outcomes.append(job)
+            await uow.jobs.save_all(versions)
+        return outcomes
+
+
+@dataclass(frozen=True, slots=True)
+class _Change:
+    job_id: str
+    kind: str
+    apply: Callable[[Job, datetime], Job]

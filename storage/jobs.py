@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
+from collections.abc import Collection, Sequence
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import Row, delete, insert, select, update
+from sqlalchemy import Row, bindparam, delete, insert, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -22,6 +23,10 @@ class StaleWrite(Conflict):
 
 _JOBS = Base.metadata.tables[JobRow.__tablename__]
 _AUDIT = Base.metadata.tables[JobEventRow.__tablename__]
+# Executed with one parameter set per job: SET takes the changing columns from each set.
+_SAVE = update(_JOBS).where(
+    _JOBS.c.id == bindparam("b_id"), _JOBS.c.version == bindparam("b_expected")
+)
 
 
 class SqlJobRepository:
@@ -37,31 +42,47 @@ class SqlJobRepository:
             raise NotFound(f"no job {job_id!r}")
         return _to_job(row)
 
-    async def lock(self, job_id: str) -> Job:
-        # FOR UPDATE on PostgreSQL; SQLite transactions are already exclusive (BEGIN IMMEDIATE).
-        statement = select(_JOBS).where(_JOBS.c.id == job_id).with_for_update()
-        row = (await self._session.execute(statement)).first()
-        if row is None:
-            raise NotFound(f"no job {job_id!r}")
-        return _to_job(row)
+    async def lock_all(self, job_ids: Collection[str]) -> dict[str, Job]:
+        # FOR UPDATE on PostgreSQL, in id order so that two nodes' batches never wait on each
+        # other in a cycle; SQLite transactions are already exclusive (BEGIN IMMEDIATE).
+        statement = (
+            select(_JOBS)
+            .where(_JOBS.c.id.in_(sorted(job_ids)))
+            .order_by(_JOBS.c.id)
+            .with_for_update()
+        )
+        return {row.id: _to_job(row) for row in await self._session.execute(statement)}
 
     async def add(self, job: Job) -> None:
         try:
             await self._session.execute(insert(_JOBS).values(**_columns(job)))
         except IntegrityError:
             raise Conflict(f"a job with id {job.id!r} already exists") from None
-        await self._audit(job)
+        await self._audit([job])
 
-    async def save(self, job: Job) -> None:
-        # The version check makes a lost update impossible even without the row lock.
+    async def save_all(self, versions: Sequence[Job]) -> None:
+        if not versions:
+            return
+        latest: dict[str, Job] = {}
+        expected: dict[str, int] = {}
+        for job in versions:
+            expected.setdefault(job.id, job.version - 1)
+            latest[job.id] = job
+        # One executemany per table, whatever the batch size: a statement is a round trip.
         result = await self._session.execute(
-            update(_JOBS)
-            .where(_JOBS.c.id == job.id, _JOBS.c.version == job.version - 1)
-            .values(**_columns(job))
+            _SAVE,
+            [
+                {**_changing_columns(job), "b_id": job.id, "b_expected": expected[job.id]}
+                for job in latest.values()
+            ],
         )
-        if result.rowcount != 1:  # type: ignore[attr-defined]
-            raise StaleWrite(f"job {job.id} changed concurrently")
-        await self._audit(job)
+        # The version check makes a lost update impossible even without the row locks; only
+        # some drivers count rows across an executemany (asyncpg does not; there the FOR UPDATE
+        # locks alone keep writers apart).
+        multi_rowcount = self._session.get_bind().dialect.supports_sane_multi_rowcount
+        if multi_rowcount and result.rowcount != len(latest):  # type: ignore[attr-defined]
+            raise StaleWrite("a job changed concurrently")
+        await self._audit(versions)
 
     async def list_by_owner(self, owner: str, *, limit: int) -> list[Job]:
         rows = await self._session.execute(
@@ -85,14 +106,18 @@ class SqlJobRepository:
             await self._session.execute(delete(JobRow).where(JobRow.id.in_(ids)))
         return len(ids)
 
-    async def _audit(self, job: Job) -> None:
+    async def _audit(self, versions: Sequence[Job]) -> None:
         await self._session.execute(
-            insert(_AUDIT).values(
-                job_id=job.id,
-                version=job.version,
-                snapshot=job.snapshot(),
-                created_at=job.updated_at,
-            )
+            insert(_AUDIT),
+            [
+                {
+                    "job_id": job.id,
+                    "version": job.version,
+                    "snapshot": job.snapshot(),
+                    "created_at": job.updated_at,
+                }
+                for job in versions
+            ],
         )
 
 
@@ -101,6 +126,13 @@ def _columns(job: Job) -> dict[str, object]:
         "id": job.id,
         "owner": job.owner,
         "kind": job.kind,
+        "created_at": job.created_at,
+        **_changing_columns(job),
+    }
+
+
+def _changing_columns(job: Job) -> dict[str, object]:
+    return {
         "status": job.status.value,
         "progress": job.progress,
         "stage": job.stage,
@@ -110,7 +142,6 @@ def _columns(job: Job) -> dict[str, object]:
         if job.error is None
         else {"code": job.error.code, "message": job.error.message},
         "version": job.version,
-        "created_at": job.created_at,
         "updated_at": job.updated_at,
     }
 

@@ -8,7 +8,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
-from sqlalchemy import func, select
+from sqlalchemy import event, func, select
 
 from domain.clock import SystemClock
 from domain.errors import Conflict, InvalidPayload, NotFound
@@ -80,6 +80,41 @@ async def test_concurrent_updates_are_serialized(service: JobService) -> None:
     final = await service.get(job.id)
     assert final.version == 1 + len(applied)
     assert final.progress == max(r.progress for r in applied)
+
+
+async def test_concurrent_changes_share_transactions_and_fail_one_by_one(
+    service: JobService, db: Database
+) -> None:
+    jobs = [await service.create(owner="dora", kind="bulk") for _ in range(20)]
+    transactions = 0
+
+    def count(*_: Any) -> None:
+        nonlocal transactions
+        transactions += 1
+
+    event.listen(db.engine.sync_engine, "begin", count)
+    try:
+        calls = [service.progress(job.id, step) for step in (10, 20, 30) for job in jobs]
+        calls += [service.progress("nope", 5), service.progress(jobs[0].id, 1)]
+        calls += [service.complete(job.id, {"n": n}) for n, job in enumerate(jobs)]
+        results = await asyncio.gather(*calls, return_exceptions=True)
+    finally:
+        event.remove(db.engine.sync_engine, "begin", count)
+    assert isinstance(results[60], NotFound) and isinstance(results[61], Conflict)
+    assert all(isinstance(r, Job) for r in results[:60] + results[62:])
+    # 82 changes, but they arrive together: a handful of transactions, not 82.
+    assert transactions <= 5
+    for n, job in enumerate(jobs):
+        final = await service.get(job.id)
+        assert (final.version, final.status, final.result) == (5, JobStatus.COMPLETED, {"n": n})
+    per_job: dict[str, list[int]] = {}
+    for channel, _, version in await outbox(db):
+        per_job.setdefault(channel, []).append(version)
+    assert len(per_job) == 21  # 20 jobs' channels and dora's
+    assert all(per_job[f"job:{job.id}"] == [1, 2, 3, 4, 5] for job in jobs)
+    async with db.sessions() as session:
+        audited = await session.scalar(select(func.count()).select_from(JobEventRow))
+    assert audited == 20 * 5
 
 
 async def test_list_by_owner_and_purge(service: JobService, db: Database) -> None:
