@@ -21,6 +21,7 @@ from pathlib import Path
 
 import aiohttp
 
+from bench.procstat import cpu_seconds
 from tests.support.databases import postgres_database
 from tests.support.live import API_KEY, ROOT, LiveServer, live_server, server_env
 from tests.support.redis import broker_url, delete_prefix, unique_prefix
@@ -59,6 +60,7 @@ async def run(nodes: list[LiveServer], jobs: int, updates: int, rate: float, tmp
         ready = await asyncio.wait_for(watcher.stdout.readline(), 120)
         assert ready.strip() == b"ready", ready
         start = time.monotonic()
+        cpu_before = server_cpu(nodes)
         failures: dict[int, int] = {}
         calls = asyncio.Semaphore(64)
 
@@ -84,6 +86,7 @@ async def run(nodes: list[LiveServer], jobs: int, updates: int, rate: float, tmp
         await asyncio.gather(*(worker(i, job["id"]) for i, job in enumerate(created)))
         elapsed = time.monotonic() - start
         out, _ = await asyncio.wait_for(watcher.communicate(), budget + 30)
+        cpu = server_cpu(nodes) - cpu_before
     result = json.loads(out.decode().strip().splitlines()[-1])
     print(
         f"nodes={len(nodes)} jobs={jobs} updates/job={updates + 1} target={rate:.0f}/s: "
@@ -91,8 +94,14 @@ async def run(nodes: list[LiveServer], jobs: int, updates: int, rate: float, tmp
         f"failed: {failures or 'none'}); "
         f"watchers got {result['updates']} updates, {result['finished']} jobs finished, "
         f"{result['stale']} stale dropped; latency ms p50 {result['p50']} p99 {result['p99']} "
-        f"max {result['max']}"
+        f"max {result['max']}; server CPU {1e6 * cpu / total:.0f} µs/update"
+        f" ({cpu / elapsed:.2f} cores)"
     )
+
+
+def server_cpu(nodes: list[LiveServer]) -> float:
+    """CPU seconds of the server processes (0 for a server this benchmark did not start)."""
+    return sum(cpu_seconds(node.pid) for node in nodes if node.process is not None)
 
 
 def main() -> None:

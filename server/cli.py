@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 import json
 import logging
 from typing import Annotated, Any
@@ -76,7 +77,25 @@ def serve(
         # uvicorn's own loggers go through the handler configured above.
         log_config=None,
     )
+    tune_garbage_collector()
     DrainingServer(config, app.runtime.gateway.drain).run()
+
+
+def tune_garbage_collector() -> None:
+    """Keep the cyclic collector's pauses short on a node that holds many connections.
+
+    Full collections walk every tracked object: with 1,000 clients (~200 objects each) they
+    took 120-290 ms on this machine, every few seconds under load, and were the whole p99 of
+    bench.jobs. What imports and startup built (~160k objects) lives as long as the process, so
+    it is frozen out of the collector's sight. And a young collection every 700 allocations
+    promoted everything merely in flight (a request, a batch) to the old generation, which
+    grew it fast enough to trigger a full collection every 4-10 s; every 10,000 allocations,
+    what is promoted has really lived. bench.jobs at 500 updates/s: no full collection in 40 s
+    (young ones 10-20 ms), p99 22 ms and max 126 ms instead of 35-56 ms and 220-490 ms.
+    """
+    gc.collect()
+    gc.freeze()
+    gc.set_threshold(10_000, 10, 10)
 
 
 @cli.command()
