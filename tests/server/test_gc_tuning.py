@@ -1,4 +1,4 @@
-"""`tandem serve` keeps the garbage collector's pauses short (in a child: it changes the process)."""
+"""`tandem serve` keeps GC pauses short (checked in a child: it changes the process)."""
 
 from __future__ import annotations
 
