@@ -34,10 +34,12 @@ def new_epoch() -> str:
     return secrets.token_hex(4)
 
 
-# A retained publication: (monotonic time, event, data, offset, ts). Plain tuples of plain data,
-# not Publication objects: a node retains hundreds of thousands of them, and the cyclic garbage
-# collector stops tracking such tuples, where it walks every dataclass instance on every full
-# collection (bench.jobs: full collections grew to 290 ms pauses, the whole p99).
+# A retained publication: (monotonic time, event, data, offset, ts), rebuilt into a Publication
+# only when history is read. A node retains hundreds of thousands of them and every full pass of
+# the cyclic garbage collector walks each tracked object: this is one tracked object per
+# publication (the tuple; it holds the data dict, so it stays tracked) where a Publication in a
+# tuple plus a PublishResult in an idempotency tuple were four, and the idempotency entries are
+# now plain (expiry, offset) tuples, which the collector stops tracking.
 _Retained = tuple[float, str, Any, int, float]
 
 
