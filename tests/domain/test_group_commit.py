@@ -13,10 +13,11 @@ from domain.group_commit import GroupCommit
 class Recorder:
     """Applies batches of ints: negative ones are refused; 0 fails the whole batch."""
 
-    def __init__(self) -> None:
+    def __init__(self, *, held: bool = False) -> None:
         self.batches: list[list[int]] = []
         self.release = asyncio.Event()
-        self.release.set()
+        if not held:
+            self.release.set()
 
     async def apply(self, batch: list[int]) -> Sequence[int | Exception]:
         self.batches.append(batch)
@@ -24,6 +25,13 @@ class Recorder:
         if 0 in batch:
             raise RuntimeError("the transaction failed")
         return [ValueError(n) if n < 0 else n * 10 for n in batch]
+
+
+async def submitted(group: GroupCommit[int, int], *commands: int) -> list[asyncio.Task[int]]:
+    """Submit each command from a task of its own, and let them all reach the queue."""
+    tasks = [asyncio.create_task(group.submit(n)) for n in commands]
+    await asyncio.sleep(0)
+    return tasks
 
 
 async def test_a_lone_command_goes_at_once() -> None:
@@ -35,13 +43,10 @@ async def test_a_lone_command_goes_at_once() -> None:
 
 
 async def test_commands_arriving_during_a_batch_go_together_in_order() -> None:
-    recorder = Recorder()
-    recorder.release.clear()
+    recorder = Recorder(held=True)
     group = GroupCommit(recorder.apply, max_batch=3)
-    first = asyncio.create_task(group.submit(1))
-    await asyncio.sleep(0)
-    rest = [asyncio.create_task(group.submit(n)) for n in range(2, 7)]
-    await asyncio.sleep(0)
+    (first,) = await submitted(group, 1)
+    rest = await submitted(group, *range(2, 7))
     recorder.release.set()
     assert await first == 10
     assert [await task for task in rest] == [20, 30, 40, 50, 60]
@@ -49,13 +54,10 @@ async def test_commands_arriving_during_a_batch_go_together_in_order() -> None:
 
 
 async def test_a_refused_command_fails_only_its_caller() -> None:
-    recorder = Recorder()
-    recorder.release.clear()
+    recorder = Recorder(held=True)
     group = GroupCommit(recorder.apply)
-    blocker = asyncio.create_task(group.submit(1))
-    await asyncio.sleep(0)
-    tasks = [asyncio.create_task(group.submit(n)) for n in (2, -3, 4)]
-    await asyncio.sleep(0)
+    (blocker,) = await submitted(group, 1)
+    tasks = await submitted(group, 2, -3, 4)
     recorder.release.set()
     await blocker
     results = await asyncio.gather(*tasks, return_exceptions=True)
@@ -64,13 +66,10 @@ async def test_a_refused_command_fails_only_its_caller() -> None:
 
 
 async def test_a_failed_batch_fails_its_callers_and_the_next_batch_still_runs() -> None:
-    recorder = Recorder()
-    recorder.release.clear()
+    recorder = Recorder(held=True)
     group = GroupCommit(recorder.apply)
-    doomed = [asyncio.create_task(group.submit(n)) for n in (0, 5)]
-    await asyncio.sleep(0)
-    later = asyncio.create_task(group.submit(7))
-    await asyncio.sleep(0)
+    doomed = await submitted(group, 0, 5)
+    (later,) = await submitted(group, 7)
     recorder.release.set()
     for task in doomed:
         with pytest.raises(RuntimeError, match="transaction failed"):
@@ -80,14 +79,10 @@ async def test_a_failed_batch_fails_its_callers_and_the_next_batch_still_runs() 
 
 
 async def test_a_caller_cancelled_while_queued_is_not_applied() -> None:
-    recorder = Recorder()
-    recorder.release.clear()
+    recorder = Recorder(held=True)
     group = GroupCommit(recorder.apply)
-    blocker = asyncio.create_task(group.submit(1))
-    await asyncio.sleep(0)
-    gone = asyncio.create_task(group.submit(2))
-    kept = asyncio.create_task(group.submit(3))
-    await asyncio.sleep(0)
+    (blocker,) = await submitted(group, 1)
+    gone, kept = await submitted(group, 2, 3)
     gone.cancel()
     recorder.release.set()
     assert await blocker == 10 and await kept == 30
@@ -95,11 +90,9 @@ async def test_a_caller_cancelled_while_queued_is_not_applied() -> None:
 
 
 async def test_cancelling_the_batch_cancels_every_waiting_caller() -> None:
-    recorder = Recorder()
-    recorder.release.clear()
+    recorder = Recorder(held=True)
     group = GroupCommit(recorder.apply)
-    tasks = [asyncio.create_task(group.submit(n)) for n in (1, 2)]
-    await asyncio.sleep(0)
+    tasks = await submitted(group, 1, 2)
     (runner,) = [t for t in asyncio.all_tasks() if t.get_name() == "group-commit"]
     runner.cancel()
     results = await asyncio.gather(*tasks, return_exceptions=True)
