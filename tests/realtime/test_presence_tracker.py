@@ -9,17 +9,10 @@ from contextlib import AbstractAsyncContextManager, AsyncExitStack, asynccontext
 
 import pytest
 
-from realtime.broker import BrokerOptions, create_broker
-from realtime.presence import (
-    PresenceEntry,
-    PresenceOptions,
-    PresenceStore,
-    PresenceUnavailable,
-    create_presence_store,
-)
+from realtime.presence import PresenceEntry, PresenceStore, PresenceUnavailable
 from realtime.presence_tracker import PresenceTracker
-from tests.realtime.test_broker_contract import Received, wait_ready
-from tests.support.redis import broker_url, redis_prefix
+from tests.realtime.presence_nodes import node_backends
+from tests.realtime.test_broker_contract import Received
 
 
 class Node:
@@ -36,21 +29,11 @@ class Node:
 async def start_nodes(kind: str, n: int = 1, *, ttl: float = 30.0) -> AsyncIterator[list[Node]]:
     """``n`` nodes sharing one backend: memory (one node) or a private Redis prefix."""
     async with AsyncExitStack() as stack:
-        url = "memory://"
-        if kind == "redis":
-            url = broker_url(await stack.enter_async_context(redis_prefix()))
         nodes = []
-        for i in range(n):
-            received = Received()
-            broker = create_broker(url, BrokerOptions(node_id=f"n{i}"), received)
-            await stack.enter_async_context(broker)
-            await wait_ready(broker)
-            await broker.subscribe("room:a")
-            store = create_presence_store(url, PresenceOptions(ttl=ttl))
-            await stack.enter_async_context(store)
-            tracker = PresenceTracker(store, broker, node_id=f"n{i}", ttl=ttl)
+        for i, b in enumerate(await node_backends(stack, kind, n, channels=["room:a"], ttl=ttl)):
+            tracker = PresenceTracker(b.store, b.broker, node_id=f"n{i}", ttl=ttl)
             await stack.enter_async_context(tracker)
-            nodes.append(Node(tracker, store, received))
+            nodes.append(Node(tracker, b.store, b.received))
         yield nodes
 
 
