@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import itertools
 import logging
 import secrets
 import time
@@ -52,9 +53,13 @@ class _Stream:
     # idempotency key -> (expiry, offset); plain tuples too.
     dedupe: dict[str, tuple[float, int]] = field(default_factory=dict)
 
-    def publication(self, channel: str, retained: _Retained) -> Publication:
-        _, event, data, offset, ts = retained
-        return Publication(channel, event, data, offset, self.epoch, ts)
+    def publications(self, channel: str, newest: int) -> list[Publication]:
+        """The ``newest`` retained publications, oldest first (built only for those asked)."""
+        tail = itertools.islice(self.retained, len(self.retained) - newest, None)
+        return [
+            Publication(channel, event, data, offset, self.epoch, ts)
+            for _, event, data, offset, ts in tail
+        ]
 
 
 class MemoryBroker:
@@ -126,22 +131,21 @@ class MemoryBroker:
         stream = self._stream(channel, now)
         self._trim(stream, now)
         position = StreamPosition(stream.epoch, stream.top)
-        retained = [stream.publication(channel, item) for item in stream.retained]
+        retained = stream.retained
         if since is None:
-            if limit is not None:
-                retained = retained[-limit:] if limit > 0 else []
-            return History(retained, position)
+            count = len(retained) if limit is None else max(0, min(limit, len(retained)))
+            return History(stream.publications(channel, count), position)
         if since.epoch != stream.epoch or since.offset > stream.top:
             raise UnrecoverablePosition(
                 f"position {since.epoch}/{since.offset} is not in stream {stream.epoch}"
             )
         missed = stream.top - since.offset
-        oldest = retained[0].offset if retained else stream.top + 1
+        oldest = retained[0][3] if retained else stream.top + 1
         if missed and oldest > since.offset + 1:
             raise UnrecoverablePosition(f"publications after offset {since.offset} have expired")
         if limit is not None and missed > limit:
             raise UnrecoverablePosition(f"{missed} publications missed; the limit is {limit}")
-        return History(retained[len(retained) - missed :] if missed else [], position)
+        return History(stream.publications(channel, missed), position)
 
     async def ping(self) -> None:
         self._require_running()
