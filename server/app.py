@@ -18,7 +18,8 @@ from domain.errors import DomainError, ErrorCode
 from server import demo, flights_api, health, http_api, jobs_api, notifications_api
 from server.config import Settings
 from server.engine_guard import EngineGuard
-from server.errors import HTTP_STATUS, error_body
+from server.errors import describe_errors, http_error
+from server.express import Express
 from server.limits import BodySizeLimit
 from server.runtime import Runtime, build_runtime
 
@@ -38,7 +39,7 @@ class TandemApp:
             on_bad_post=self.runtime.sio.bad_post,
         )
         self._app = BodySizeLimit(
-            guarded,
+            Express(guarded, self.runtime),
             default_limit=settings.max_body_bytes,
             engine_limit=settings.engine_max_bytes,
         )
@@ -89,13 +90,8 @@ def _build_api(runtime: Runtime) -> FastAPI:
 
 
 def _json_error(code: ErrorCode, message: str, *, retryable: bool = False) -> JSONResponse:
-    status = HTTP_STATUS.get(code, 400)
-    headers = {"Retry-After": "1"} if status == 503 else None
-    return JSONResponse(
-        {"error": error_body(code, message, retryable=retryable)},
-        status_code=status,
-        headers=headers,
-    )
+    status, body, headers = http_error(code, message, retryable=retryable)
+    return JSONResponse(body, status_code=status, headers=headers)
 
 
 def _install_error_handlers(api: FastAPI) -> None:
@@ -105,11 +101,8 @@ def _install_error_handlers(api: FastAPI) -> None:
 
     @api.exception_handler(RequestValidationError)
     async def invalid(_: Request, exc: RequestValidationError) -> JSONResponse:
-        parts = []
-        for error in exc.errors()[:5]:
-            where = ".".join(str(p) for p in error.get("loc", ())) or "body"
-            parts.append(f"{where}: {error.get('msg', 'invalid')}")
-        return _json_error(ErrorCode.INVALID_PAYLOAD, "; ".join(parts) or "invalid request")
+        message = describe_errors(exc.errors(), "body") or "invalid request"
+        return _json_error(ErrorCode.INVALID_PAYLOAD, message)
 
     @api.exception_handler(StarletteHTTPException)
     async def http_error(_: Request, exc: StarletteHTTPException) -> JSONResponse:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterable, Mapping
 from typing import Any
 
 from pydantic import ValidationError
@@ -38,10 +39,26 @@ def domain_error_ack(exc: DomainError) -> dict[str, Any]:
     return error_ack(exc.code, exc.message, retryable=exc.retryable)
 
 
-def validation_message(exc: ValidationError) -> str:
-    """A one-line summary naming each bad field, e.g. ``channel: Field required``."""
+def http_error(
+    code: ErrorCode, message: str, *, retryable: bool = False
+) -> tuple[int, dict[str, Any], dict[str, str]]:
+    """Status, JSON body and headers of an HTTP error answer; a 503 says when to retry."""
+    status = HTTP_STATUS.get(code, 400)
+    headers = {"Retry-After": "1"} if status == 503 else {}
+    return status, {"error": error_body(code, message, retryable=retryable)}, headers
+
+
+def describe_errors(errors: Iterable[Mapping[str, Any]], whole: str) -> str:
+    """A one-line summary naming each bad field, e.g. ``channel: Field required``; an error
+    about the whole input is named ``whole``."""
     parts = []
-    for error in exc.errors()[:5]:
-        where = ".".join(str(p) for p in error["loc"]) or "payload"
-        parts.append(f"{where}: {error['msg']}")
+    for index, error in enumerate(errors):
+        if index == 5:
+            break
+        where = ".".join(str(p) for p in error.get("loc", ())) or whole
+        parts.append(f"{where}: {error.get('msg', 'invalid')}")
     return "; ".join(parts)
+
+
+def validation_message(exc: ValidationError) -> str:
+    return describe_errors(exc.errors(), "payload")

@@ -5,10 +5,12 @@ from __future__ import annotations
 import asyncio
 import hmac
 import json
+from dataclasses import dataclass
 from typing import Annotated
 
 from fastapi import APIRouter, Depends, Header, Query, Request, Response
 from fastapi.responses import JSONResponse
+from pydantic import BaseModel
 
 from domain.errors import (
     DomainError,
@@ -66,9 +68,9 @@ async def get_runtime(request: Request) -> Runtime:
 RuntimeDep = Annotated[Runtime, Depends(get_runtime)]
 
 
-async def get_caller(request: Request, runtime: RuntimeDep) -> Principal:
+def authenticate(runtime: Runtime, authorization: str | None) -> Principal:
     """``Authorization: Bearer <API key or user JWT>``."""
-    scheme, _, credential = request.headers.get("authorization", "").partition(" ")
+    scheme, _, credential = (authorization or "").partition(" ")
     if scheme.lower() != "bearer" or not credential:
         raise Unauthorized("send 'Authorization: Bearer <API key or token>'")
     for key in runtime.settings.effective_api_keys():
@@ -77,16 +79,44 @@ async def get_caller(request: Request, runtime: RuntimeDep) -> Principal:
     return runtime.verifier.verify(credential)
 
 
-Caller = Annotated[Principal, Depends(get_caller)]
-
-
-async def require_service(caller: Caller) -> Principal:
+def service_only(caller: Principal) -> Principal:
     if not caller.is_service:
         raise PermissionDenied("this endpoint needs an API key")
     return caller
 
 
+async def get_caller(request: Request, runtime: RuntimeDep) -> Principal:
+    return authenticate(runtime, request.headers.get("authorization"))
+
+
+Caller = Annotated[Principal, Depends(get_caller)]
+
+
+async def require_service(caller: Caller) -> Principal:
+    return service_only(caller)
+
+
 ServiceCaller = Annotated[Principal, Depends(require_service)]
+IDEMPOTENCY_KEY_MAX = 128
+IdempotencyKey = Annotated[str | None, Header(max_length=IDEMPOTENCY_KEY_MAX)]
+
+
+@dataclass(frozen=True, slots=True)
+class Reply:
+    """What an endpoint answers, for FastAPI's route and for ``server.express`` alike."""
+
+    status: int
+    content: BaseModel
+    headers: dict[str, str] | None = None
+
+    def respond(self, response: Response) -> BaseModel | JSONResponse:
+        """As a FastAPI endpoint's return value (``response`` is the injected one)."""
+        if self.headers:
+            return JSONResponse(
+                self.content.model_dump(mode="json"), status_code=self.status, headers=self.headers
+            )
+        response.status_code = self.status
+        return self.content
 
 
 @router.post(
@@ -99,13 +129,19 @@ async def publish(
     caller: Caller,
     runtime: RuntimeDep,
     response: Response,
-    idempotency_key: Annotated[str | None, Header(max_length=128)] = None,
-) -> PublishResponse | QueuedResponse:
+    idempotency_key: IdempotencyKey = None,
+) -> BaseModel | JSONResponse:
     """Publish one event to a channel; retry with the same ``Idempotency-Key`` safely.
 
     Answers 503 with ``Retry-After`` while the broker is down, unless ``durable`` is set: then
     the event is committed to the outbox (202) and published when the broker can take it.
     """
+    return (await publish_one(runtime, caller, body, idempotency_key)).respond(response)
+
+
+async def publish_one(
+    runtime: Runtime, caller: Principal, body: HttpPublishRequest, idempotency_key: str | None
+) -> Reply:
     channel = parse(body.channel)
     if caller.is_service:
         if body.event.startswith("server."):
@@ -121,8 +157,7 @@ async def publish(
     scoped = None if key is None else f"{caller.sub}:{key}"
     if body.durable:
         await _stage(runtime, OutboxMessage(str(channel), body.event, body.data, scoped))
-        response.status_code = 202
-        return QueuedResponse()
+        return Reply(202, QueuedResponse())
     try:
         result = await runtime.broker.publish(
             str(channel), body.event, body.data, idempotency_key=scoped
@@ -134,7 +169,7 @@ async def publish(
         ) from None
     if not result.duplicate:
         runtime.metrics.publications.labels("http").inc()
-    return PublishResponse(offset=result.offset, epoch=result.epoch, duplicate=result.duplicate)
+    return Reply(200, _wire_result(result))
 
 
 async def _stage(runtime: Runtime, *messages: OutboxMessage) -> None:
@@ -160,8 +195,8 @@ async def publish_batch(
     caller: ServiceCaller,
     runtime: RuntimeDep,
     response: Response,
-    idempotency_key: Annotated[str | None, Header(max_length=128)] = None,
-) -> PublishBatchResponse | BatchQueuedResponse | JSONResponse:
+    idempotency_key: IdempotencyKey = None,
+) -> BaseModel | JSONResponse:
     """Publish up to 100 events (API key only); per channel in request order.
 
     Every item is checked first (as ``POST /api/publish`` would); one bad item refuses the
@@ -175,6 +210,15 @@ async def publish_batch(
     ``duplicate: true`` and their original offsets. With ``durable``, every item is committed
     to the outbox in one transaction (202) and published when the broker can take it.
     """
+    return (await publish_many(runtime, caller, body, idempotency_key)).respond(response)
+
+
+async def publish_many(
+    runtime: Runtime,
+    caller: Principal,
+    body: HttpPublishBatchRequest,
+    idempotency_key: str | None,
+) -> Reply:
     limit = runtime.settings.max_payload_bytes
     messages: list[OutboxMessage] = []
     keys: list[str | None] = []
@@ -199,8 +243,7 @@ async def publish_batch(
         messages.append(OutboxMessage(channel, item.event, item.data, scoped))
     if body.durable:
         await _stage(runtime, *messages)
-        response.status_code = 202
-        return BatchQueuedResponse(ids=keys)
+        return Reply(202, BatchQueuedResponse(ids=keys))
     results, failure = await _publish_in_order(runtime, messages)
     published = sum(1 for r in results if r is not None and not r.duplicate)
     if published:
@@ -215,8 +258,8 @@ async def publish_batch(
         )
         error = error_body(ErrorCode.BROKER_UNAVAILABLE, message, retryable=True)
         content = BatchUnavailableResponse.model_validate({"error": error, "results": wire})
-        return JSONResponse(content.model_dump(), status_code=503, headers={"Retry-After": "1"})
-    return PublishBatchResponse(results=[r for r in wire if r is not None])
+        return Reply(503, content, {"Retry-After": "1"})
+    return Reply(200, PublishBatchResponse(results=[r for r in wire if r is not None]))
 
 
 def _wire_result(result: PublishResult) -> PublishResponse:

@@ -98,24 +98,38 @@ async def get_job(job_id: str, caller: Caller, runtime: RuntimeDep) -> dict[str,
 async def report_progress(
     job_id: str, body: Progress, _: ServiceCaller, runtime: RuntimeDep
 ) -> dict[str, Any]:
-    job = await runtime.jobs.progress(job_id, body.progress, stage=body.stage, message=body.message)
-    return job.snapshot()
+    return await progress(runtime, job_id, body)
 
 
 @router.post("/{job_id}/complete")
 async def complete_job(
     job_id: str, body: Complete, _: ServiceCaller, runtime: RuntimeDep
 ) -> dict[str, Any]:
-    return (await runtime.jobs.complete(job_id, body.result)).snapshot()
+    return await complete(runtime, job_id, body)
 
 
 @router.post("/{job_id}/fail")
 async def fail_job(
     job_id: str, body: Fail, _: ServiceCaller, runtime: RuntimeDep
 ) -> dict[str, Any]:
-    error = body.error if isinstance(body.error, Failure) else Failure(message=body.error)
-    job = await runtime.jobs.fail(job_id, JobError(error.code, error.message))
+    return await fail(runtime, job_id, body)
+
+
+# The workers' calls, shared by the routes above and by ``server.express``.
+
+
+async def progress(runtime: Runtime, job_id: str, body: Progress) -> dict[str, Any]:
+    job = await runtime.jobs.progress(job_id, body.progress, stage=body.stage, message=body.message)
     return job.snapshot()
+
+
+async def complete(runtime: Runtime, job_id: str, body: Complete) -> dict[str, Any]:
+    return (await runtime.jobs.complete(job_id, body.result)).snapshot()
+
+
+async def fail(runtime: Runtime, job_id: str, body: Fail) -> dict[str, Any]:
+    error = body.error if isinstance(body.error, Failure) else Failure(message=body.error)
+    return (await runtime.jobs.fail(job_id, JobError(error.code, error.message))).snapshot()
 
 
 @router.post("/{job_id}/cancel")
