@@ -6,7 +6,9 @@ a timeout and four layers of ``send`` before one write. Once a websocket connect
 established (``take_over``), this module owns its writes instead: every Engine.IO packet for
 it, from the Socket.IO layer (``TandemEngineServer.send_packet``) or from Engine.IO's own
 writer (pings, close), becomes one frame in the connection's ``Outbound``, and a publication
-is framed once for all its recipients (``server.delivery``).
+is framed once for all its recipients (``server.delivery``). Its incoming text messages are
+offered to the Socket.IO server first (``on_text``): JSON events are taken in there directly
+(``TandemSocketServer.fast_event``), everything else goes on to Engine.IO.
 
 Only connections served by ``TandemWebSocketProtocol`` (the ``tandem serve`` default) are
 taken over; long-polling clients and other ASGI servers keep python-socketio's path.
@@ -35,6 +37,8 @@ log = logging.getLogger(__name__)
 
 # Called with the Engine.IO session id of a connection whose backlog went over its bound.
 SlowHook = Callable[[str], Awaitable[None]]
+# Offered each text message of a taken-over connection; True if it handled it.
+EventHook = Callable[[str, str, Outbound], bool]
 
 
 class FastPath:
@@ -47,6 +51,8 @@ class FastPath:
         self._tasks: set[asyncio.Task[None]] = set()
         # Set by the owner of the connections (the runtime wires the gateway's kick).
         self.on_slow: SlowHook | None = None
+        # Set by the Socket.IO server, to take events in without Engine.IO's receive path.
+        self.on_text: EventHook | None = None
 
     def attach(self, eio: engineio.AsyncServer) -> None:
         self._eio = eio
@@ -66,9 +72,9 @@ class FastPath:
             if raw is None:
                 await app(scope, receive, send)
                 return
-            socket = _Socket(self, raw, send, _query_sid(scope))
+            socket = _Socket(self, raw, send, _query_sid(scope), receive)
             try:
-                await app(scope, receive, socket.send)
+                await app(scope, socket.receive, socket.send)
             finally:
                 socket.release()
 
@@ -121,14 +127,28 @@ class FastPath:
 class _Socket:
     """One websocket under the fast path: its ASGI ``send``, until and after the take-over."""
 
-    __slots__ = ("_fast", "_raw", "_send", "_eio_sid", "outbound")
+    __slots__ = ("_fast", "_raw", "_send", "_receive", "_eio_sid", "outbound")
 
-    def __init__(self, fast: FastPath, raw: RawSocket, send: Send, eio_sid: str | None) -> None:
+    def __init__(
+        self, fast: FastPath, raw: RawSocket, send: Send, eio_sid: str | None, receive: Receive
+    ) -> None:
         self._fast = fast
         self._raw = raw
         self._send = send
+        self._receive = receive
         self._eio_sid = eio_sid
         self.outbound: Outbound | None = None
+
+    async def receive(self) -> Message:
+        """Engine.IO's receive; events the Socket.IO server takes in directly never reach it."""
+        while True:
+            message = await self._receive()
+            outbound, on_text = self.outbound, self._fast.on_text
+            if outbound is None or on_text is None or message["type"] != "websocket.receive":
+                return message
+            text = message.get("text")
+            if text is None or not on_text(self._eio_sid, text, outbound):  # type: ignore[arg-type]
+                return message
 
     async def send(self, message: Message) -> None:
         outbound = self.outbound

@@ -140,6 +140,7 @@ def build_runtime(settings: Settings) -> Runtime:
     fast = FastPath(limit_bytes=settings.client_buffer_bytes)
     fast.attach(sio.eio)
     sio.eio.fast = fast
+    fast.on_text = sio.fast_event
     hub = Hub(
         SocketDelivery(
             sio,

@@ -23,6 +23,8 @@ from domain.errors import ErrorCode
 from server.engine_guard import MALFORMED
 from server.errors import error_ack
 from server.fastpath import TandemEngineServer
+from server.outbound import Outbound
+from server.wsframe import engineio_frame
 
 log = logging.getLogger(__name__)
 
@@ -33,6 +35,10 @@ _ERROR_WINDOW_S = 60.0
 # Socket.IO clients send one attachment per bytes value in an event; a header announcing more
 # than this is refused instead of buffering frames for it (notes B10, CVE-2026-48804).
 MAX_ATTACHMENTS = 100
+# Engine.IO MESSAGE + Socket.IO EVENT on the default namespace: ``42[...]`` or ``42<ack id>[...]``.
+_EVENT_PREFIX = "42"
+_RESERVED_EVENTS = frozenset(("connect", "disconnect", "*"))
+_ACK_ID_DIGITS = 15  # clients count acks from 0; longer ids take the usual path (and its checks)
 
 
 class ProtocolError(Exception):
@@ -81,6 +87,72 @@ class TandemSocketServer(socketio.AsyncServer):  # type: ignore[misc]
         self._pending_bytes: dict[str, int] = {}
         # Attachments still to swallow after an oversized binary event was refused.
         self._discard: dict[str, int] = {}
+        self._json = sio_packet.Packet.json if self.packet_class is sio_packet.Packet else None
+        self._handler_tasks: set[asyncio.Task[None]] = set()
+
+    def fast_event(self, eio_sid: str, text: str, outbound: Outbound) -> bool:
+        """Handle a JSON client's event from a websocket the fast path owns, or return False.
+
+        The usual way in costs, per event, engine.io's receive and trigger layers, a
+        Socket.IO packet decode, the event's task, and for the ack a packet object, its binary
+        scan and engine.io's send. Here: the text is parsed once, the event's handler runs in
+        its task exactly as python-socketio would call it, and the ack is written to the
+        connection's ``Outbound``, behind whatever it already holds. Anything else (another
+        namespace, binary, malformed or oversized packets, unknown or reserved events, a
+        client not connected to ``/``) returns False and takes the usual path, which has the
+        error handling.
+        """
+        loads = self._json
+        if loads is None or not text.startswith(_EVENT_PREFIX) or len(text) > self._max_payload:
+            return False
+        start = 2
+        while start < len(text) and text[start].isdigit():
+            start += 1
+        if start == len(text) or text[start] != "[" or start > _ACK_ID_DIGITS + 2:
+            return False
+        try:
+            data = loads.loads(text[start:])
+        except (ValueError, RecursionError):
+            return False
+        if not data or not isinstance(data, list) or not isinstance(data[0], str):
+            return False
+        handler = self.handlers.get("/", {}).get(data[0])
+        sid = self.manager.sid_from_eio_sid(eio_sid, "/")
+        if (
+            handler is None
+            or data[0] in _RESERVED_EVENTS
+            or sid is None
+            or not self.manager.is_connected(sid, "/")
+        ):
+            return False
+        ack_id = int(text[2:start]) if start > 2 else None
+        task = asyncio.ensure_future(self._run_event(handler, sid, eio_sid, data, ack_id, outbound))
+        self._handler_tasks.add(task)
+        task.add_done_callback(self._handler_tasks.discard)
+        return True
+
+    async def _run_event(
+        self,
+        handler: Callable[..., Awaitable[Any]],
+        sid: str,
+        eio_sid: str,
+        data: list[Any],
+        ack_id: int | None,
+        outbound: Outbound,
+    ) -> None:
+        result = await handler(sid, *data[1:])
+        if ack_id is None:
+            return
+        args = [] if result is None else list(result) if isinstance(result, tuple) else [result]
+        try:
+            encoded = self._json.dumps(args, separators=(",", ":"))  # type: ignore[union-attr]
+        except (TypeError, ValueError):
+            # bytes in the answer (history published by a msgpack client): a binary ack,
+            # which python-socketio encodes with its attachments.
+            ack = self.packet_class(sio_packet.ACK, namespace="/", id=ack_id, data=args)
+            await self._send_packet(eio_sid, ack)
+            return
+        outbound.write(engineio_frame(f"43{ack_id}{encoded}"))
 
     async def _handle_eio_message(self, eio_sid: str, data: str | bytes) -> None:
         try:

@@ -135,3 +135,64 @@ async def test_latest_value_events_are_marked(server: LiveServer, transport: str
     finally:
         await client.disconnect()
         await client.shutdown()
+
+
+# -- events taken in directly (SocketServer.fast_event) -----------------------------------------
+
+
+async def test_pipelined_socket_requests_are_answered_in_order_with_their_acks(
+    server: LiveServer,
+) -> None:
+    """Requests of one websocket client, sent without waiting, are each answered by its own
+    ack, and its publications come back to it in order after its subscribe's ack."""
+    channel = f"room:pipe-{uuid.uuid4().hex[:8]}"
+    token = server.token("pipe", channels=["room:*"])
+    async with subscriber(server.url, token, channel, ["websocket"], "default") as inbox:
+        client = socketio.AsyncClient(reconnection=False)
+        await client.connect(server.url, auth={"token": token}, transports=["websocket"])
+        try:
+            acks = await asyncio.gather(
+                *(
+                    client.call(
+                        "publish", {"channel": channel, "event": "fan.out", "data": {"i": i}}
+                    )
+                    for i in range(COUNT)
+                ),
+                client.call("subscribe", {"channel": "nope:x"}),
+                client.call("publish", {"channel": channel, "event": "fan.out"}, timeout=5),
+            )
+        finally:
+            await client.disconnect()
+            await client.shutdown()
+        *published, unknown, last = acks
+        assert [a["ok"] for a in published] == [True] * COUNT
+        assert sorted(a["offset"] for a in published) == list(range(1, COUNT + 1))
+        assert unknown["error"]["code"] == "unknown_channel"
+        assert last["offset"] == COUNT + 1
+        async with asyncio.timeout(5):
+            while len(inbox) < COUNT + 1:
+                await asyncio.sleep(0.02)
+    assert [e["offset"] for e in inbox] == list(range(1, COUNT + 2))
+
+
+async def test_an_ack_carrying_bytes_keeps_them(server: LiveServer) -> None:
+    """A JSON client may publish bytes (a binary event); the history in a later subscribe's
+    ack then needs Socket.IO's binary ack, which the direct path leaves to python-socketio."""
+    channel = f"room:bin-{uuid.uuid4().hex[:8]}"
+    token = server.token("bin", channels=["room:*"])
+    client = socketio.AsyncClient(reconnection=False)
+    await client.connect(server.url, auth={"token": token}, transports=["websocket"])
+    try:
+        blob = bytes(range(256))
+        body = {"channel": channel, "event": "fan.bin", "data": {"blob": blob}}
+        published = await client.call("publish", body, timeout=5)
+        assert published["ok"], published
+        since = {"epoch": published["epoch"], "offset": 0}
+        ack = await client.call("subscribe", {"channel": channel, "since": since}, timeout=5)
+        assert ack["ok"] and ack["recovered"], ack
+        assert ack["publications"][0]["data"] == {"blob": blob}
+        # and the connection still works both ways
+        assert (await client.call("publish", {**body, "data": 1}, timeout=5))["ok"]
+    finally:
+        await client.disconnect()
+        await client.shutdown()
