@@ -170,7 +170,7 @@ async def test_pipelined_socket_requests_are_answered_in_order_with_their_acks(
         assert unknown["error"]["code"] == "unknown_channel"
         assert last["offset"] == COUNT + 1
         async with asyncio.timeout(5):
-            while len(inbox) < COUNT + 1:
+            while len(inbox) < COUNT + 1:  # noqa: ASYNC110 (the inbox fills from a callback)
                 await asyncio.sleep(0.02)
     assert [e["offset"] for e in inbox] == list(range(1, COUNT + 2))
 
