@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable, Collection
+from typing import Any
 
 from engineio import packet as eio_packet
 from socketio import packet as sio_packet
@@ -49,9 +50,7 @@ class SocketDelivery:
             envelope["latest"] = True
             key = pub.event
         sio = self._sio
-        encoded = sio.packet_class(
-            sio_packet.EVENT, namespace="/", data=[pub.event, envelope]
-        ).encode()
+        encoded = self._encode(pub.event, envelope)
         if isinstance(encoded, list):  # binary attachments: python-socketio's own path
             await sio.emit(pub.event, envelope, to=list(recipients))
         else:
@@ -60,6 +59,20 @@ class SocketDelivery:
         if self._on_delivered is not None:
             self._on_delivered(pub, len(recipients))
         self._metrics.latency.observe(max(0.0, time.time() - pub.ts))
+
+    def _encode(self, event: str, envelope: dict[str, Any]) -> str | bytes | list[Any]:
+        """The Socket.IO EVENT packet, as python-socketio's packet class would encode it."""
+        wire = self._sio.json_wire
+        if wire is not None:
+            try:
+                # Not the packet class: it scans the data for bytes before encoding.
+                return "2" + wire.encode([event, envelope])
+            except TypeError:
+                pass  # bytes in the data: a binary event with attachments
+        encoded: str | bytes | list[Any] = self._sio.packet_class(
+            sio_packet.EVENT, namespace="/", data=[event, envelope]
+        ).encode()
+        return encoded
 
     async def _deliver(
         self, channel: str, key: str | None, encoded: str | bytes, recipients: Collection[str]

@@ -8,6 +8,7 @@ version's internals.
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 import time
 from collections import deque
@@ -39,6 +40,21 @@ MAX_ATTACHMENTS = 100
 _EVENT_PREFIX = "42"
 _RESERVED_EVENTS = frozenset(("connect", "disconnect", "*"))
 _ACK_ID_DIGITS = 15  # clients count acks from 0; longer ids take the usual path (and its checks)
+
+
+class JsonWire:
+    """Socket.IO's JSON as python-socketio writes and reads it (compact; integers of at most
+    100 digits, as engine.io's ``json.loads`` allows), without building a codec per call."""
+
+    def __init__(self) -> None:
+        self.decode = json.JSONDecoder(parse_int=_bounded_int).decode
+        self.encode = json.JSONEncoder(separators=(",", ":")).encode
+
+
+def _bounded_int(digits: str) -> int:
+    if len(digits) > 100:
+        raise ValueError("integer is too large")
+    return int(digits)
 
 
 class ProtocolError(Exception):
@@ -87,7 +103,9 @@ class TandemSocketServer(socketio.AsyncServer):  # type: ignore[misc]
         self._pending_bytes: dict[str, int] = {}
         # Attachments still to swallow after an oversized binary event was refused.
         self._discard: dict[str, int] = {}
-        self._json = sio_packet.Packet.json if self.packet_class is sio_packet.Packet else None
+        # Set when clients speak JSON (the default serializer): the fast paths encode and
+        # decode Socket.IO's JSON themselves.
+        self.json_wire = JsonWire() if self.packet_class is sio_packet.Packet else None
         self._handler_tasks: set[asyncio.Task[None]] = set()
 
     def fast_event(self, eio_sid: str, text: str, outbound: Outbound) -> bool:
@@ -102,8 +120,8 @@ class TandemSocketServer(socketio.AsyncServer):  # type: ignore[misc]
         client not connected to ``/``) returns False and takes the usual path, which has the
         error handling.
         """
-        loads = self._json
-        if loads is None or not text.startswith(_EVENT_PREFIX) or len(text) > self._max_payload:
+        wire = self.json_wire
+        if wire is None or not text.startswith(_EVENT_PREFIX) or len(text) > self._max_payload:
             return False
         start = 2
         while start < len(text) and text[start].isdigit():
@@ -111,7 +129,7 @@ class TandemSocketServer(socketio.AsyncServer):  # type: ignore[misc]
         if start == len(text) or text[start] != "[" or start > _ACK_ID_DIGITS + 2:
             return False
         try:
-            data = loads.loads(text[start:])
+            data = wire.decode(text[start:])
         except (ValueError, RecursionError):
             return False
         if not data or not isinstance(data, list) or not isinstance(data[0], str):
@@ -145,8 +163,8 @@ class TandemSocketServer(socketio.AsyncServer):  # type: ignore[misc]
             return
         args = [] if result is None else list(result) if isinstance(result, tuple) else [result]
         try:
-            encoded = self._json.dumps(args, separators=(",", ":"))  # type: ignore[union-attr]
-        except (TypeError, ValueError):
+            encoded = self.json_wire.encode(args)  # type: ignore[union-attr]
+        except TypeError:
             # bytes in the answer (history published by a msgpack client): a binary ack,
             # which python-socketio encodes with its attachments.
             ack = self.packet_class(sio_packet.ACK, namespace="/", id=ack_id, data=args)

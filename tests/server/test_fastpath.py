@@ -175,24 +175,30 @@ async def test_pipelined_socket_requests_are_answered_in_order_with_their_acks(
     assert [e["offset"] for e in inbox] == list(range(1, COUNT + 2))
 
 
-async def test_an_ack_carrying_bytes_keeps_them(server: LiveServer) -> None:
-    """A JSON client may publish bytes (a binary event); the history in a later subscribe's
-    ack then needs Socket.IO's binary ack, which the direct path leaves to python-socketio."""
+async def test_bytes_in_a_publication_reach_subscribers_and_acks(server: LiveServer) -> None:
+    """A JSON client may publish bytes (a binary event). Its delivery, and the history in a
+    later subscribe's ack, then need Socket.IO's binary packets, which the direct paths leave
+    to python-socketio."""
     channel = f"room:bin-{uuid.uuid4().hex[:8]}"
     token = server.token("bin", channels=["room:*"])
-    client = socketio.AsyncClient(reconnection=False)
-    await client.connect(server.url, auth={"token": token}, transports=["websocket"])
-    try:
-        blob = bytes(range(256))
-        body = {"channel": channel, "event": "fan.bin", "data": {"blob": blob}}
-        published = await client.call("publish", body, timeout=5)
-        assert published["ok"], published
-        since = {"epoch": published["epoch"], "offset": 0}
-        ack = await client.call("subscribe", {"channel": channel, "since": since}, timeout=5)
-        assert ack["ok"] and ack["recovered"], ack
-        assert ack["publications"][0]["data"] == {"blob": blob}
-        # and the connection still works both ways
-        assert (await client.call("publish", {**body, "data": 1}, timeout=5))["ok"]
-    finally:
-        await client.disconnect()
-        await client.shutdown()
+    blob = bytes(range(256))
+    async with subscriber(server.url, token, channel, ["websocket"], "default") as inbox:
+        client = socketio.AsyncClient(reconnection=False)
+        await client.connect(server.url, auth={"token": token}, transports=["websocket"])
+        try:
+            body = {"channel": channel, "event": "fan.out", "data": {"blob": blob}}
+            published = await client.call("publish", body, timeout=5)
+            assert published["ok"], published
+            since = {"epoch": published["epoch"], "offset": 0}
+            ack = await client.call("subscribe", {"channel": channel, "since": since}, timeout=5)
+            assert ack["ok"] and ack["recovered"], ack
+            assert ack["publications"][0]["data"] == {"blob": blob}
+            # and the connection still works both ways
+            assert (await client.call("publish", {**body, "data": 1}, timeout=5))["ok"]
+        finally:
+            await client.disconnect()
+            await client.shutdown()
+        async with asyncio.timeout(5):
+            while len(inbox) < 2:  # noqa: ASYNC110 (the inbox fills from a callback)
+                await asyncio.sleep(0.02)
+    assert [e["data"] for e in inbox] == [{"blob": blob}, 1]
