@@ -142,7 +142,7 @@ class Run:
         await self.publisher.call(
             {
                 "cmd": "publishers",
-                "url": self.target.url,
+                "urls": self.target.urls,
                 "token": self.target.token,
                 "apiKey": self.target.api_key,
                 "count": publishers,

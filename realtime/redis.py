@@ -31,8 +31,9 @@ import msgpack
 from redis import asyncio as aioredis
 from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
-from redis.exceptions import RedisError
+from redis.exceptions import NoScriptError, RedisError
 
+from domain.group_commit import GroupCommit
 from realtime.broker import (
     BrokerOptions,
     BrokerUnavailable,
@@ -98,6 +99,7 @@ end
 return {epoch, top, entries}
 """
 
+_PUBLISH_KEYS = 4  # KEYS of _PUBLISH; the rest of a call are its ARGV
 _MAX_BACKOFF_S = 2.0
 _CONNECT_ERRORS = (RedisError, OSError, asyncio.TimeoutError)
 
@@ -154,6 +156,9 @@ class RedisBroker:
         self._publish_script: Any = None
         self._history_script: Any = None
         self._publish_command = "SPUBLISH" if self._sharded else "PUBLISH"
+        self._publishes: GroupCommit[tuple[Any, ...], PublishResult] = GroupCommit(
+            self._publish_batch
+        )
 
     # -- lifecycle --------------------------------------------------------------------------
 
@@ -189,13 +194,13 @@ class RedisBroker:
         self, channel: str, event: str, data: Any, *, idempotency_key: str | None = None
     ) -> PublishResult:
         payload = msgpack.packb([event, data, time.time(), self._options.node_id])
-        keys = [
+        keys = (
             self._key(channel, "s"),
             self._key(channel, "m"),
             self._key(channel, f"i:{idempotency_key}") if idempotency_key is not None else "",
             self._key(channel, "p"),
-        ]
-        args = [
+        )
+        args = (
             payload,
             self._options.history_size,
             max(1, int(self._options.history_ttl * 1000)),
@@ -203,13 +208,45 @@ class RedisBroker:
             new_epoch(),
             max(1, int(self._options.idempotency_ttl * 1000)),
             self._publish_command,
-        ]
+        )
+        return await self._publishes.submit(keys + args)
+
+    async def _publish_batch(self, calls: list[tuple[Any, ...]]) -> list[PublishResult | Exception]:
+        """One pipeline for every publish that queued up behind the previous one: one
+        connection checkout, one write and one read for the lot instead of per publication,
+        and publishes reach Redis in the order they were made."""
+        redis, script = self._redis, self._script(self._publish_script)
+        if redis is None:
+            raise RuntimeError("RedisBroker is not running: use `async with broker:`")
         try:
-            duplicate, position = await self._script(self._publish_script)(keys=keys, args=args)
+            replies = await self._evalsha_all(redis, script, calls)
+            missing = [i for i, reply in enumerate(replies) if isinstance(reply, NoScriptError)]
+            if missing:  # Redis lost its scripts (restart, SCRIPT FLUSH): none of these ran
+                script.sha = await redis.script_load(script.script)
+                again = await self._evalsha_all(redis, script, [calls[i] for i in missing])
+                for i, reply in zip(missing, again, strict=True):
+                    replies[i] = reply
         except _CONNECT_ERRORS as exc:
             raise BrokerUnavailable(f"redis: {exc}") from exc
-        epoch, _, offset = position.decode().rpartition(":")
-        return PublishResult(int(offset), epoch, duplicate=bool(duplicate))
+        results: list[PublishResult | Exception] = []
+        for reply in replies:
+            if isinstance(reply, Exception):
+                results.append(BrokerUnavailable(f"redis: {reply}"))
+                continue
+            duplicate, position = reply
+            epoch, _, offset = position.decode().rpartition(":")
+            results.append(PublishResult(int(offset), epoch, duplicate=bool(duplicate)))
+        return results
+
+    @staticmethod
+    async def _evalsha_all(
+        redis: aioredis.Redis, script: Any, calls: list[tuple[Any, ...]]
+    ) -> list[Any]:
+        async with redis.pipeline(transaction=False) as pipe:
+            for call in calls:
+                pipe.evalsha(script.sha, _PUBLISH_KEYS, *call)
+            replies: list[Any] = await pipe.execute(raise_on_error=False)
+        return replies
 
     async def subscribe(self, channel: str) -> None:
         # While the listener reconnects, a subscriber could be told a position the node has

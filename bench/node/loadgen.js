@@ -196,14 +196,18 @@ const publishers = [];
 let target = null; // {url, apiKey, mode}
 let agent = null;
 
-// {cmd: "publishers", url, token, count, mode: "socket" | "http" | "batch", apiKey, deflate}
+// {cmd: "publishers", urls, token, count, mode: "socket" | "http" | "batch", apiKey, deflate}
+// Publisher sockets, and HTTP requests, take the nodes in turn (what a load balancer does).
+let nextUrl = 0;
+const urlOf = () => target.urls[nextUrl++ % target.urls.length];
+
 async function openPublishers(spec) {
   target = spec;
   if (spec.mode !== "socket") {
     agent = new http.Agent({ keepAlive: true, maxSockets: spec.count });
   } else {
     for (let i = 0; i < spec.count; i++) {
-      const socket = io(spec.url, socketOptions(spec, spec.token));
+      const socket = io(urlOf(), socketOptions(spec, spec.token));
       await opened(socket);
       publishers.push(socket);
     }
@@ -215,7 +219,7 @@ function httpPublish(body, path = "/api/publish") {
   const payload = JSON.stringify(body);
   return new Promise((resolve, reject) => {
     const req = http.request(
-      target.url + path,
+      urlOf() + path,
       {
         method: "POST",
         agent,

@@ -123,3 +123,41 @@ async def test_a_burst_of_subscribes_waits_for_connections_instead_of_failing(
             *(broker.subscribe(f"job:{i}") for i in range(500)), return_exceptions=True
         )
     assert [r for r in results if r is not None] == []
+
+
+async def test_concurrent_publishes_share_pipelines_in_call_order(
+    prefix: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    inbox = Inbox()
+    async with RedisBroker(broker_url(prefix), BrokerOptions(), inbox) as broker:
+        await ready(broker)
+        await broker.subscribe("room:burst")
+        batches: list[int] = []
+        evalsha_all = broker._evalsha_all
+
+        async def counted(redis: aioredis.Redis, script: object, calls: list) -> list:
+            batches.append(len(calls))
+            return await evalsha_all(redis, script, calls)
+
+        monkeypatch.setattr(broker, "_evalsha_all", counted)
+        results = await asyncio.gather(
+            *(broker.publish("room:burst", "x.y", i) for i in range(300))
+        )
+        pubs = await inbox.take(300)
+    assert [r.offset for r in results] == list(range(1, 301))
+    assert [p.data for p in pubs] == list(range(300))
+    assert sum(batches) == 300 and len(batches) <= 6, batches
+
+
+async def test_publishes_reload_the_script_when_redis_lost_it(tmp_path: Path) -> None:
+    with private_redis(tmp_path) as redis:
+        async with RedisBroker(redis.url, BrokerOptions(), Inbox()) as broker:
+            await ready(broker)
+            assert (await broker.publish("room:s", "x.y", 0)).offset == 1
+            raw = aioredis.from_url(redis.url)
+            try:
+                await raw.script_flush()
+            finally:
+                await raw.aclose()
+            results = await asyncio.gather(*(broker.publish("room:s", "x.y", i) for i in range(20)))
+    assert [r.offset for r in results] == list(range(2, 22))
