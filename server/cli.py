@@ -73,6 +73,9 @@ def serve(
         log_level=settings.log_level,
         timeout_graceful_shutdown=int(settings.shutdown_timeout_s),
         ws_max_size=settings.engine_max_bytes,
+        # Engine.IO pings every client already; a second, websocket-level ping would cost a
+        # timer per connection (~0.5 KiB) and wake-ups for nothing.
+        ws_ping_interval=None,
         proxy_headers=True,
         # uvicorn's own loggers go through the handler configured above.
         log_config=None,

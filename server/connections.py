@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections import deque
 from dataclasses import dataclass, field
 
 from realtime.ratelimit import TokenBucket
@@ -21,7 +20,6 @@ class Connection:
     transport: str = "unknown"
     connected_at: float = field(default_factory=time.monotonic)
     expiry: asyncio.TimerHandle | None = None
-    protocol_errors: deque[float] = field(default_factory=lambda: deque(maxlen=16))
 
     def close(self) -> None:
         if self.expiry is not None:
