@@ -13,6 +13,8 @@ from typing import Any, Protocol
 
 from uvicorn.protocols.websockets.websockets_sansio_impl import WebSocketsSansIOProtocol
 
+from server.waitables import SlimEvent, SlimQueue
+
 RAW_SOCKET = "tandem.raw_socket"
 
 
@@ -57,6 +59,10 @@ class TandemWebSocketProtocol(WebSocketsSansIOProtocol):
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self.raw = RawSocket(self)
+        # Same calls, a fraction of asyncio's memory (server.waitables).
+        self.queue = SlimQueue()  # type: ignore[assignment]
+        self.writable = SlimEvent()  # type: ignore[assignment]
+        self.writable.set()
 
     async def run_asgi(self) -> None:
         extensions: dict[str, Any] = self.scope["extensions"]
