@@ -30,6 +30,7 @@ import engineio
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from server.outbound import Flusher, Outbound
+from server.waitables import SlimQueue
 from server.ws_protocol import RAW_SOCKET, RawSocket
 from server.wsframe import engineio_frame
 
@@ -180,6 +181,10 @@ class TandemEngineServer(engineio.AsyncServer):  # type: ignore[misc]
     """Engine.IO server whose packets for taken-over connections go to their ``Outbound``."""
 
     fast: FastPath | None = None
+
+    def create_queue(self, *args: Any, **kwargs: Any) -> SlimQueue[Any]:
+        # Each session's packet queue (engine.io sockets are its only callers).
+        return SlimQueue()
 
     async def send_packet(self, sid: str, pkt: Any) -> None:
         fast = self.fast

@@ -1,11 +1,12 @@
 """A queue and an event for one connection, without asyncio's per-object deques.
 
 uvicorn gives every websocket an ``asyncio.Queue`` (four deques: items, getters, putters and
-its ``join`` event's waiters) and an ``asyncio.Event`` (one more). At ~760 bytes a deque that
-was about 3.8 KiB of each idle connection's ~41 (tracemalloc, 2,000 connections). These hold
-a list, and their waiters only while someone waits. They offer what uvicorn's websocket
-protocol calls: ``put_nowait``, ``get`` and ``empty``; ``set``, ``clear``, ``is_set`` and
-``wait``.
+its ``join`` event's waiters) and an ``asyncio.Event`` (one more), and Engine.IO every session
+another ``asyncio.Queue``. At ~760 bytes a deque, uvicorn's two were about 3.8 KiB of each
+idle connection's ~41 (tracemalloc, 2,000 connections). These hold a list, and their waiters
+only while someone waits. They offer what uvicorn and Engine.IO call: ``put``,
+``put_nowait``, ``get``, ``get_nowait``, ``empty``, ``task_done`` and ``join`` (unbounded,
+so ``put`` never waits); ``set``, ``clear``, ``is_set`` and ``wait``.
 """
 
 from __future__ import annotations
@@ -27,16 +28,42 @@ def _wake_first(waiters: list[asyncio.Future[None]]) -> None:
 class SlimQueue(Generic[T]):
     """An unbounded FIFO queue: ``put_nowait`` never blocks; ``get`` waits for an item."""
 
-    __slots__ = ("_items", "_getters")
+    __slots__ = ("_items", "_getters", "_unfinished", "_finished")
 
     def __init__(self) -> None:
         self._items: list[T] = []
         self._getters: list[asyncio.Future[None]] | None = None
+        self._unfinished = 0
+        self._finished: SlimEvent | None = None
 
     def put_nowait(self, item: T) -> None:
         self._items.append(item)
+        self._unfinished += 1
         if self._getters:
             _wake_first(self._getters)
+
+    async def put(self, item: T) -> None:
+        self.put_nowait(item)
+
+    def get_nowait(self) -> T:
+        if not self._items:
+            raise asyncio.QueueEmpty
+        return self._items.pop(0)
+
+    def task_done(self) -> None:
+        if self._unfinished <= 0:
+            raise ValueError("task_done() called too many times")
+        self._unfinished -= 1
+        if not self._unfinished and self._finished is not None:
+            self._finished.set()
+            self._finished = None
+
+    async def join(self) -> None:
+        """Until every item put has been marked ``task_done``."""
+        if self._unfinished:
+            if self._finished is None:
+                self._finished = SlimEvent()
+            await self._finished.wait()
 
     async def get(self) -> T:
         while not self._items:

@@ -69,3 +69,22 @@ async def test_event_wakes_every_waiter_and_clear_makes_wait_wait() -> None:
         await waiting
     event.set()
     assert event.is_set()
+
+
+async def test_queue_join_waits_for_every_task_done() -> None:
+    queue: SlimQueue[int] = SlimQueue()
+    await queue.join()  # nothing put: returns at once
+    await queue.put(1)
+    queue.put_nowait(2)
+    joined = asyncio.ensure_future(queue.join())
+    assert queue.get_nowait() == 1
+    queue.task_done()
+    await asyncio.sleep(0)
+    assert not joined.done()
+    assert await queue.get() == 2
+    queue.task_done()
+    await asyncio.wait_for(joined, 1)
+    with pytest.raises(asyncio.QueueEmpty):
+        queue.get_nowait()
+    with pytest.raises(ValueError):
+        queue.task_done()
