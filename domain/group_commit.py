@@ -61,6 +61,8 @@ class GroupCommit(Generic[C, R]):
                 outcomes: Sequence[R | Exception] = await self._apply(
                     [command for command, _ in batch]
                 )
+                if len(outcomes) != len(batch):
+                    raise RuntimeError(f"{len(outcomes)} outcomes for {len(batch)} commands")
             except Exception as exc:
                 outcomes = [exc] * len(batch)
             for (_, future), outcome in zip(batch, outcomes, strict=True):
@@ -73,10 +75,11 @@ class GroupCommit(Generic[C, R]):
         self._batch = []
 
     def _stopped(self, runner: asyncio.Task[None]) -> None:
-        if not runner.cancelled():
+        if not runner.cancelled() and runner.exception() is None:
             return
-        # Cancelled (the loop is shutting down), perhaps before it even started: nobody may
-        # wait forever for an answer. A newer runner, if any, owns what is still queued.
+        # Cancelled (the loop is shutting down), perhaps before it even started, or failed
+        # outside a batch: nobody may wait forever for an answer. A newer runner, if any,
+        # owns what is still queued.
         for _, future in self._batch:
             future.cancel()
         self._batch = []

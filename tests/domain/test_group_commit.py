@@ -100,3 +100,16 @@ async def test_cancelling_the_batch_cancels_every_waiting_caller() -> None:
     # The next command starts a new batch.
     recorder.release.set()
     assert await group.submit(4) == 40
+
+
+async def test_a_batch_answering_for_the_wrong_number_of_commands_fails_them_all() -> None:
+    async def short(batch: list[int]) -> Sequence[int | Exception]:
+        return [n * 10 for n in batch[1:]]
+
+    group = GroupCommit(short)
+    tasks = await submitted(group, 1, 2, 3)
+    outcomes = await asyncio.wait_for(asyncio.gather(*tasks, return_exceptions=True), 1)
+    assert all(isinstance(o, RuntimeError) for o in outcomes), outcomes
+    # and the group still works
+    with pytest.raises(RuntimeError):
+        await asyncio.wait_for(group.submit(5), 1)  # a batch of one, answered with none
