@@ -104,6 +104,10 @@ _MAX_BACKOFF_S = 2.0
 _CONNECT_ERRORS = (RedisError, OSError, asyncio.TimeoutError)
 
 
+def _ms(seconds: float) -> int:
+    return max(1, int(seconds * 1000))
+
+
 def command_client(url: str) -> aioredis.Redis:
     """A client whose pool makes callers wait (up to 2 s) for a free connection when a burst
     (hundreds of subscribes at once) exceeds it, rather than failing with "Too many
@@ -156,6 +160,10 @@ class RedisBroker:
         self._publish_script: Any = None
         self._history_script: Any = None
         self._publish_command = "SPUBLISH" if self._sharded else "PUBLISH"
+        # The scripts' TTL arguments, in ms, computed once rather than per call.
+        self._history_ms = _ms(options.history_ttl)
+        self._meta_ms = _ms(options.stream_meta_ttl)
+        self._idempotency_ms = _ms(options.idempotency_ttl)
         self._publishes: GroupCommit[tuple[Any, ...], PublishResult] = GroupCommit(
             self._publish_batch
         )
@@ -203,10 +211,10 @@ class RedisBroker:
         args = (
             payload,
             self._options.history_size,
-            max(1, int(self._options.history_ttl * 1000)),
-            max(1, int(self._options.stream_meta_ttl * 1000)),
+            self._history_ms,
+            self._meta_ms,
             new_epoch(),
-            max(1, int(self._options.idempotency_ttl * 1000)),
+            self._idempotency_ms,
             self._publish_command,
         )
         return await self._publishes.submit(keys + args)
@@ -281,7 +289,7 @@ class RedisBroker:
         keys = [self._key(channel, "s"), self._key(channel, "m")]
         args = [
             new_epoch(),
-            max(1, int(self._options.stream_meta_ttl * 1000)),
+            self._meta_ms,
             since.offset if since is not None else -1,
             limit if limit is not None and since is None else -1,
         ]
