@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Iterable, Mapping
 from typing import Any
 
@@ -52,9 +53,7 @@ def describe_errors(errors: Iterable[Mapping[str, Any]], whole: str) -> str:
     """A one-line summary naming each bad field, e.g. ``channel: Field required``; an error
     about the whole input is named ``whole``."""
     parts = []
-    for index, error in enumerate(errors):
-        if index == 5:
-            break
+    for error in itertools.islice(errors, 5):
         where = ".".join(str(p) for p in error.get("loc", ())) or whole
         parts.append(f"{where}: {error.get('msg', 'invalid')}")
     return "; ".join(parts)
