@@ -34,7 +34,7 @@ class TandemApp:
         self.api = _build_api(self.runtime)
         combined = socketio.ASGIApp(self.runtime.sio, other_asgi_app=self.api)
         guarded = EngineGuard(
-            self.runtime.fast.wrap(combined),
+            combined,
             path="/socket.io",
             on_bad_post=self.runtime.sio.bad_post,
         )

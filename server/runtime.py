@@ -99,6 +99,10 @@ class Runtime:
             for purge in (self._purge_finished_jobs, self._purge_read_notifications):
                 name = purge.__name__.lstrip("_")
                 await stack.enter_async_context(Periodic(purge, 600.0, name=name, immediately=True))
+            # On the way out (last in, first out): the sessions still ending finish first,
+            # while all they use still runs; then Engine.IO's timers (pings, service task).
+            stack.push_async_callback(self.sio.shutdown)
+            await stack.enter_async_context(self.fast)
             yield self
 
     async def _purge_finished_jobs(self) -> None:
@@ -138,7 +142,6 @@ def build_runtime(settings: Settings) -> Runtime:
     # Late-bound: the notification service needs the relay, which needs the hub.
     receipts = DeliveryReceipts(lambda ids: notifications.mark_delivered(ids))
     fast = FastPath(limit_bytes=settings.client_buffer_bytes)
-    fast.attach(sio.eio)
     sio.eio.fast = fast
     fast.on_text = sio.fast_event
     hub = Hub(

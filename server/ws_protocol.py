@@ -3,14 +3,19 @@
 uvicorn takes a protocol class as its ``ws`` setting (a public seam). This one behaves as
 uvicorn's ``websockets-sansio`` protocol, and also puts a ``RawSocket`` into the ASGI scope's
 extensions: the fan-out path (``server.fastpath``) writes whole frames through it and hears
-of flow control (pause/resume writing) and of the connection's loss. Tested against uvicorn
-0.54.0 and websockets 17.4 (pinned in constraints.txt).
+of flow control (pause/resume writing) and of the connection's loss. Once the handshake is
+done the fast path may *detach* the socket from ASGI: incoming messages then go straight to
+its ``Receiver`` instead of through a queue to a task awaiting ``receive()``, and the ASGI
+call may return without the connection closing, so an idle connection holds no task and no
+suspended call chain. Tested against uvicorn 0.54.0 and websockets 17.4 (pinned in
+constraints.txt).
 """
 
 from __future__ import annotations
 
 from typing import Any, Protocol
 
+from uvicorn.protocols.utils import ClientDisconnected
 from uvicorn.protocols.websockets.websockets_sansio_impl import WebSocketsSansIOProtocol
 
 from server.waitables import SlimEvent, SlimQueue
@@ -26,14 +31,22 @@ class FlowListener(Protocol):
     def close(self) -> None: ...
 
 
-class RawSocket:
-    """What the fan-out path may do with a websocket: write frames, watch its flow."""
+class Receiver(Protocol):
+    def received(self, data: str | bytes) -> None: ...
 
-    __slots__ = ("_protocol", "listener")
+    def lost(self) -> None: ...
+
+
+class RawSocket:
+    """What the fan-out path may do with a websocket: write frames, watch its flow, and
+    take its incoming messages without ASGI (``detach``)."""
+
+    __slots__ = ("_protocol", "listener", "receiver")
 
     def __init__(self, protocol: TandemWebSocketProtocol) -> None:
         self._protocol = protocol
         self.listener: FlowListener | None = None
+        self.receiver: Receiver | None = None
 
     @property
     def open(self) -> bool:
@@ -54,6 +67,14 @@ class RawSocket:
         size: int = self._protocol.transport.get_write_buffer_size()
         return size
 
+    def detach(self, receiver: Receiver) -> None:
+        """From now on every message goes to ``receiver``, and the ASGI call may end."""
+        self._protocol.detach(receiver)
+
+    def close(self, code: int = 1000) -> None:
+        """Start the closing handshake (as ASGI's ``websocket.close`` does)."""
+        self._protocol.close_now(code)
+
 
 class TandemWebSocketProtocol(WebSocketsSansIOProtocol):
     def __init__(self, *args: Any, **kwargs: Any) -> None:
@@ -67,7 +88,74 @@ class TandemWebSocketProtocol(WebSocketsSansIOProtocol):
     async def run_asgi(self) -> None:
         extensions: dict[str, Any] = self.scope["extensions"]
         extensions[RAW_SOCKET] = self.raw
-        await super().run_asgi()
+        # uvicorn's run_asgi, except that a detached connection stays open when the call ends.
+        try:
+            result = await self.app(self.scope, self.receive, self.send)
+        except ClientDisconnected:
+            pass
+        except BaseException:
+            self.logger.exception("Exception in ASGI application\n")
+            self.send_500_response()
+        else:
+            if not self.handshake_complete:
+                self.logger.error("ASGI callable returned without completing handshake.")
+                self.send_500_response()
+            elif result is not None:
+                self.logger.error("ASGI callable should return None, but returned '%s'.", result)
+        if self.raw.receiver is not None:
+            # Nothing reads the scope again: no more ASGI calls for this connection.
+            self.scope = None  # type: ignore[assignment]
+            return
+        if self.close_timer is None:
+            self.transport.close()
+
+    def detach(self, receiver: Receiver) -> None:
+        self.raw.receiver = receiver
+        # Messages that came in before, unread by the app, go first, in order.
+        pending: list[str | bytes] = []
+        while not self.queue.empty():
+            message = self.queue.get_nowait()
+            if message["type"] == "websocket.receive":
+                text = message.get("text")
+                pending.append(text if text is not None else message.get("bytes") or b"")
+        if self.read_paused:
+            self.read_paused = False
+            self.transport.resume_reading()
+        for data in pending:
+            receiver.received(data)
+
+    def send_receive_event_to_app(self) -> None:
+        receiver = self.raw.receiver
+        if receiver is None:
+            super().send_receive_event_to_app()
+            return
+        data = self.frames[0] if len(self.frames) == 1 else b"".join(self.frames)
+        self.frames = []
+        if self.close_sent:
+            return  # past our close frame: as uvicorn, read on until the peer's close
+        if self.curr_msg_data_type == "text":
+            try:
+                text = data.decode()
+            except UnicodeDecodeError:
+                self.logger.info("Invalid UTF-8 sequence received from client.")
+                self.conn.send_close(1007)
+                self.handle_parser_exception()
+                return
+            receiver.received(text)
+        else:
+            receiver.received(bytes(data))
+
+    def close_now(self, code: int) -> None:
+        # uvicorn's handling of ASGI's websocket.close, for a detached connection.
+        if self.close_sent or self.disconnected or self.transport.is_closing():
+            return
+        self.conn.send_close(code, "")
+        self.transport.write(b"".join(self.conn.data_to_send()))
+        self.close_sent = True
+        if self.read_paused:
+            self.read_paused = False
+            self.transport.resume_reading()
+        self.close_timer = self.loop.call_later(self.close_timeout, self.transport.close)
 
     def start_keepalive(self) -> None:
         # uvicorn calls this once the handshake response is written; nothing reads the
@@ -90,3 +178,6 @@ class TandemWebSocketProtocol(WebSocketsSansIOProtocol):
         if self.raw.listener is not None:
             self.raw.listener.close()
             self.raw.listener = None
+        receiver, self.raw.receiver = self.raw.receiver, None
+        if receiver is not None:
+            receiver.lost()

@@ -41,9 +41,14 @@ class RawClient:
         serializer: str = "json",
         compression: str | None = "deflate",
         origin: str | None = None,
+        answer_pings: bool = True,
+        sid: str | None = None,
     ) -> None:
         self.serializer = serializer
+        self.answer_pings = answer_pings
         self.url = f"ws://127.0.0.1:{port}/socket.io/?EIO=4&transport=websocket"
+        if sid is not None:  # an upgrade of this long-polling session: see upgrade()
+            self.url += f"&sid={sid}"
         self.ws: ClientConnection = connect(
             self.url,
             open_timeout=5,
@@ -60,13 +65,16 @@ class RawClient:
         self._reader = threading.Thread(target=self._read, name="raw-socketio", daemon=True)
         self._reader.start()
         self.sid: str | None = None
+        if sid is not None:
+            self.handshake: dict[str, Any] = {"sid": sid}
+            return
         try:
             opening = self.recv()
             assert isinstance(opening, str) and opening.startswith("0{"), opening
         except BaseException:
             self.close()
             raise
-        self.handshake: dict[str, Any] = json.loads(opening[1:])
+        self.handshake = json.loads(opening[1:])
 
     # -- plumbing ---------------------------------------------------------------------------
 
@@ -74,7 +82,7 @@ class RawClient:
         try:
             while True:
                 frame = self.ws.recv()
-                if frame == "2":  # Engine.IO PING: answer like a real client
+                if frame == "2" and self.answer_pings:  # Engine.IO PING: answer like a client
                     self.ws.send("3")
                     continue
                 self.inbox.put(frame)
