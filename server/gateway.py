@@ -116,9 +116,6 @@ class SocketGateway:
     # -- connection lifecycle -------------------------------------------------------------
 
     async def on_connect(self, sid: str, environ: dict[str, Any], auth: Any) -> None:
-        # python-socketio keeps this environ for the connection's life; its request-body
-        # reader (a class engine.io builds per request, ~2.6 KiB) is never read again.
-        environ.pop("wsgi.input", None)
         if self.draining:
             self._refuse(
                 "shutdown",

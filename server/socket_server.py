@@ -39,6 +39,16 @@ MAX_ATTACHMENTS = 100
 # Engine.IO MESSAGE + Socket.IO EVENT on the default namespace: ``42[...]`` or ``42<ack id>[...]``.
 _EVENT_PREFIX = "42"
 _RESERVED_EVENTS = frozenset(("connect", "disconnect", "*"))
+# What is kept of a connection's request: python-socketio holds the environ for the
+# connection's life (connect handlers and ``get_environ`` read it), and Engine.IO's holds the
+# ASGI scope, its callables and a request-body reader, ~5 KiB that nothing reads again.
+_KEPT_ENVIRON = (
+    "REMOTE_ADDR",
+    "QUERY_STRING",
+    "HTTP_ORIGIN",
+    "HTTP_USER_AGENT",
+    "HTTP_X_FORWARDED_FOR",
+)
 _ACK_ID_DIGITS = 15  # clients count acks from 0; longer ids take the usual path (and its checks)
 
 
@@ -107,6 +117,10 @@ class TandemSocketServer(socketio.AsyncServer):  # type: ignore[misc]
         # decode Socket.IO's JSON themselves.
         self.json_wire = JsonWire() if self.packet_class is sio_packet.Packet else None
         self._handler_tasks: set[asyncio.Task[None]] = set()
+
+    async def _handle_eio_connect(self, eio_sid: str, environ: dict[str, Any]) -> None:
+        kept = {key: environ[key] for key in _KEPT_ENVIRON if key in environ}
+        await super()._handle_eio_connect(eio_sid, kept)
 
     def fast_event(self, eio_sid: str, text: str, outbound: Outbound) -> bool:
         """Handle a JSON client's event from a websocket the fast path owns, or return False.

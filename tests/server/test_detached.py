@@ -109,6 +109,11 @@ async def test_idle_websockets_hold_no_task_and_end_with_their_socket(node: Node
         # Engine.IO's loop held 4 tasks per connection (its own, the writer, the reader,
         # the ping), plus uvicorn's ASGI task: 150 here.
         assert len(asyncio.all_tasks()) - before <= 3
+        # Nor the request it came with: what python-socketio keeps of it is a few strings.
+        environs = list(node.app.runtime.sio.environ.values())
+        assert len(environs) == CLIENTS
+        assert all("asgi.scope" not in env for env in environs), environs[0]
+        assert environs[0]["REMOTE_ADDR"] == "127.0.0.1" and len(environs[0]) <= 5
         async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{node.port}") as http:
             response = await http.post(
                 "/api/publish",
