@@ -179,14 +179,16 @@ class _Session:
         backlog = self._backlog
         assert backlog is not None
         over = False
-        while backlog:
-            data = backlog.pop(0)
-            if data is None:
-                await self._end()
-            elif not over and not self._take(data) and not await self._receive(data):
-                over = True  # as Engine.IO's loop ends: the rest is not read
-                self._close()
-        self._backlog = None
+        try:
+            while backlog:
+                data = backlog.pop(0)
+                if data is None:
+                    await self._end()
+                elif not over and not self._take(data) and not await self._receive(data):
+                    over = True  # as Engine.IO's loop ends: the rest is not read
+                    self._close()
+        finally:
+            self._backlog = None
 
     async def _receive(self, data: str | bytes) -> bool:
         """Engine.IO's websocket loop, for one message; False once the session is over."""
