@@ -389,7 +389,7 @@ class SocketGateway:
         key = f"{conn.principal.sub}:{req.id}" if req.id is not None else None
         result = await self._broker.publish(str(channel), req.event, req.data, idempotency_key=key)
         if not result.duplicate:
-            self._metrics.publications.labels("socket").inc()
+            self._metrics.socket_publications.inc()
         return {
             "ok": True,
             "offset": result.offset,

@@ -168,7 +168,7 @@ async def publish_one(
             "the broker is unavailable; retry with the same Idempotency-Key"
         ) from None
     if not result.duplicate:
-        runtime.metrics.publications.labels("http").inc()
+        runtime.metrics.http_publications.inc()
     return Reply(200, _wire_result(result))
 
 
@@ -247,7 +247,7 @@ async def publish_many(
     results, failure = await _publish_in_order(runtime, messages)
     published = sum(1 for r in results if r is not None and not r.duplicate)
     if published:
-        runtime.metrics.publications.labels("http").inc(published)
+        runtime.metrics.http_publications.inc(published)
     wire = [None if r is None else _wire_result(r) for r in results]
     if failure is not None:
         runtime.metrics.broker_errors.labels("publish").inc()
