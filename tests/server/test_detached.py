@@ -178,3 +178,21 @@ async def test_an_upgrade_from_long_polling_is_detached_with_what_came_behind_it
     finally:
         await asyncio.to_thread(client.close)
     await node.until(lambda: node.sessions == 0)
+
+
+async def test_a_session_ends_at_once_on_the_clients_close_or_a_broken_frame(node: Node) -> None:
+    def close_both() -> tuple[Closed, Closed]:
+        leaving = subscribed_client(node.port, "room:leaving")
+        leaving.send("1")  # Engine.IO CLOSE: the server closes without waiting for the client
+        broken = subscribed_client(node.port, "room:broken")
+        broken.ws.send(b"42\xff", text=True)  # a text frame that is not UTF-8
+        return leaving.wait_closed(2.0)[0], broken.wait_closed(2.0)[0]
+
+    bystander = await asyncio.to_thread(subscribed_client, node.port, "room:bystander")
+    try:
+        left, broke = await asyncio.to_thread(close_both)
+        assert left.code == 1000 and broke.code == 1007, (left, broke)
+        await node.until(lambda: node.sessions == node.detached == 1)
+        await asyncio.to_thread(bystander.probe)
+    finally:
+        await asyncio.to_thread(bystander.close)
