@@ -110,6 +110,14 @@ def test_publish_validation(http: httpx.Client, body: dict, status: int, code: s
     assert error["code"] == code and error["message"]
 
 
+@pytest.mark.parametrize(("data", "status"), [("é" * 32_000, 200), ("é" * 33_000, 413)])
+def test_the_payload_limit_counts_utf8_bytes(http: httpx.Client, data: str, status: int) -> None:
+    # 64,002 bytes of compact JSON pass the 65,536-byte limit; 66,002 do not (with \u escapes
+    # they would have been 192,002 characters).
+    body = {"channel": "room:a", "event": "a.b", "data": data}
+    assert http.post("/api/publish", json=body, headers=AUTH).status_code == status
+
+
 def test_non_json_body_is_invalid_payload(http: httpx.Client) -> None:
     response = http.post(
         "/api/publish", content=b"{not json", headers={**AUTH, "Content-Type": "application/json"}
