@@ -15,7 +15,10 @@ log = logging.getLogger(__name__)
 class Periodic:
     """Runs ``work`` every ``interval`` seconds between ``start()`` and ``stop()`` (or as
     ``async with``); a failure is logged and the next round still runs. ``immediately``: the
-    first round at start, not after one interval."""
+    first round at start, not after one interval. ``stop()`` lets a round that is running
+    finish, for up to ``grace`` seconds, before it cancels it: a round cancelled in the middle
+    of a database call leaves the call running in the driver's thread, which then reports to
+    an event loop that may be gone."""
 
     def __init__(
         self,
@@ -24,23 +27,32 @@ class Periodic:
         *,
         name: str,
         immediately: bool = False,
+        grace: float = 5.0,
     ) -> None:
         self._work = work
         self._interval = interval
         self._name = name
         self._immediately = immediately
+        self._grace = grace
         self._task: asyncio.Task[None] | None = None
+        self._round: asyncio.Future[None] | None = None
 
     def start(self) -> None:
         self._task = asyncio.get_running_loop().create_task(self._loop(), name=self._name)
 
     async def stop(self) -> None:
-        """Cancel and wait, so no round is still running when this returns."""
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
-            self._task = None
+        """Stop; when this returns, no round is running."""
+        task, self._task = self._task, None
+        if task is None:
+            return
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+        running, self._round = self._round, None
+        if running is not None and not running.done():
+            # wait_for cancels the round if it is not over in time, and waits for that.
+            with contextlib.suppress(asyncio.CancelledError, TimeoutError):
+                await asyncio.wait_for(running, self._grace)
 
     async def __aenter__(self) -> Self:
         self.start()
@@ -58,8 +70,13 @@ class Periodic:
         if not self._immediately:
             await asyncio.sleep(self._interval)
         while True:
-            try:
-                await self._work()
-            except Exception:
-                log.exception("%s failed", self._name)
+            self._round = asyncio.ensure_future(self._run_once())
+            await asyncio.shield(self._round)  # stop() decides how a running round ends
+            self._round = None
             await asyncio.sleep(self._interval)
+
+    async def _run_once(self) -> None:
+        try:
+            await self._work()
+        except Exception:
+            log.exception("%s failed", self._name)
