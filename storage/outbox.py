@@ -74,8 +74,11 @@ class OutboxRelay:
         batch_size: int = 500,
         poll_interval: float = 1.0,
         retention: timedelta = timedelta(hours=1),
+        grace: float = 5.0,
     ) -> None:
         self._db = db
+        self._grace = grace
+        self._stopping = False
         self._publish = publish
         self._batch_size = batch_size
         self._poll_interval = poll_interval
@@ -95,10 +98,19 @@ class OutboxRelay:
         exc: BaseException | None,
         tb: TracebackType | None,
     ) -> None:
-        if self._task is not None:
-            self._task.cancel()
+        task, self._task = self._task, None
+        if task is None:
+            return
+        # A pass under way finishes (for up to ``grace``): cancelled in the middle of a query,
+        # it would leave the query in the driver's thread, reporting to a loop that may be gone.
+        self._stopping = True
+        self._wake.set()
+        try:
+            await asyncio.wait_for(asyncio.shield(task), self._grace)
+        except TimeoutError:
+            task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
-                await self._task
+                await task
 
     def wake(self) -> None:
         self._wake.set()
@@ -183,12 +195,12 @@ class OutboxRelay:
         delay = 0.1
         purged_at = 0.0
         loop = asyncio.get_running_loop()
-        while True:
+        while not self._stopping:
             # Cleared before the pass, not after: a commit that wakes us during a pass must
             # get a pass of its own instead of waiting for the next poll.
             self._wake.clear()
             try:
-                while await self.relay_once() == self._batch_size:
+                while await self.relay_once() == self._batch_size and not self._stopping:
                     pass  # a full batch: there may be more right away
                 self.healthy, delay = True, 0.1
                 if loop.time() - purged_at > 60:

@@ -133,3 +133,24 @@ async def test_many_relays_publish_each_row_once_in_order(database_url: str) -> 
         for each in dbs:
             await each.dispose()
     assert [p.data["v"] for p in received.items] == list(range(200))
+
+
+async def test_stopping_lets_a_pass_under_way_finish(
+    db: Database, broker: tuple[MemoryBroker, Published]
+) -> None:
+    memory, received = broker
+    publish = publisher(memory)
+    publishing = asyncio.Event()
+
+    async def slow(channel: str, event: str, data: Any, key: str) -> None:
+        publishing.set()
+        await asyncio.sleep(0.2)
+        await publish(channel, event, data, key)
+
+    await write(db, OutboxMessage("job:1", "job.created", {}))
+    relay = OutboxRelay(db, slow, poll_interval=30)
+    async with relay:
+        await asyncio.wait_for(publishing.wait(), 3)
+    # The pass published its row and marked it sent before the relay stopped.
+    assert len(received.items) == 1
+    assert await relay.pending() == 0
