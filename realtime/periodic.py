@@ -9,6 +9,8 @@ from collections.abc import Awaitable, Callable
 from types import TracebackType
 from typing import Self
 
+from domain.graceful import finish_or_cancel
+
 log = logging.getLogger(__name__)
 
 
@@ -16,9 +18,7 @@ class Periodic:
     """Runs ``work`` every ``interval`` seconds between ``start()`` and ``stop()`` (or as
     ``async with``); a failure is logged and the next round still runs. ``immediately``: the
     first round at start, not after one interval. ``stop()`` lets a round that is running
-    finish, for up to ``grace`` seconds, before it cancels it: a round cancelled in the middle
-    of a database call leaves the call running in the driver's thread, which then reports to
-    an event loop that may be gone."""
+    finish, for up to ``grace`` seconds, before it cancels it (``finish_or_cancel``)."""
 
     def __init__(
         self,
@@ -49,10 +49,8 @@ class Periodic:
         with contextlib.suppress(asyncio.CancelledError):
             await task
         running, self._round = self._round, None
-        if running is not None and not running.done():
-            # wait_for cancels the round if it is not over in time, and waits for that.
-            with contextlib.suppress(asyncio.CancelledError, TimeoutError):
-                await asyncio.wait_for(running, self._grace)
+        if running is not None:
+            await finish_or_cancel([running], self._grace)
 
     async def __aenter__(self) -> Self:
         self.start()

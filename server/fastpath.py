@@ -32,6 +32,7 @@ from engineio import exceptions as eio_exceptions, packet
 from engineio.async_drivers.asgi import WebSocket as EngineWebSocket
 from engineio.async_socket import AsyncSocket
 
+from domain.graceful import finish_or_cancel
 from server.engine_guard import MALFORMED, valid_frame
 from server.outbound import Flusher, Outbound
 from server.pinger import Pinger
@@ -67,10 +68,7 @@ class FastPath:
         # Sessions whose websocket closed as the server stopped are still ending (their
         # disconnect handlers leave channels and presence): let them, before what they
         # use stops, for a bounded time.
-        if self._tasks:
-            await asyncio.wait(set(self._tasks), timeout=5.0)
-        for task in self._tasks:
-            task.cancel()
+        await finish_or_cancel(list(self._tasks), 5.0)
 
     def outbound(self, eio_sid: str) -> Outbound | None:
         return self._outbounds.get(eio_sid)

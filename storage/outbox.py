@@ -27,6 +27,7 @@ from typing import Any, Self
 from sqlalchemy import delete, func, insert, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from domain.graceful import finish_or_cancel
 from storage.database import Database
 from storage.tables import Base, OutboxRow
 
@@ -101,16 +102,10 @@ class OutboxRelay:
         task, self._task = self._task, None
         if task is None:
             return
-        # A pass under way finishes (for up to ``grace``): cancelled in the middle of a query,
-        # it would leave the query in the driver's thread, reporting to a loop that may be gone.
+        # A pass under way finishes (for up to ``grace``); the loop then sees it is stopping.
         self._stopping = True
         self._wake.set()
-        try:
-            await asyncio.wait_for(asyncio.shield(task), self._grace)
-        except TimeoutError:
-            task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
+        await finish_or_cancel([task], self._grace)
 
     def wake(self) -> None:
         self._wake.set()
