@@ -254,16 +254,13 @@ class _WebSocket(EngineWebSocket):  # type: ignore[misc]
     handshake (below, as engine.io 4.15 does it) and then detaches the connection instead.
     """
 
-    def __init__(self, handler: Callable[[Any], Awaitable[Any]], server: Any) -> None:
-        super().__init__(handler, server)
-        self._server = server
-
     async def __call__(self, environ: dict[str, Any]) -> Any:
-        fast = self._server.fast
         raw = environ["asgi.scope"].get("extensions", {}).get(RAW_SOCKET)
         sock = getattr(self.handler, "__self__", None)  # the bound _websocket_handler's
-        if fast is None or raw is None or not isinstance(sock, AsyncSocket):
+        # Only TandemEngineServer installs this driver: its sockets' server has ``fast``.
+        if raw is None or not isinstance(sock, AsyncSocket) or sock.server.fast is None:
             return await super().__call__(environ)
+        fast: FastPath = sock.server.fast
         self.asgi_receive = environ["asgi.receive"]
         self.asgi_send = environ["asgi.send"]
         await self.asgi_send({"type": "websocket.accept"})

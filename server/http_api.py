@@ -4,11 +4,9 @@ from __future__ import annotations
 
 import asyncio
 import hmac
-import json
 from dataclasses import dataclass
-from typing import Annotated, Any
+from typing import Annotated
 
-import orjson
 from fastapi import APIRouter, Depends, Header, Query, Request, Response
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel
@@ -33,6 +31,7 @@ from server.auth import SERVICE, Principal, mint_token
 from server.authz import can_publish_from_client
 from server.errors import error_body
 from server.gateway import parse
+from server.jsonwire import compact_json
 from server.presence import read_presence
 from server.runtime import Runtime
 from server.wire import (
@@ -140,14 +139,6 @@ async def publish(
     return (await publish_one(runtime, caller, body, idempotency_key)).respond(response)
 
 
-def json_size(data: Any) -> int:
-    """The bytes of ``data`` as compact UTF-8 JSON: what the payload limit counts."""
-    try:
-        return len(orjson.dumps(data))
-    except TypeError:  # integers over 64 bits, which orjson does not write
-        return len(json.dumps(data, separators=(",", ":"), ensure_ascii=False).encode())
-
-
 async def publish_one(
     runtime: Runtime, caller: Principal, body: HttpPublishRequest, idempotency_key: str | None
 ) -> Reply:
@@ -159,7 +150,7 @@ async def publish_one(
         SERVER_EVENT_PREFIXES
     ):
         raise PermissionDenied(f"not allowed to publish {body.event!r} to {channel}")
-    if json_size(body.data) > runtime.settings.max_payload_bytes:
+    if len(compact_json(body.data)) > runtime.settings.max_payload_bytes:
         raise PayloadTooLarge(f"data is over the {runtime.settings.max_payload_bytes}-byte limit")
     key = idempotency_key or body.id
     scoped = None if key is None else f"{caller.sub}:{key}"
@@ -239,7 +230,7 @@ async def publish_many(
             raise type(exc)(f"{where}: {exc.message}") from None
         if item.event.startswith("server."):
             raise PermissionDenied(f"{where}: event types starting with 'server.' are reserved")
-        if json_size(item.data) > limit:
+        if len(compact_json(item.data)) > limit:
             raise PayloadTooLarge(f"{where}: data is over the {limit}-byte limit")
         key = item.id or (None if idempotency_key is None else f"{idempotency_key}:{index}")
         if key is not None:

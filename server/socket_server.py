@@ -8,7 +8,6 @@ version's internals.
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
 import time
 from collections import deque
@@ -16,7 +15,6 @@ from collections.abc import Awaitable, Callable
 from typing import Any
 
 import msgpack
-import orjson
 import socketio
 from socketio import packet as sio_packet
 from socketio.msgpack_packet import MsgPackPacket
@@ -25,6 +23,7 @@ from domain.errors import ErrorCode
 from server.engine_guard import MALFORMED
 from server.errors import error_ack
 from server.fastpath import TandemEngineServer
+from server.jsonwire import JsonWire
 from server.outbound import Outbound
 from server.wsframe import engineio_frame
 
@@ -51,36 +50,6 @@ _KEPT_ENVIRON = (
     "HTTP_X_FORWARDED_FOR",
 )
 _ACK_ID_DIGITS = 15  # clients count acks from 0; longer ids take the usual path (and its checks)
-
-
-class JsonWire:
-    """Socket.IO's JSON as python-socketio writes and reads it (compact; integers of at most
-    100 digits, as engine.io's ``json.loads`` allows), without building a codec per call.
-
-    Encoding goes through orjson, several times faster than ``json`` on an envelope; what it
-    refuses (integers over 64 bits, keys that are not strings) is encoded by ``json`` as
-    python-socketio would, and bytes still raise ``TypeError`` (a binary packet is due).
-    orjson writes non-ASCII characters as UTF-8 where ``json`` escapes them (the same JSON),
-    and NaN as null (which JavaScript's JSON.parse accepts). Decoding stays with ``json``:
-    orjson reads integers over 64 bits as floats.
-    """
-
-    def __init__(self) -> None:
-        self.decode = json.JSONDecoder(parse_int=_bounded_int).decode
-        self._encode = json.JSONEncoder(separators=(",", ":")).encode
-
-    def encode(self, value: Any) -> str:
-        try:
-            encoded: str = orjson.dumps(value).decode()
-        except TypeError:
-            return self._encode(value)
-        return encoded
-
-
-def _bounded_int(digits: str) -> int:
-    if len(digits) > 100:
-        raise ValueError("integer is too large")
-    return int(digits)
 
 
 class ProtocolError(Exception):

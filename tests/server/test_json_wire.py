@@ -8,7 +8,7 @@ from typing import Any
 
 import pytest
 
-from server.socket_server import JsonWire
+from server.jsonwire import JsonWire
 
 wire = JsonWire()
 
