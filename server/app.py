@@ -15,7 +15,16 @@ from starlette.staticfiles import StaticFiles
 from starlette.types import Receive, Scope, Send
 
 from domain.errors import DomainError, ErrorCode
-from server import demo, flights_api, health, http_api, jobs_api, notifications_api
+from server import (
+    demo,
+    demo_editor,
+    docs_api,
+    flights_api,
+    health,
+    http_api,
+    jobs_api,
+    notifications_api,
+)
 from server.config import Settings
 from server.engine_guard import EngineGuard
 from server.errors import describe_errors, http_error
@@ -79,12 +88,14 @@ def _build_api(runtime: Runtime) -> FastAPI:
     api.include_router(notifications_api.router)
     api.include_router(flights_api.router)
     api.include_router(flights_api.webhooks)
+    api.include_router(docs_api.router)
     api.include_router(health.router)
     # tandem.js and the vendored socket.io-client, for any page; the demo only when enabled.
     api.mount("/static", StaticFiles(directory=demo.STATIC_DIR), name="static")
     if runtime.settings.demo_enabled:
         api.state.checkout = checkout
         api.include_router(demo.router)
+        api.include_router(demo_editor.router)
     _install_error_handlers(api)
     return api
 

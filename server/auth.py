@@ -24,6 +24,8 @@ class Principal:
     admin: bool = False
     expires_at: float | None = None
     is_service: bool = False
+    # The ``docs`` claim: (document id or ``prefix*``, "editor" | "viewer") pairs.
+    doc_grants: tuple[tuple[str, str], ...] = ()
 
 
 SERVICE = Principal(sub="service", admin=True, is_service=True)
@@ -89,7 +91,21 @@ def principal_from_claims(claims: dict[str, Any]) -> Principal:
         grants=tuple(channels),
         admin="admin" in scopes,
         expires_at=float(claims["exp"]),
+        doc_grants=_doc_grants(claims.get("docs", {})),
     )
+
+
+DOC_ROLES = ("editor", "viewer")
+
+
+def _doc_grants(docs: object) -> tuple[tuple[str, str], ...]:
+    if not isinstance(docs, dict) or not all(
+        isinstance(pattern, str) and role in DOC_ROLES for pattern, role in docs.items()
+    ):
+        raise Unauthorized(
+            "token claim 'docs' must map document ids (or 'prefix*') to 'editor' or 'viewer'"
+        )
+    return tuple(docs.items())
 
 
 def mint_token(
@@ -100,6 +116,7 @@ def mint_token(
     channels: list[str] | None = None,
     name: str | None = None,
     scope: str | None = None,
+    docs: dict[str, str] | None = None,
     now: float | None = None,
 ) -> tuple[str, int]:
     """Sign a user token; returns the token and its ``exp``."""
@@ -111,6 +128,8 @@ def mint_token(
         claims["channels"] = channels
     if scope:
         claims["scope"] = scope
+    if docs:
+        claims["docs"] = docs
     if settings.jwt_audience:
         claims["aud"] = settings.jwt_audience
     if settings.jwt_issuer:

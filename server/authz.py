@@ -1,14 +1,17 @@
-"""Who may do what on which channel (DESIGN section 3). Default deny."""
+"""Who may do what on which channel and document (DESIGN section 3). Default deny."""
 
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
 
-from realtime.channels import Channel, ChannelKind, grant_matches
+from domain.documents import Document, Role
+from realtime.channels import Channel, ChannelKind, doc_channel, grant_matches
 from server.auth import Principal
 
 # The owner of the aggregate behind a channel (a job's owner), or None when there is none.
 OwnerLookup = Callable[[Channel], Awaitable[str | None]]
+# A document's members (None when there is no such document).
+DocumentLookup = Callable[[str], Awaitable[Document | None]]
 
 
 def _granted(principal: Principal, channel: Channel) -> bool:
@@ -23,9 +26,40 @@ def can_publish_from_client(principal: Principal, channel: Channel) -> bool:
     return channel.policy.client_publish and _granted(principal, channel)
 
 
+def granted_doc_role(principal: Principal, doc_id: str) -> Role | None:
+    """The role a token gives on a document by itself: the admin scope and channel grants
+    (``doc:<id>``, ``doc:*``) edit; the ``docs`` claim names a role per id or ``prefix*``."""
+    if principal.admin or any(
+        grant_matches(grant, doc_channel(doc_id)) for grant in principal.grants
+    ):
+        return Role.EDITOR
+    roles = {
+        Role(role)
+        for pattern, role in principal.doc_grants
+        if pattern == doc_id
+        or (len(pattern) > 1 and pattern.endswith("*") and doc_id.startswith(pattern[:-1]))
+    }
+    return strongest(*roles)
+
+
+def strongest(*roles: Role | None) -> Role | None:
+    if Role.EDITOR in roles:
+        return Role.EDITOR
+    return Role.VIEWER if Role.VIEWER in roles else None
+
+
+def doc_role(principal: Principal, doc_id: str, document: Document | None) -> Role | None:
+    """The caller's role on a document: what the token grants or the membership gives."""
+    member = document.role_of(principal.sub) if document is not None else None
+    return strongest(granted_doc_role(principal, doc_id), member)
+
+
 class Authorizer:
-    def __init__(self, owners: dict[ChannelKind, OwnerLookup]) -> None:
+    def __init__(
+        self, owners: dict[ChannelKind, OwnerLookup], documents: DocumentLookup | None = None
+    ) -> None:
         self._owners = owners
+        self._documents = documents
 
     async def can_subscribe(self, principal: Principal, channel: Channel) -> bool:
         if _granted(principal, channel):
@@ -35,6 +69,24 @@ class Authorizer:
                 return channel.id == principal.sub
             case ChannelKind.FLIGHT:
                 return True
+            case ChannelKind.DOC:
+                return await self.role_on(principal, channel.id) is not None
         lookup = self._owners.get(channel.kind)
         # Unknown aggregates and other people's are denied alike: existence does not leak.
         return lookup is not None and await lookup(channel) == principal.sub
+
+    async def can_publish(self, principal: Principal, channel: Channel) -> bool:
+        """A client publishes where its kind allows and it is a member (on a document's
+        channel: an editor)."""
+        if can_publish_from_client(principal, channel):
+            return True
+        return (
+            channel.kind is ChannelKind.DOC
+            and await self.role_on(principal, channel.id) is Role.EDITOR
+        )
+
+    async def role_on(self, principal: Principal, doc_id: str) -> Role | None:
+        granted = granted_doc_role(principal, doc_id)
+        if granted is Role.EDITOR or self._documents is None:
+            return granted
+        return strongest(granted, doc_role(principal, doc_id, await self._documents(doc_id)))

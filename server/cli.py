@@ -118,9 +118,19 @@ def token(
     ttl: Annotated[int, typer.Option(help="Lifetime in seconds.")] = 3600,
     name: Annotated[str | None, typer.Option(help="Display name.")] = None,
     admin: Annotated[bool, typer.Option(help="Grant the admin scope.")] = False,
+    doc: Annotated[
+        list[str] | None,
+        typer.Option(help="Grant a document: 'ID' or 'prefix*' (editor), 'ID=viewer'; repeatable."),
+    ] = None,
 ) -> None:
     """Print a signed user token (for development and scripts)."""
     settings = load_settings()
+    docs: dict[str, str] = {}
+    for grant in doc or []:
+        pattern, _, role = grant.partition("=")
+        if role not in ("", "editor", "viewer"):
+            raise typer.BadParameter(f"{grant!r}: the role is 'editor' or 'viewer'")
+        docs[pattern] = role or "editor"
     value, _ = mint_token(
         settings,
         sub=sub,
@@ -128,6 +138,7 @@ def token(
         channels=channel or [],
         name=name,
         scope="admin" if admin else None,
+        docs=docs,
     )
     typer.echo(value)
 

@@ -11,6 +11,8 @@ from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 DEV_JWT_SECRET = "tandem-development-secret-do-not-use-in-production"
 DEV_API_KEY = "tandem-dev-key"
 DEV_WEBHOOK_SECRET = "tandem-dev-webhook-secret"
+# Room for a document event's envelope around its update (event name, document id, framing).
+DOC_FRAME_OVERHEAD = 64 * 1024
 _HMAC_ALGORITHMS = {"HS256", "HS384", "HS512"}
 _KEY_ALGORITHMS = {"RS256", "RS384", "RS512", "ES256", "ES384", "ES512", "PS256", "EdDSA"}
 
@@ -53,7 +55,8 @@ class Settings(BaseSettings):
     serializer: Literal["json", "msgpack"] = "json"
     max_payload_bytes: int = Field(default=64 * 1024, ge=1024)
     max_body_bytes: int = Field(default=1024 * 1024, ge=1024)
-    engine_max_bytes: int = Field(default=1_000_000, ge=1024)
+    # Above the document size cap: a client's first sync after offline work can carry it all.
+    engine_max_bytes: int = Field(default=5 * 1024 * 1024, ge=1024)
     ping_interval_s: float = 25.0
     ping_timeout_s: float = 20.0
 
@@ -82,6 +85,17 @@ class Settings(BaseSettings):
         default_factory=lambda: ["job.progress", "flight.position"]
     )
     protocol_error_limit: int = Field(default=3, ge=1)
+    # Collaborative documents (doc.* events, /api/docs).
+    doc_max_bytes: int = Field(default=4 * 1024 * 1024, ge=1024)
+    doc_unload_grace_s: float = Field(default=30.0, ge=0)
+    doc_flush_interval_s: float = Field(default=0.25, gt=0, le=10)
+    doc_reconcile_interval_s: float = Field(default=60.0, gt=0)
+    doc_anti_entropy_interval_s: float = Field(default=30.0, gt=0)
+    # doc.join/update/sync per connection (typing is ~10 updates/s), and doc.awareness.
+    doc_rate_per_s: float = Field(default=100.0, gt=0)
+    doc_burst: int = Field(default=300, ge=1)
+    awareness_rate_per_s: float = Field(default=30.0, gt=0)
+    awareness_burst: int = Field(default=60, ge=1)
     token_max_ttl_s: int = Field(default=7 * 86_400, ge=60)
     shutdown_timeout_s: float = 10.0
     job_retention_s: float = Field(default=7 * 86_400, ge=60)
@@ -122,6 +136,11 @@ class Settings(BaseSettings):
     def _refuse_insecure_production(self) -> Self:
         if set(self.jwt_algorithms) & _KEY_ALGORITHMS and self.jwt_public_key is None:
             raise ValueError("TANDEM_JWT_PUBLIC_KEY is required for RS/ES/PS/EdDSA algorithms")
+        if self.engine_max_bytes < self.doc_max_bytes + DOC_FRAME_OVERHEAD:
+            raise ValueError(
+                "TANDEM_ENGINE_MAX_BYTES must be at least TANDEM_DOC_MAX_BYTES + "
+                f"{DOC_FRAME_OVERHEAD}: a client's sync of a whole document must fit in a message"
+            )
         if self.env is not Environment.PRODUCTION:
             return self
         problems = []

@@ -18,6 +18,9 @@ class Connection:
     # typing and status requests: a second, tighter limit on top of ``bucket``
     presence_bucket: TokenBucket
     transport: str = "unknown"
+    # doc.* requests' limits, made on the first one (most connections never edit documents)
+    doc_bucket: TokenBucket | None = None
+    awareness_bucket: TokenBucket | None = None
     connected_at: float = field(default_factory=time.monotonic)
     expiry: asyncio.TimerHandle | None = None
 

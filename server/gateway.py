@@ -35,7 +35,7 @@ from realtime.hub import Hub, JoinOverflow
 from realtime.presence_tracker import PresenceTracker
 from realtime.ratelimit import TokenBucket
 from server.auth import TokenVerifier
-from server.authz import Authorizer, can_publish_from_client
+from server.authz import Authorizer
 from server.config import Settings
 from server.connections import Connection
 from server.errors import domain_error_ack, error_ack, error_body, validation_message
@@ -98,17 +98,19 @@ class SocketGateway:
         self._tasks: set[asyncio.Task[None]] = set()
         self._joins: dict[tuple[str, str], _Join] = {}
         self.draining = False
+        # Told of every connection that ends (the document engine drops its memberships).
+        self.on_gone: Callable[[str], Awaitable[None]] | None = None
 
     def register(self) -> None:
         sio = self._sio
         sio.on("connect", self.on_connect)
         sio.on("disconnect", self.on_disconnect)
-        sio.on("subscribe", self._request(SubscribeRequest, self.subscribe))
-        sio.on("unsubscribe", self._request(UnsubscribeRequest, self.unsubscribe))
-        sio.on("publish", self._request(PublishRequest, self.publish))
-        sio.on("presence", self._request(PresenceRequest, self.presence))
-        sio.on("status", self._request(StatusRequest, self._edge.status, presence_limit=True))
-        sio.on("typing", self._request(TypingRequest, self.typing, presence_limit=True))
+        sio.on("subscribe", self.request(SubscribeRequest, self.subscribe))
+        sio.on("unsubscribe", self.request(UnsubscribeRequest, self.unsubscribe))
+        sio.on("publish", self.request(PublishRequest, self.publish))
+        sio.on("presence", self.request(PresenceRequest, self.presence))
+        sio.on("status", self.request(StatusRequest, self._edge.status, limit=_presence_bucket))
+        sio.on("typing", self.request(TypingRequest, self.typing, limit=_presence_bucket))
         sio.on("*", self.on_unknown_event)
         sio.on_abuse = self.on_abuse
         self._hub.resync = self.resync
@@ -153,6 +155,8 @@ class SocketGateway:
             return
         conn.close()
         subscribed = len(self._hub.channels_of(sid))
+        if self.on_gone is not None:
+            await self.on_gone(sid)
         await self._hub.leave_all(sid)
         # Draining: the node takes its presence out at once anyway.
         await self._edge.disconnected(sid, at_once=self.draining)
@@ -223,22 +227,27 @@ class SocketGateway:
 
     # -- requests ---------------------------------------------------------------------------
 
-    def _request(
+    def request(
         self,
         model: type[M],
         handler: Callable[[Connection, M], Awaitable[Ack]],
         *,
-        presence_limit: bool = False,
+        limit: Callable[[Connection], TokenBucket] | None = None,
+        general: bool = True,
     ) -> Callable[..., Awaitable[Ack]]:
+        """A Socket.IO handler for ``handler``: rate limits (the connection's general one
+        unless ``general`` is False, and ``limit``'s), payload validation with ``model``, and
+        every error mapped to an ack."""
+
         async def run(sid: str, *args: Any) -> Ack:
             conn = self._connections.get(sid)
             if conn is None:
                 return self._error(error_ack(ErrorCode.UNAUTHORIZED, "not connected"))
-            if not conn.bucket.take():
+            if general and not conn.bucket.take():
                 return self._error(
                     error_ack(ErrorCode.RATE_LIMITED, "too many requests", retryable=True)
                 )
-            if presence_limit and not conn.presence_bucket.take():
+            if limit is not None and not limit(conn).take():
                 return self._error(
                     error_ack(
                         ErrorCode.RATE_LIMITED,
@@ -278,8 +287,9 @@ class SocketGateway:
         return self._error(
             error_ack(
                 ErrorCode.INVALID_PAYLOAD,
-                f"unknown event {str(event)[:64]!r}; "
-                "use subscribe, unsubscribe, publish, presence, status or typing",
+                f"unknown event {str(event)[:64]!r}; use subscribe, unsubscribe, publish, "
+                "presence, status, typing or doc.join, doc.update, doc.sync, doc.awareness, "
+                "doc.leave",
             )
         )
 
@@ -381,7 +391,7 @@ class SocketGateway:
 
     async def publish(self, conn: Connection, req: PublishRequest) -> Ack:
         channel = parse(req.channel)
-        if not can_publish_from_client(conn.principal, channel):
+        if not await self.authorizer.can_publish(conn.principal, channel):
             raise PermissionDenied(f"not allowed to publish to {channel}")
         if req.event.startswith(SERVER_EVENT_PREFIXES):
             raise PermissionDenied(f"event type {req.event!r} is reserved for the server")
@@ -396,6 +406,10 @@ class SocketGateway:
             "epoch": result.epoch,
             "duplicate": result.duplicate,
         }
+
+
+def _presence_bucket(conn: Connection) -> TokenBucket:
+    return conn.presence_bucket
 
 
 class _Join:

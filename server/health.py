@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 from fastapi import APIRouter, Response
 from fastapi.responses import JSONResponse
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
@@ -32,4 +34,7 @@ async def ready(runtime: RuntimeDep) -> JSONResponse:
 @router.get("/metrics", include_in_schema=False)
 async def metrics(runtime: RuntimeDep) -> Response:
     runtime.metrics.subscriptions_snapshot(runtime.hub.channel_count)
+    runtime.metrics.documents_snapshot(
+        runtime.collab.open_documents, dataclasses.asdict(runtime.collab.stats)
+    )
     return Response(generate_latest(runtime.metrics.registry), media_type=CONTENT_TYPE_LATEST)

@@ -28,7 +28,6 @@ from realtime.broker import (
     UnrecoverablePosition,
 )
 from server.auth import SERVICE, Principal, mint_token
-from server.authz import can_publish_from_client
 from server.errors import error_body
 from server.gateway import parse
 from server.jsonwire import compact_json
@@ -146,7 +145,7 @@ async def publish_one(
     if caller.is_service:
         if body.event.startswith("server."):
             raise PermissionDenied("event types starting with 'server.' are reserved")
-    elif not can_publish_from_client(caller, channel) or body.event.startswith(
+    elif not await runtime.authorizer.can_publish(caller, channel) or body.event.startswith(
         SERVER_EVENT_PREFIXES
     ):
         raise PermissionDenied(f"not allowed to publish {body.event!r} to {channel}")
@@ -364,5 +363,6 @@ async def create_token(body: TokenRequest, _: ServiceCaller, runtime: RuntimeDep
         channels=body.channels,
         name=body.name,
         scope=body.scope,
+        docs=dict(body.docs),
     )
     return TokenResponse(token=token, expires_at=expires_at)

@@ -60,5 +60,34 @@ class Metrics:
             "tandem_broker_errors", "Broker operations that failed", ["op"], registry=r
         )
 
+        self.doc_deliveries = Counter(
+            "tandem_doc_deliveries",
+            "Document updates and awareness changes written to members",
+            ["event"],
+            registry=r,
+        )
+        self.docs_open = Gauge(
+            "tandem_docs_open", "Collaborative documents loaded on this node", registry=r
+        )
+        self.doc_events = Counter(
+            "tandem_doc_events",
+            "Document engine counters: updates, remote_updates, repairs (anti-entropy that "
+            "carried something new), invalid, flushed, flush_failures, compactions, loads, "
+            "unloads",
+            ["kind"],
+            registry=r,
+        )
+        self._doc_counted: dict[str, int] = {}
+
     def subscriptions_snapshot(self, channel_count: int) -> None:
         self.channels.set(channel_count)
+
+    def documents_snapshot(self, open_documents: int, counters: dict[str, int]) -> None:
+        """The engine keeps plain counters (no metrics on its hot path); they are carried
+        over here whenever the metrics are read."""
+        self.docs_open.set(open_documents)
+        for kind, value in counters.items():
+            counted = self._doc_counted.get(kind, 0)
+            if value > counted:
+                self.doc_events.labels(kind).inc(value - counted)
+                self._doc_counted[kind] = value

@@ -19,6 +19,8 @@ from domain.jobs import JobService
 from domain.notifications import NotificationService
 from realtime.broker import Broker, BrokerOptions, create_broker
 from realtime.channels import Channel, ChannelKind
+from realtime.collab.bus import create_doc_bus
+from realtime.collab.engine import CollabEngine, CollabOptions
 from realtime.hub import Hub
 from realtime.periodic import Periodic
 from realtime.presence import PresenceOptions, PresenceStore, create_presence_store
@@ -27,8 +29,10 @@ from realtime.presence_tracker import PresenceTracker
 from realtime.presence_typing import TypingTracker
 from server.auth import TokenVerifier
 from server.authz import Authorizer, OwnerLookup
-from server.config import Settings
+from server.config import DOC_FRAME_OVERHEAD, Settings
 from server.delivery import SocketDelivery
+from server.doc_delivery import DocDelivery
+from server.docs_gateway import LARGE_EVENTS, DocGateway
 from server.events import route_event
 from server.fastpath import FastPath
 from server.gateway import SocketGateway
@@ -38,6 +42,7 @@ from server.receipts import DeliveryReceipts
 from server.socket_server import CompatMsgPackPacket, TandemSocketServer
 from server.state import ChannelState
 from storage.database import Database, ping
+from storage.documents import SqlDocumentStore
 from storage.jobs import SqlJobRepository
 from storage.notifications import SqlNotificationRepository
 from storage.outbox import OutboxRelay
@@ -68,6 +73,8 @@ class Runtime:
     node_id: str
     statuses: StatusBoard
     typing: TypingTracker
+    documents: SqlDocumentStore
+    collab: CollabEngine
 
     async def readiness(self) -> dict[str, str]:
         """Each dependency's status: "ok", or what is wrong with it (1 s per check)."""
@@ -94,6 +101,8 @@ class Runtime:
             await stack.enter_async_context(self.presence)
             await stack.enter_async_context(self.typing)
             await stack.enter_async_context(self.relay)
+            # Exits before the database: every open document is flushed and reconciled.
+            await stack.enter_async_context(self.collab)
             # Closes before the relay and the database: pending receipts are written.
             stack.push_async_callback(self.receipts.close)
             for purge in (self._purge_finished_jobs, self._purge_read_notifications):
@@ -130,6 +139,8 @@ def build_runtime(settings: Settings) -> Runtime:
         protocol_error_limit=settings.protocol_error_limit,
         count_error=lambda kind: metrics.protocol_errors.labels(kind).inc(),
         serializer=CompatMsgPackPacket if settings.serializer == "msgpack" else "default",
+        large_events=LARGE_EVENTS,
+        max_large_payload_bytes=settings.doc_max_bytes + DOC_FRAME_OVERHEAD,
         cors_allowed_origins=settings.cors_origins or None,
         max_http_buffer_size=settings.engine_max_bytes,
         ping_interval=settings.ping_interval_s,
@@ -188,6 +199,23 @@ def build_runtime(settings: Settings) -> Runtime:
     )
     flights = FlightService(unit_of_work(db, route_event, relay.wake), SystemClock())
     verifier = TokenVerifier(settings)
+    documents = SqlDocumentStore(db)
+    collab = CollabEngine(
+        documents,
+        lambda on_message, on_reconnect: create_doc_bus(
+            settings.broker_url, node_id, on_message, on_reconnect
+        ),
+        DocDelivery(sio, fast, metrics),
+        CollabOptions(
+            node_id=node_id,
+            max_doc_bytes=settings.doc_max_bytes,
+            flush_interval=settings.doc_flush_interval_s,
+            unload_grace=settings.doc_unload_grace_s,
+            reconcile_interval=settings.doc_reconcile_interval_s,
+            anti_entropy_interval=settings.doc_anti_entropy_interval_s,
+            awareness_ttl=settings.presence_ttl_s,
+        ),
+    )
     gateway = SocketGateway(
         sio=sio,
         settings=settings,
@@ -201,12 +229,13 @@ def build_runtime(settings: Settings) -> Runtime:
             typing=typing,
             grace=settings.presence_grace_s,
         ),
-        authorizer=Authorizer({ChannelKind.JOB: _owner_of(jobs)}),
+        authorizer=Authorizer({ChannelKind.JOB: _owner_of(jobs)}, documents=documents.get),
         state=_channel_state(broker, jobs, notifications, flights),
         verifier=verifier,
         metrics=metrics,
     )
     gateway.register()
+    DocGateway(engine=collab, store=documents, settings=settings).register(sio, gateway)
 
     async def kick_slow(eio_sid: str) -> None:
         sid = sio.sid_of(eio_sid)
@@ -242,6 +271,8 @@ def build_runtime(settings: Settings) -> Runtime:
         node_id=node_id,
         statuses=statuses,
         typing=typing,
+        documents=documents,
+        collab=collab,
     )
 
 

@@ -11,7 +11,7 @@ import asyncio
 import logging
 import time
 from collections import deque
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Collection
 from typing import Any
 
 import msgpack
@@ -82,9 +82,14 @@ class TandemSocketServer(socketio.AsyncServer):  # type: ignore[misc]
         max_payload_bytes: int,
         protocol_error_limit: int,
         count_error: CountHook,
+        large_events: Collection[str] = (),
+        max_large_payload_bytes: int = 0,
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
+        # Events allowed past max_payload_bytes (document syncs carry whole documents).
+        self._large_events = frozenset(large_events)
+        self._max_large = max(max_large_payload_bytes, max_payload_bytes)
         # Engine.IO would start a task per received message only to run this server's
         # message handler, which starts its own task per event anyway: one task is enough.
         self.eio.async_handlers = False
@@ -182,8 +187,10 @@ class TandemSocketServer(socketio.AsyncServer):  # type: ignore[misc]
                 await self._attachment(eio_sid, data)
                 return
             if len(data) > self._max_payload:
-                await self._refuse(eio_sid, self.packet_class(encoded_packet=data))
-                return
+                pkt = self.packet_class(encoded_packet=data)
+                if len(data) > self._limit_of(pkt):
+                    await self._refuse(eio_sid, pkt)
+                    return
             await super()._handle_eio_message(eio_sid, data)
             pending = self._binary_packet.get(eio_sid)
             if pending is not None:
@@ -201,12 +208,23 @@ class TandemSocketServer(socketio.AsyncServer):  # type: ignore[misc]
             raise ProtocolError("text packet while binary attachments were expected")
         size = self._pending_bytes.get(eio_sid, 0) + len(data)
         self._pending_bytes[eio_sid] = size
-        if size > self._max_payload:
+        if size > self._limit_of(self._binary_packet[eio_sid]):
             pending = self._binary_packet.pop(eio_sid)
             self._discard[eio_sid] = pending.attachment_count - len(pending.attachments) - 1
             await self._refuse(eio_sid, pending)
             return
         await super()._handle_eio_message(eio_sid, data)
+
+    def _limit_of(self, pkt: Any) -> int:
+        """The size limit of a decoded packet: larger for the events that may carry it."""
+        if (
+            pkt.packet_type in (sio_packet.EVENT, sio_packet.BINARY_EVENT)
+            and isinstance(pkt.data, list)
+            and pkt.data
+            and pkt.data[0] in self._large_events
+        ):
+            return self._max_large
+        return self._max_payload
 
     async def _refuse(self, eio_sid: str, pkt: Any) -> None:
         """Answer an oversized event with ``payload_too_large`` (it never reaches a handler)."""
@@ -214,7 +232,7 @@ class TandemSocketServer(socketio.AsyncServer):  # type: ignore[misc]
         if pkt.packet_type in (sio_packet.EVENT, sio_packet.BINARY_EVENT) and pkt.id is not None:
             ack = error_ack(
                 ErrorCode.PAYLOAD_TOO_LARGE,
-                f"event payload is over the {self._max_payload}-byte limit",
+                f"event payload is over the {self._limit_of(pkt)}-byte limit",
             )
             await self._send_packet(
                 eio_sid,

@@ -10,6 +10,7 @@ EVENT_PATTERN = r"^[A-Za-z][A-Za-z0-9_-]*(\.[A-Za-z0-9_-]+)+$"
 EventName = Annotated[str, StringConstraints(pattern=EVENT_PATTERN, max_length=64)]
 ChannelName = Annotated[str, StringConstraints(min_length=3, max_length=160)]
 MessageId = Annotated[str, StringConstraints(min_length=1, max_length=128)]
+DocPattern = Annotated[str, StringConstraints(min_length=1, max_length=129)]
 
 # Types the server itself emits; clients may not publish them (they would look authoritative).
 SERVER_EVENT_PREFIXES = ("server.", "presence.", "job.", "notification.", "flight.", "doc.")
@@ -164,6 +165,10 @@ class TokenRequest(BaseModel):
     name: Annotated[str, StringConstraints(max_length=128)] | None = None
     channels: Annotated[list[ChannelName], Field(max_length=100)] = Field(default_factory=list)
     scope: Annotated[str, StringConstraints(max_length=256)] | None = None
+    docs: Annotated[dict[DocPattern, Literal["editor", "viewer"]], Field(max_length=100)] = Field(
+        default_factory=dict,
+        description="Documents the user may join: an id or 'prefix*', with a role.",
+    )
     ttl: Annotated[int, Field(ge=1)] = 3600
 
 
@@ -186,3 +191,35 @@ class BatchUnavailableResponse(ErrorResponse):
     results: list[PublishResponse | None] = Field(
         description="What was published before the broker failed (null: not published)."
     )
+
+
+# -- collaborative documents (Socket.IO) ------------------------------------------------------
+
+DocName = Annotated[str, StringConstraints(min_length=1, max_length=132)]
+Epoch = Annotated[str, StringConstraints(min_length=1, max_length=64)]
+
+
+class DocJoinRequest(Request):
+    doc: DocName
+    sv: bytes | None = None
+    epoch: Epoch | None = None
+    awareness: bytes | None = None
+
+
+class DocUpdateRequest(Request):
+    doc: DocName
+    update: bytes
+
+
+class DocSyncRequest(Request):
+    doc: DocName
+    sv: bytes
+
+
+class DocAwarenessRequest(Request):
+    doc: DocName
+    update: bytes
+
+
+class DocLeaveRequest(Request):
+    doc: DocName

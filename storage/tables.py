@@ -13,6 +13,7 @@ from sqlalchemy import (
     ForeignKey,
     Index,
     Integer,
+    LargeBinary,
     String,
     Text,
 )
@@ -164,3 +165,68 @@ class WebhookDeliveryRow(Base):
 
     key: Mapped[str] = mapped_column(String(128), primary_key=True)
     expires_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), index=True)
+
+
+# Documents: rows written with Core statements in storage/documents.py.
+_LOG_ID = BigInteger().with_variant(Integer, "sqlite")
+
+
+class DocumentRow(Base):
+    __tablename__ = "documents"
+
+    id: Mapped[str] = mapped_column(String(128), primary_key=True)
+    format: Mapped[str] = mapped_column(String(8))
+    epoch: Mapped[str] = mapped_column(String(32))
+    owner: Mapped[str | None] = mapped_column(String(128), default=None)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+
+
+class DocumentMemberRow(Base):
+    __tablename__ = "document_members"
+
+    doc_id: Mapped[str] = mapped_column(
+        String(128), ForeignKey("documents.id", ondelete="CASCADE"), primary_key=True
+    )
+    user: Mapped[str] = mapped_column(String(128), primary_key=True)
+    role: Mapped[str] = mapped_column(String(8))
+
+
+class DocSnapshotRow(Base):
+    """A document's compacted Yjs state, and the last log row folded into it."""
+
+    __tablename__ = "doc_snapshots"
+
+    doc_id: Mapped[str] = mapped_column(
+        String(128), ForeignKey("documents.id", ondelete="CASCADE"), primary_key=True
+    )
+    state: Mapped[bytes | None] = mapped_column(LargeBinary, default=None)
+    upto_id: Mapped[int] = mapped_column(_LOG_ID, default=0)
+    updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+
+
+class DocUpdateRow(Base):
+    """One raw Yjs update, appended by the node whose client sent it."""
+
+    __tablename__ = "doc_updates"
+
+    id: Mapped[int] = mapped_column(_LOG_ID, primary_key=True, autoincrement=True)
+    doc_id: Mapped[str] = mapped_column(String(128), ForeignKey("documents.id", ondelete="CASCADE"))
+    epoch: Mapped[str] = mapped_column(String(32))
+    update: Mapped[bytes] = mapped_column(LargeBinary)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+
+    __table_args__ = (Index("ix_doc_updates_doc_id_id", "doc_id", "id"),)
+
+
+class DocVersionRow(Base):
+    __tablename__ = "doc_versions"
+
+    id: Mapped[int] = mapped_column(_LOG_ID, primary_key=True, autoincrement=True)
+    doc_id: Mapped[str] = mapped_column(
+        String(128), ForeignKey("documents.id", ondelete="CASCADE"), index=True
+    )
+    name: Mapped[str] = mapped_column(String(200))
+    state: Mapped[bytes] = mapped_column(LargeBinary)
+    size: Mapped[int] = mapped_column(Integer)
+    created_by: Mapped[str | None] = mapped_column(String(128), default=None)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
