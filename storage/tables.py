@@ -215,7 +215,12 @@ class DocUpdateRow(Base):
     update: Mapped[bytes] = mapped_column(LargeBinary)
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
 
-    __table_args__ = (Index("ix_doc_updates_doc_id_id", "doc_id", "id"),)
+    __table_args__ = (
+        Index("ix_doc_updates_doc_id_id", "doc_id", "id"),
+        # Ids must never be reused: a snapshot folds the rows up to an id, and SQLite would
+        # otherwise hand a deleted id to the next row, which then hides below the snapshot.
+        {"sqlite_autoincrement": True},
+    )
 
 
 class DocVersionRow(Base):

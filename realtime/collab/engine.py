@@ -334,6 +334,11 @@ class CollabEngine:
             case BusKind.SV_REQUEST:
                 await self._answer_state_vector(room, message.payload)
                 await self._publish_to(room, BusKind.SV_REPLY, room.doc.get_state())
+                # A node that just loaded the document knows nobody's cursor yet.
+                clients = room.local_clients()
+                if clients:
+                    update = room.awareness.encode_awareness_update(clients)
+                    await self._publish_to(room, BusKind.AWARENESS, update)
             case BusKind.SV_REPLY:
                 await self._answer_state_vector(room, message.payload)
                 room.sync_replies += 1

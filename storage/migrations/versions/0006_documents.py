@@ -59,6 +59,8 @@ def upgrade() -> None:
         sa.Column("epoch", sa.String(32), nullable=False),
         sa.Column("update", sa.LargeBinary(), nullable=False),
         sa.Column("created_at", sa.DateTime(timezone=True), nullable=False),
+        # Never reuse an id: rows at or below a snapshot's upto_id are taken as folded.
+        sqlite_autoincrement=True,
     )
     op.create_index("ix_doc_updates_doc_id_id", "doc_updates", ["doc_id", "id"])
     op.create_table(
