@@ -4,6 +4,8 @@ API (content, server-side edits, versions), restarts."""
 from __future__ import annotations
 
 import asyncio
+import functools
+import json
 import time
 from collections.abc import AsyncIterator, Iterator
 from contextlib import asynccontextmanager
@@ -71,7 +73,7 @@ async def test_two_editors_converge_and_see_each_others_cursors(server: LiveServ
     async with peer(server, "pair", "alice") as alice, peer(server, "pair", "bob") as bob:
         assert (await alice.set_awareness({"user": {"name": "Alice"}, "cursor": None}))["ok"]
         for char in "hello":  # one at a time: a binary event is two packets on the wire
-            await alice.edit(lambda t, c=char: t.insert(len(t), c))
+            await alice.edit(functools.partial(_append, char))
         await bob.edit(lambda t: t.insert(0, ">> "))
         await alice.wait_for(lambda: str(alice.text) == str(bob.text) and len(str(bob.text)) == 8)
         await bob.wait_for(lambda: alice.doc.client_id in bob.others())
@@ -323,11 +325,16 @@ async def test_content_survives_a_restart(tmp_path: Path) -> None:
             )
 
 
+def _append(char: str, text: Text) -> None:
+    text.insert(len(text), char)
+
+
 async def _send_huge_frame(node: LiveServer) -> int | None:
     url = node.url.replace("http", "ws", 1) + "/socket.io/?EIO=4&transport=websocket"
     async with websockets.connect(url, max_size=None) as ws:
         await ws.recv()  # Engine.IO OPEN
-        await ws.send('40{"token":"%s"}' % node.token("alice", docs={"big": "editor"}))
+        token = node.token("alice", docs={"big": "editor"})
+        await ws.send("40" + json.dumps({"token": token}))
         await ws.recv()  # Socket.IO CONNECT
         await ws.send('451-0["doc.update",{"doc":"big","update":{"_placeholder":true,"num":0}}]')
         await ws.send(b"\x00" * (DOC_MAX + 200 * 1024))
