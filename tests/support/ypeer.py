@@ -60,6 +60,13 @@ class YPeer:
             self._pump = asyncio.create_task(self._receive())
         return ack
 
+    async def rejoin(self, client: Recorder) -> dict[str, Any]:
+        """Join again on a new connection (after a reconnect): what this copy gained offline
+        goes to the server in the handshake."""
+        await self.stop()
+        self.client = client
+        return await self.join()
+
     async def edit(self, change: Callable[[Text], None]) -> dict[str, Any]:
         """Change the text locally and send the update; returns the ack."""
         before = self.doc.get_state()
