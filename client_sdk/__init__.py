@@ -4,11 +4,21 @@ The wire protocol is the SDK's only contract with the server; it imports no serv
 """
 
 from client_sdk._client import Client, TokenProvider
+from client_sdk._docs import DocsWatcher, OpenDoc
+from client_sdk._docs_api import (
+    DocMember,
+    DocsAPI,
+    Document,
+    DocumentContent,
+    DocVersion,
+    DocVersionContent,
+)
 from client_sdk._errors import (
     BadRequest,
     ClientClosed,
     Conflict,
     ConnectionLost,
+    DocumentReset,
     InsufficientState,
     InternalError,
     InvalidPayload,
@@ -49,6 +59,7 @@ from client_sdk._jobs import (
     JobStatus,
     JobUnsuccessful,
 )
+from client_sdk._live_doc import LiveDoc
 from client_sdk._models import (
     History,
     Member,
@@ -79,6 +90,14 @@ __all__ = [
     "Conflict",
     "ConnectionLost",
     "CreatedJob",
+    "DocMember",
+    "DocVersion",
+    "DocVersionContent",
+    "DocsAPI",
+    "DocsWatcher",
+    "Document",
+    "DocumentContent",
+    "DocumentReset",
     "Flight",
     "FlightResult",
     "FlightStatus",
@@ -101,6 +120,7 @@ __all__ = [
     "JobWatch",
     "JobWatcher",
     "JobsAPI",
+    "LiveDoc",
     "Member",
     "Message",
     "NotFound",
@@ -109,6 +129,7 @@ __all__ = [
     "NotificationPage",
     "NotificationWatcher",
     "NotificationsAPI",
+    "OpenDoc",
     "PayloadTooLarge",
     "PermissionDenied",
     "Position",

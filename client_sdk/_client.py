@@ -11,6 +11,7 @@ from types import TracebackType
 from typing import Any, Literal
 
 from client_sdk._connection import Connection
+from client_sdk._docs import DOC_EVENTS, DocsWatcher
 from client_sdk._errors import (
     ClientClosed,
     ConnectionLost,
@@ -72,6 +73,9 @@ class Client:
         notifications: The user's inbox (`NotificationWatcher`):
             ``async with client.notifications.inbox() as inbox`` (``inbox.unread``).
         flights: Follow flights (`FlightWatcher`): ``client.flights.watch(flight_id)``.
+        docs: Collaborative documents (`DocsWatcher`):
+            ``async with client.docs.open("doc:notes-1") as doc`` yields a live pycrdt
+            ``Doc`` (`LiveDoc`), re-joined after every reconnect.
     """
 
     def __init__(
@@ -117,6 +121,7 @@ class Client:
         self.jobs = JobWatcher(self)
         self.notifications = NotificationWatcher(self)
         self.flights = FlightWatcher(self)
+        self.docs = DocsWatcher(self)
         self._status = StatusReporter(self._call)
 
     # -- lifecycle --------------------------------------------------------------------------
@@ -179,6 +184,7 @@ class Client:
             sub._finish()
         self._subs.clear()
         self._workers.clear()
+        await self.docs._close(ClientClosed("the client is closed"))
         if self._conn is not None:
             await self._conn.close()
         self._changed.set()
@@ -298,6 +304,23 @@ class Client:
             raise RequestTimeout(f"no reply to {event!r} within {self._request_timeout}s") from None
         return _checked(ack)
 
+    async def _request(
+        self, conn: Connection, event: str, payload: Mapping[str, Any]
+    ) -> Mapping[str, Any]:
+        """One request on ``conn`` (not on whichever connection comes next), with a timeout."""
+        try:
+            async with asyncio.timeout(self._request_timeout):
+                ack = await conn.request(event, payload)
+        except TimeoutError:
+            raise RequestTimeout(f"no reply to {event!r} within {self._request_timeout}s") from None
+        return _checked(ack)
+
+    def _check_usable(self) -> None:
+        if self._fatal is not None:
+            raise self._fatal
+        if self._closed:
+            raise ClientClosed("the client is closed")
+
     async def _wait_connection(self) -> Connection:
         while True:
             if self._fatal is not None:
@@ -351,15 +374,18 @@ class Client:
                 assert conn is not None
                 await conn.closed.wait()
                 self._changed.set()
+                self.docs._on_disconnect()
                 await conn.close()  # releases the transport's HTTP session
                 self._use(await self._reconnect(conn.notice))
                 for sub in list(self._subs.values()):
                     self._schedule_sync(sub)
+                self.docs._on_reconnect()
         except TandemError as exc:
             log.warning("not reconnecting: %s", exc)
             self._fatal = exc
             for sub in list(self._subs.values()):
                 self._drop(sub, exc)
+            self.docs._fail(exc)
             self._changed.set()
 
     async def _reconnect(self, notice: Notice | None) -> Connection:
@@ -417,6 +443,9 @@ class Client:
     # -- subscriptions ----------------------------------------------------------------------
 
     def _dispatch(self, event: str, envelope: Mapping[str, Any]) -> None:
+        if event in DOC_EVENTS:
+            self.docs._on_event(event, envelope)
+            return
         try:
             msg = Message.from_envelope(envelope)
         except ValueError:
@@ -427,10 +456,7 @@ class Client:
             sub._on_message(msg)
 
     async def _start_subscription(self, sub: Subscription) -> None:
-        if self._fatal is not None:
-            raise self._fatal
-        if self._closed:
-            raise ClientClosed("the client is closed")
+        self._check_usable()
         if sub.channel in self._subs:
             raise ValueError(f"already subscribed to {sub.channel!r} on this client")
         self._subs[sub.channel] = sub

@@ -151,6 +151,16 @@ class ClientClosed(TandemError):
     default_code = "closed"
 
 
+class DocumentReset(TandemError):
+    """The document was deleted and created again (a new epoch) while this copy was open.
+
+    A Yjs document cannot be merged across epochs nor emptied, so the open `LiveDoc` is
+    closed: open the document again (``client.docs.open``) to get the new one.
+    """
+
+    default_code = "document_reset"
+
+
 _BY_CODE: dict[str, type[TandemError]] = {
     cls.default_code: cls
     for cls in (
@@ -173,6 +183,7 @@ _BY_CODE: dict[str, type[TandemError]] = {
         ConnectionLost,
         RequestTimeout,
         ClientClosed,
+        DocumentReset,
     )
 }
 

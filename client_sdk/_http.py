@@ -12,6 +12,7 @@ from urllib.parse import quote
 
 import httpx
 
+from client_sdk._docs_api import DocsAPI
 from client_sdk._errors import ConnectionLost, TandemError, error_class, error_from_body
 from client_sdk._flights import FlightsAPI
 from client_sdk._job_worker import JobsAPI
@@ -22,6 +23,9 @@ from client_sdk._retry import backoff_delay
 log = logging.getLogger("client_sdk")
 
 _RETRY_STATUSES = frozenset({502, 503, 504})
+# Refusals that say the server did not apply the request: safe to retry even a request that
+# would change something twice.
+_NOT_APPLIED_CODES = frozenset({"rate_limited", "broker_unavailable"})
 _CODE_BY_STATUS = {
     400: "bad_request",
     401: "unauthorized",
@@ -42,7 +46,9 @@ class ServerAPI:
     Every call is retried on connection errors and on 502/503/504 or retryable errors, with
     backoff and the server's ``Retry-After``, up to ``max_attempts`` in total. Publishing is
     safe to retry because each publish carries an ``Idempotency-Key`` (the same one on every
-    attempt), so the server stores it once.
+    attempt), so the server stores it once. Calls that would change twice and carry no such
+    key (document inserts, deletes, appends, named versions) are retried only when the server
+    surely did not apply them (no connection, ``rate_limited``, ``broker_unavailable``).
 
     Example:
         >>> async with ServerAPI(url, api_key) as api:
@@ -62,6 +68,7 @@ class ServerAPI:
         jobs: The jobs API (`JobsAPI`): create jobs and report their progress.
         notifications: The notifications API (`NotificationsAPI`): send, list, mark read.
         flights: The flights API (`FlightsAPI`): put flight status, get and list flights.
+        docs: The documents API (`DocsAPI`): create, read, edit, members and versions.
     """
 
     def __init__(
@@ -89,6 +96,7 @@ class ServerAPI:
         self.jobs = JobsAPI(self)
         self.notifications = NotificationsAPI(self)
         self.flights = FlightsAPI(self)
+        self.docs = DocsAPI(self)
 
     async def __aenter__(self) -> ServerAPI:
         return self
@@ -226,21 +234,27 @@ class ServerAPI:
         ttl: int = 3600,
         name: str | None = None,
         scope: str | None = None,
+        docs: Mapping[str, str] | None = None,
     ) -> Token:
         """Mint a user token for `Client`.
 
         Args:
             sub: The user id.
-            channels: Grants: exact channel names or ``"prefix:*"`` patterns.
+            channels: Grants: exact channel names or ``"prefix:*"`` patterns (``"doc:<id>"``
+                and ``"doc:<prefix>*"`` make the user an editor of those documents).
             ttl: Lifetime in seconds.
             name: A display name.
             scope: ``"admin"`` for every channel.
+            docs: Documents the user may open: ``{"<id>" or "<prefix>*": "editor" |
+                "viewer"}``. Opening one the token lets them edit creates it if missing.
         """
         payload: dict[str, Any] = {"sub": sub, "channels": list(channels), "ttl": ttl}
         if name is not None:
             payload["name"] = name
         if scope is not None:
             payload["scope"] = scope
+        if docs:
+            payload["docs"] = dict(docs)
         body = await self._request("POST", "/api/tokens", json=payload)
         return Token(token=str(body["token"]), expires_at=int(body["expires_at"]))
 
@@ -253,8 +267,14 @@ class ServerAPI:
         params: Mapping[str, str | int] | None = None,
         headers: Mapping[str, str] | None = None,
         on_retry: Callable[[TandemError], None] | None = None,
+        idempotent: bool = True,
     ) -> Mapping[str, Any]:
-        """Send one call, retrying as the class says; ``on_retry(error)`` before each retry."""
+        """Send one call, retrying as the class says; ``on_retry(error)`` before each retry.
+
+        A call that is not ``idempotent`` (applying it twice would change twice) is retried
+        only when it surely did not reach the server or was refused before being applied.
+        A response without a body (204) is an empty mapping.
+        """
         attempt = 0
         while True:
             retry_after: float | None = None
@@ -264,14 +284,22 @@ class ServerAPI:
                 )
             except httpx.TransportError as exc:
                 error: TandemError = ConnectionLost(f"{method} {path}: {exc!r}")
+                if not idempotent and not isinstance(
+                    exc, httpx.ConnectError | httpx.ConnectTimeout
+                ):
+                    raise error from None
             else:
                 if response.is_success:
+                    if response.status_code == 204 or not response.content:
+                        return {}
                     body = response.json()
                     if not isinstance(body, Mapping):
                         raise error_class("internal")(f"unexpected response body: {body!r}")
                     return body
                 error = _error_of(response)
                 if not error.retryable and response.status_code not in _RETRY_STATUSES:
+                    raise error
+                if not idempotent and error.code not in _NOT_APPLIED_CODES:
                     raise error
                 retry_after = _retry_after(response)
             attempt += 1

@@ -218,3 +218,8 @@ def _int(value: object) -> int:
 def optional_datetime(value: Any) -> datetime | None:
     """An ISO 8601 moment of a snapshot, or None."""
     return None if value is None else datetime.fromisoformat(value)
+
+
+def bare_doc_id(doc: str) -> str:
+    """A document id without the channel-style ``doc:`` prefix (both mean the same)."""
+    return doc.removeprefix("doc:")
