@@ -43,6 +43,12 @@ class Role(StrEnum):
         return self is Role.EDITOR
 
 
+def strongest(*roles: Role | None) -> Role | None:
+    if Role.EDITOR in roles:
+        return Role.EDITOR
+    return Role.VIEWER if Role.VIEWER in roles else None
+
+
 def doc_id_of(name: object) -> str:
     """A document id from ``"<id>"`` or the channel-style ``"doc:<id>"``."""
     if not isinstance(name, str):
@@ -148,8 +154,10 @@ class DocumentStore(Protocol):
         """The snapshot and the log rows of the current epoch, or None without a document."""
         ...
 
-    async def append(self, entries: Sequence[LogEntry]) -> None:
-        """Append every entry in one transaction (entries of deleted documents are dropped).
+    async def append(self, entries: Sequence[LogEntry]) -> set[str]:
+        """Append every entry in one transaction, except those of documents that were deleted
+        or started over under another epoch meanwhile: those are dropped, and their ids
+        returned (whoever holds them open holds a copy nobody can store any more).
 
         Raises:
             Unavailable: the database cannot be reached; nothing was written.

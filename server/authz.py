@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
 
-from domain.documents import Document, Role
+from domain.documents import Document, Role, strongest
 from realtime.channels import Channel, ChannelKind, doc_channel, grant_matches
 from server.auth import Principal
 
@@ -40,12 +40,6 @@ def granted_doc_role(principal: Principal, doc_id: str) -> Role | None:
         or (len(pattern) > 1 and pattern.endswith("*") and doc_id.startswith(pattern[:-1]))
     }
     return strongest(*roles)
-
-
-def strongest(*roles: Role | None) -> Role | None:
-    if Role.EDITOR in roles:
-        return Role.EDITOR
-    return Role.VIEWER if Role.VIEWER in roles else None
 
 
 def doc_role(principal: Principal, doc_id: str, document: Document | None) -> Role | None:

@@ -160,7 +160,7 @@ async def delete_document(doc_id: str, caller: Caller, runtime: RuntimeDep) -> R
     (``doc.closed``, ``not_found``). The owner or an API key."""
     document = await _managed(runtime, caller, doc_id)
     await runtime.documents.delete(document.id)
-    await runtime.collab.close(document.id, "not_found", "the document was deleted", user=None)
+    await runtime.collab.deleted(document.id)
     return Response(status_code=204)
 
 
@@ -168,27 +168,22 @@ async def delete_document(doc_id: str, caller: Caller, runtime: RuntimeDep) -> R
 async def set_member(
     doc_id: str, user: str, body: SetRole, caller: Caller, runtime: RuntimeDep
 ) -> Any:
-    """Give ``user`` a role. Someone lowered to viewer while editing is told
-    (``doc.closed``, ``permission_denied``) and joins again read-only."""
+    """Give ``user`` a role; their open sessions take it at once (unless their token grants
+    more: a lowered editor's next update is refused with ``permission_denied``)."""
     document = await _managed(runtime, caller, doc_id)
     role = Role(body.role)
     await runtime.documents.set_member(document.id, user, role)
-    if role is Role.VIEWER and document.members.get(user) is Role.EDITOR:
-        await runtime.collab.close(
-            document.id, "permission_denied", "you may now only read this document", user=user
-        )
+    await runtime.collab.access_changed(document.id, user, role)
     return _document_out(await _require(runtime, document.id))
 
 
 @router.delete("/{doc_id}/members/{user}", response_model=DocumentOut)
 async def remove_member(doc_id: str, user: str, caller: Caller, runtime: RuntimeDep) -> Any:
     """Take ``user``'s membership away; their open sessions are closed (``doc.closed``,
-    ``permission_denied``)."""
+    ``permission_denied``) unless their token grants the document by itself."""
     document = await _managed(runtime, caller, doc_id)
     if await runtime.documents.remove_member(document.id, user):
-        await runtime.collab.close(
-            document.id, "permission_denied", "your access to this document was removed", user=user
-        )
+        await runtime.collab.access_changed(document.id, user, None)
     return _document_out(await _require(runtime, document.id))
 
 

@@ -17,7 +17,7 @@ from domain.errors import Conflict, NotFound, PermissionDenied
 from realtime.collab.engine import CollabEngine
 from realtime.ratelimit import TokenBucket
 from server.auth import Principal
-from server.authz import doc_role
+from server.authz import doc_role, granted_doc_role
 from server.config import Settings
 from server.connections import Connection
 from server.gateway import SocketGateway
@@ -68,6 +68,7 @@ class DocGateway:
             sv=req.sv,
             epoch=req.epoch,
             awareness=req.awareness,
+            granted=granted_doc_role(conn.principal, doc_id),
         )
         return {
             "ok": True,

@@ -134,26 +134,32 @@ class SqlDocumentStore:
         epoch, snapshot, _upto, rows = found
         return StoredState(epoch, snapshot, [bytes(row.update) for row in rows])
 
-    async def append(self, entries: Sequence[LogEntry]) -> None:
+    async def append(self, entries: Sequence[LogEntry]) -> set[str]:
         if not entries:
-            return
+            return set()
         now = datetime.now(UTC)
         doc_ids = sorted({entry.doc_id for entry in entries})
         async with self._db.transaction() as session:
             # A share lock on each document row (in id order: no lock cycles between nodes)
-            # keeps compaction from deciding while these rows are uncommitted; a document
-            # deleted meanwhile takes its entries with it.
-            statement = select(_DOCS.c.id).where(_DOCS.c.id.in_(doc_ids)).order_by(_DOCS.c.id)
+            # keeps compaction from deciding while these rows are uncommitted.
+            statement = (
+                select(_DOCS.c.id, _DOCS.c.epoch)
+                .where(_DOCS.c.id.in_(doc_ids))
+                .order_by(_DOCS.c.id)
+            )
             if self._db.postgres:
                 statement = statement.with_for_update(read=True)
-            existing = set(await session.scalars(statement))
+            epochs: dict[str, str] = {
+                doc_id: epoch for doc_id, epoch in await session.execute(statement)
+            }
             rows = [
                 {"doc_id": e.doc_id, "epoch": e.epoch, "update": e.update, "created_at": now}
                 for e in entries
-                if e.doc_id in existing
+                if epochs.get(e.doc_id) == e.epoch
             ]
             if rows:
                 await session.execute(insert(_LOG), rows)
+        return {e.doc_id for e in entries if epochs.get(e.doc_id) != e.epoch}
 
     async def compact(self, doc_id: str, fold: Fold) -> Compaction | None:
         async with self._db.transaction() as session:

@@ -9,7 +9,7 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable, Sequence
 from typing import Any, NamedTuple
 
-from pycrdt import Doc, Text, XmlElement, XmlFragment, XmlText
+from pycrdt import Doc, Text, XmlElement, XmlFragment, XmlText, get_state, get_update
 
 from domain.documents import DocFormat
 from domain.errors import InvalidPayload
@@ -99,6 +99,33 @@ def set_text(root: Text, text: str) -> None:
         root.insert(prefix, text[prefix : len(text) - suffix])
 
 
+def redundant(doc: Doc[Any], update: bytes) -> bool:
+    """Whether ``doc`` already holds everything ``update`` carries: its structs, and the
+    items its deletions name. An update that integrated nothing may still matter: it can
+    wait for structs from someone else (pending) and integrate later."""
+    known = state_vector(doc.get_state())
+    own = get_state(update)
+    if any(clock > known.get(client, 0) for client, clock in state_vector(own).items()):
+        return False
+    # The update's delete set alone: its diff against its own state keeps no struct.
+    reader = _Reader(get_update(update, own), "a Yjs update")
+    if reader.uint():
+        return False
+    for _ in range(reader.uint()):
+        limit = known.get(reader.uint(), 0)
+        for _ in range(reader.uint()):
+            clock, length = reader.uint(), reader.uint()
+            if clock + length > limit:
+                return False  # deletes items this document has not seen yet
+    return True
+
+
+def state_vector(sv: bytes) -> dict[int, int]:
+    """A decoded state vector (never compare them as bytes: entry order varies)."""
+    reader = _Reader(sv, "a Yjs state vector")
+    return {reader.uint(): reader.uint() for _ in range(reader.uint())}
+
+
 def changes(doc: Doc[Any], update: bytes) -> bool:
     """Apply ``update`` to ``doc``; whether anything integrated (a duplicate changes nothing,
     though its bytes are never empty: an update carries its whole delete set)."""
@@ -168,7 +195,7 @@ def awareness_clients(update: bytes, *, max_clients: int) -> list[AwarenessEntry
         InvalidPayload: not exactly an awareness update, too many entries, or a state over
             the limit.
     """
-    reader = _Reader(update)
+    reader = _Reader(update, "a y-protocols awareness update")
     count = reader.uint()
     if count > max_clients:
         raise InvalidPayload(f"an awareness update may carry at most {max_clients} states")
@@ -207,9 +234,10 @@ class _Reader:
     """lib0's variable-length encoding, strictly bounded (pycrdt's Decoder slices past the
     end without complaint)."""
 
-    def __init__(self, data: bytes) -> None:
+    def __init__(self, data: bytes, what: str) -> None:
         self._data = data
         self._at = 0
+        self._error = f"not {what}: truncated or malformed"
 
     @property
     def done(self) -> bool:
@@ -219,7 +247,7 @@ class _Reader:
         value, shift = 0, 0
         while True:
             if self._at >= len(self._data) or shift > 63:
-                raise InvalidPayload("update is not a y-protocols awareness update")
+                raise InvalidPayload(self._error)
             byte = self._data[self._at]
             self._at += 1
             value |= (byte & 0x7F) << shift
@@ -229,7 +257,7 @@ class _Reader:
 
     def take(self, size: int) -> bytes:
         if self._at + size > len(self._data):
-            raise InvalidPayload("update is not a y-protocols awareness update")
+            raise InvalidPayload(self._error)
         chunk = self._data[self._at : self._at + size]
         self._at += size
         return chunk

@@ -34,7 +34,7 @@ from typing import Any, Self, TypeVar
 import msgpack
 from pycrdt import Doc
 
-from domain.documents import Document, DocumentStore, LogEntry, Role
+from domain.documents import Document, DocumentStore, LogEntry, Role, strongest
 from domain.errors import (
     DomainError,
     InvalidPayload,
@@ -54,6 +54,7 @@ from realtime.collab.bus import (
     ReconnectHandler,
 )
 from realtime.collab.room import Member, Room
+from realtime.periodic import Periodic
 
 log = logging.getLogger(__name__)
 
@@ -69,7 +70,6 @@ class CollabOptions:
     node_id: str
     max_doc_bytes: int = 4 * 1024 * 1024
     flush_interval: float = 0.25
-    flush_max_updates: int = 500
     # Unflushed bytes this node may hold while the store is down before refusing updates.
     max_pending_bytes: int = 64 * 1024 * 1024
     unload_grace: float = 30.0
@@ -99,6 +99,8 @@ class CollabStats:
     remote_updates: int = 0  # updates from peers that integrated something
     repairs: int = 0  # anti-entropy answers that carried something new
     invalid: int = 0
+    echoes: int = 0  # client updates whose integrated form went back to their sender
+    redundant: int = 0  # client updates that carried nothing new (not stored, not relayed)
     flushed: int = 0
     flush_failures: int = 0
     compactions: int = 0
@@ -125,42 +127,32 @@ class CollabEngine:
         self._docs_of: dict[str, set[str]] = {}  # connection -> open documents
         self._compacting: set[str] = set()
         self._pending_bytes = 0
-        self._flush_wanted = asyncio.Event()
         self._tasks: set[asyncio.Task[Any]] = set()
-        self._loops: list[asyncio.Task[None]] = []
-        self._running = False
+        o = options
+        # Stopping lets a round under way finish (a flush cut off mid-transaction would
+        # leave its connection holding SQLite's write lock, and lose the batch).
+        self._loops = [
+            Periodic(self._flush_round, o.flush_interval, name="collab-flush"),
+            Periodic(
+                self._sweep_awareness, max(0.2, o.awareness_ttl / 10), name="collab-awareness"
+            ),
+            Periodic(self._anti_entropy_round, o.anti_entropy_interval, name="collab-sync"),
+            Periodic(self._reconcile_round, o.reconcile_interval, name="collab-reconcile"),
+        ]
         self._announced = 0.0  # when this node last said which awareness states it holds
 
     # -- lifecycle --------------------------------------------------------------------------
 
     async def __aenter__(self) -> Self:
         await self._bus.__aenter__()
-        self._running = True
-        o = self.options
-        self._loops = [
-            asyncio.create_task(self._flush_forever(), name="collab-flush"),
-            asyncio.create_task(
-                self._every(max(0.2, o.awareness_ttl / 10), self._sweep_awareness),
-                name="collab-awareness",
-            ),
-            asyncio.create_task(
-                self._every(o.anti_entropy_interval, self._anti_entropy_round),
-                name="collab-anti-entropy",
-            ),
-            asyncio.create_task(
-                self._every(o.reconcile_interval, self._reconcile_round), name="collab-reconcile"
-            ),
-        ]
+        for loop in self._loops:
+            loop.start()
         return self
 
     async def __aexit__(self, *exc: object) -> None:
         """Flush and reconcile every open document (a SIGTERM loses nothing), then stop."""
-        self._running = False
-        for task in self._loops:
-            task.cancel()
-        for task in self._loops:
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
+        for loop in self._loops:
+            await loop.stop()
         await finish_or_cancel(list(self._tasks), 5.0)
         try:
             await self._flush()
@@ -187,7 +179,10 @@ class CollabEngine:
         sv: bytes | None,
         epoch: str | None,
         awareness: bytes | None,
+        granted: Role | None = None,
     ) -> JoinAnswer:
+        """``role``: the caller's role now; ``granted``: what its token gives by itself
+        (kept when its membership changes while it edits)."""
         entries = crdt.awareness_clients(awareness, max_clients=4) if awareness else []
         room = await self._acquire(doc_id)
         try:
@@ -200,9 +195,9 @@ class CollabEngine:
             # the diff and the membership.
             member = room.members.get(conn)
             if member is None:
-                member = room.members[conn] = Member(conn, user, role)
+                member = room.members[conn] = Member(conn, user, role, granted)
                 self._docs_of.setdefault(conn, set()).add(doc_id)
-            member.role = role
+            member.role, member.granted = role, granted
             answer = JoinAnswer(
                 doc_id=doc_id,
                 epoch=room.epoch,
@@ -296,14 +291,24 @@ class CollabEngine:
             room.holds -= 1
             self._release_if_idle(room)
 
-    async def close(self, doc_id: str, code: str, message: str, *, user: str | None) -> None:
-        """A document was deleted (``user`` None) or a user lost access to it: tell the
-        affected members here and on every other node, then drop them (or the document)."""
+    async def deleted(self, doc_id: str) -> None:
+        """The document is gone: its members here and on every other node are told
+        (``doc.closed``, ``not_found``) and it is dropped without being stored."""
+        await self._announce(doc_id, {"user": None})
+        await self._deleted(doc_id)
+
+    async def access_changed(self, doc_id: str, user: str, membership: Role | None) -> None:
+        """``user``'s membership became ``membership`` (None: removed). Their sessions here
+        and on every other node keep the strongest of it and what their token grants; one
+        left with no role is closed (``doc.closed``, ``permission_denied``)."""
+        await self._announce(doc_id, {"user": user, "role": membership})
+        await self._access_changed(doc_id, user, membership)
+
+    async def _announce(self, doc_id: str, fields: dict[str, Any]) -> None:
         room = self._rooms.get(doc_id)
         epoch = room.epoch if room is not None else ""
-        payload = msgpack.packb({"code": code, "message": message, "user": user})
+        payload = msgpack.packb(fields)
         await self._publish(BusMessage(BusKind.CLOSED, doc_id, self._node, epoch, payload))
-        await self._closed(doc_id, code, message, user)
 
     # -- the bus ----------------------------------------------------------------------------
 
@@ -311,11 +316,15 @@ class CollabEngine:
         if message.kind is BusKind.CLOSED:
             try:
                 fields = msgpack.unpackb(message.payload)
-                code, text, user = fields["code"], fields["message"], fields["user"]
+                user = fields["user"]
+                membership = None if fields.get("role") is None else Role(fields["role"])
             except Exception:
-                log.warning("dropping a malformed close message for %s", message.doc_id)
+                log.warning("dropping a malformed access message for %s", message.doc_id)
                 return
-            await self._closed(message.doc_id, str(code), str(text), user)
+            if user is None:
+                await self._deleted(message.doc_id)
+            else:
+                await self._access_changed(message.doc_id, str(user), membership)
             return
         room = self._rooms.get(message.doc_id)
         if room is None or message.epoch != room.epoch:
@@ -459,24 +468,44 @@ class CollabEngine:
             del self._unloading[doc_id]
             done.set_result(None)
 
-    async def _closed(self, doc_id: str, code: str, message: str, user: str | None) -> None:
+    async def _deleted(self, doc_id: str) -> None:
         room = self._rooms.get(doc_id)
         if room is None:
             return
-        gone = [m for m in room.members.values() if user is None or m.user == user]
-        if gone:
-            payload = {"doc": doc_id, "code": code, "message": message}
-            await self._send("doc.closed", payload, [m.conn for m in gone])
-        for member in gone:
-            await self.leave(member.conn, doc_id)
-        if user is None and self._rooms.get(doc_id) is room:
-            # Deleted: its pending updates have nowhere to go.
+        await self._close_members(room, list(room.members.values()), "not_found", "deleted")
+        if self._rooms.get(doc_id) is room:
+            # Its pending updates have nowhere to go.
             self._pending_bytes -= sum(len(u) for u in room.pending)
             room.pending.clear()
             if room.unload_timer is not None:
                 room.unload_timer.cancel()
             del self._rooms[doc_id]
             await self._bus.unsubscribe(doc_id)
+
+    async def _access_changed(self, doc_id: str, user: str, membership: Role | None) -> None:
+        room = self._rooms.get(doc_id)
+        if room is None:
+            return
+        gone = []
+        for member in room.members.values():
+            if member.user == user:
+                role = strongest(member.granted, membership)
+                if role is None:
+                    gone.append(member)
+                else:
+                    member.role = role
+        await self._close_members(room, gone, "permission_denied", "access removed")
+
+    async def _close_members(
+        self, room: Room, members: list[Member], code: str, reason: str
+    ) -> None:
+        if not members:
+            return
+        message = f"document {room.doc_id!r}: {reason}"
+        payload = {"doc": room.doc_id, "code": code, "message": message}
+        await self._send("doc.closed", payload, [m.conn for m in members])
+        for member in members:
+            await self.leave(member.conn, room.doc_id)
 
     # -- internals: updates -----------------------------------------------------------------
 
@@ -487,14 +516,23 @@ class CollabEngine:
         except ValueError:
             self.stats.invalid += 1
             raise InvalidPayload("update is not a Yjs update; the document is unchanged") from None
+        if integrated is None and crdt.redundant(room.doc, update):
+            # A client re-sending what is here already (its join handshake after a reconnect
+            # carries its whole delete set): nothing to store or to tell anyone.
+            self.stats.redundant += 1
+            return
         self.stats.updates += 1
         room.size += len(update)
         room.pending.append(update)
         self._pending_bytes += len(update)
-        if len(room.pending) >= self.options.flush_max_updates:
-            self._flush_wanted.set()
         if integrated is not None:
             recipients = [conn for conn in room.members if conn != exclude]
+            if exclude is not None and integrated != update:
+                # Usually the same bytes. When not, the update may have released structs
+                # that were waiting for it (pending), which its sender never had: it gets
+                # them too (anything it already holds is ignored by its Yjs).
+                recipients.append(exclude)
+                self.stats.echoes += 1
             if recipients:
                 await self._send("doc.update", self._payload(room, integrated), recipients)
         await self._publish_to(room, BusKind.UPDATE, update)
@@ -602,20 +640,13 @@ class CollabEngine:
 
     # -- internals: the store ---------------------------------------------------------------
 
-    async def _flush_forever(self) -> None:
-        while True:
-            with contextlib.suppress(TimeoutError):
-                async with asyncio.timeout(self.options.flush_interval):
-                    await self._flush_wanted.wait()
-            self._flush_wanted.clear()
-            try:
-                await self._flush()
-            except asyncio.CancelledError:
-                raise
-            except Exception as exc:
-                self.stats.flush_failures += 1
-                log.warning("could not store document updates (%s); retrying", exc)
-                await asyncio.sleep(min(2.0, self.options.flush_interval * 4))
+    async def _flush_round(self) -> None:
+        try:
+            await self._flush()
+        except Exception as exc:
+            # Kept in memory and tried again next round (clients hold their updates too).
+            self.stats.flush_failures += 1
+            log.warning("could not store document updates (%s); retrying", exc)
 
     async def _flush(self) -> None:
         rooms = [room for room in self._rooms.values() if room.pending]
@@ -636,11 +667,16 @@ class CollabEngine:
             for update in pending
         ]
         try:
-            await self._store.append(entries)
+            gone = await self._store.append(entries)
         except BaseException:
             for room, pending in taken:
                 room.pending[:0] = pending  # back in front, in order
             raise
+        for doc_id in gone:
+            # Deleted (or re-created) while this node held it, and the news never came (the
+            # bus is at most once): its members are editing a copy that no longer exists.
+            log.warning("document %s is gone from the store; closing it here", doc_id)
+            await self._deleted(doc_id)
         for room, pending in taken:
             self._pending_bytes -= sum(len(u) for u in pending)
             room.log_rows += len(pending)
@@ -673,6 +709,7 @@ class CollabEngine:
         await self._flush_room(room)
         stored = await self._store.load(room.doc_id)
         if stored is None or stored.epoch != room.epoch:
+            await self._deleted(room.doc_id)  # gone while this node held it open
             return
         stored_doc = await asyncio.to_thread(
             crdt.doc_from, stored.snapshot, stored.updates, threads=True
@@ -680,7 +717,9 @@ class CollabEngine:
         diff = room.doc.get_update(stored_doc.get_state())
         # "Changes anything", not "non-empty": a diff always carries the whole delete set.
         if await asyncio.to_thread(crdt.changes, stored_doc, diff):
-            await self._store.append([LogEntry(room.doc_id, room.epoch, diff)])
+            if await self._store.append([LogEntry(room.doc_id, room.epoch, diff)]):
+                await self._deleted(room.doc_id)
+                return
             room.log_rows += 1
             room.log_bytes += len(diff)
             self.stats.repairs += 1
@@ -695,16 +734,6 @@ class CollabEngine:
                     log.warning("could not reconcile document %s (%s)", room.doc_id, exc)
 
     # -- internals: tasks -------------------------------------------------------------------
-
-    async def _every(self, interval: float, work: Callable[[], Awaitable[None]]) -> None:
-        while True:
-            await asyncio.sleep(interval)
-            try:
-                await work()
-            except asyncio.CancelledError:
-                raise
-            except Exception:
-                log.exception("collaboration background work failed")
 
     def _spawn(self, coro: Awaitable[Any]) -> None:
         task = asyncio.ensure_future(coro)

@@ -22,6 +22,7 @@ class Member:
     conn: str
     user: str
     role: Role
+    granted: Role | None = None  # what the connection's token gives by itself
     # Awareness client ids this connection introduced (its tabs' Y.Docs): removed when it goes.
     clients: set[int] = field(default_factory=set)
 

@@ -149,6 +149,25 @@ def node_engine(store: DocumentStore, exchange: MemoryExchange, name: str, **opt
     return Node(engine, buses[0], clients)
 
 
+async def crash(node: Node) -> None:
+    """Stop a node as SIGKILL would: what it had not flushed is gone, it says nothing more.
+
+    In one process the store is shared with the survivors, so nothing is cut off in the
+    middle of a transaction (a real crash ends those with the process and its connections):
+    its buffers are dropped first, then its in-flight work finishes, then it falls silent.
+    """
+    engine = node.engine
+    for room in engine._rooms.values():
+        room.pending.clear()
+        if room.unload_timer is not None:
+            room.unload_timer.cancel()
+    engine._pending_bytes = 0
+    for loop in engine._loops:
+        await loop.stop()  # a round under way finishes (the process would end it mid-way)
+    await asyncio.gather(*engine._tasks, return_exceptions=True)
+    await node.bus.__aexit__(None, None, None)
+
+
 @asynccontextmanager
 async def running(node: Node) -> AsyncIterator[Node]:
     async with node.engine:

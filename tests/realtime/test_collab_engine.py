@@ -11,28 +11,20 @@ from typing import Any
 
 import pytest
 
-from domain.documents import Compaction, Fold, LogEntry, Role
+from domain.documents import LogEntry, Role
 from domain.errors import InvalidPayload, NotFound, PayloadTooLarge, PermissionDenied
 from realtime.collab.bus import BusKind, MemoryExchange
 from storage.database import Database
 from storage.documents import SqlDocumentStore
-from storage.migrate import upgrade
 from tests.realtime.collab_nodes import (
     DOC,
-    Node,
+    crash,
     create,
     eventually,
     node_engine,
     running,
     stored_text,
 )
-
-
-@pytest.fixture(scope="module")
-def template(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    path = tmp_path_factory.mktemp("template") / "tandem.db"
-    upgrade(f"sqlite+aiosqlite:///{path}")
-    return path
 
 
 @pytest.fixture
@@ -56,16 +48,13 @@ class CountingStore(SqlDocumentStore):
         self.loads += 1
         return await super().load(doc_id)
 
-    async def append(self, entries: Sequence[LogEntry]) -> None:
+    async def append(self, entries: Sequence[LogEntry]) -> set[str]:
         if self.append_delay:
             await asyncio.sleep(self.append_delay)
         if self.fail_appends:
             raise ConnectionError("the store is down")
         self.appends.append(len(entries))
-        await super().append(entries)
-
-    async def compact(self, doc_id: str, fold: Fold) -> Compaction | None:
-        return await super().compact(doc_id, fold)
+        return await super().append(entries)
 
 
 @pytest.fixture
@@ -239,7 +228,7 @@ async def test_a_reset_epoch_makes_the_client_start_over(
         assert answer.reset and stale.text == "current"
 
 
-async def test_closing_a_document_tells_its_members(
+async def test_access_changes_and_deletion_reach_members_on_every_node(
     store: CountingStore, exchange: MemoryExchange
 ) -> None:
     async with (
@@ -249,12 +238,53 @@ async def test_closing_a_document_tells_its_members(
         alice, bob, carol = a.client("alice"), b.client("bob"), b.client("carol")
         for client in (alice, bob, carol):
             await client.join()
-        await a.engine.close(DOC, "permission_denied", "removed", user="bob")
+        granted = b.client("gina")
+        granted.node.clients[granted.conn] = granted
+        granted.connected = True
+        await b.engine.join(
+            granted.conn,
+            "gina",
+            DOC,
+            Role.EDITOR,
+            sv=None,
+            epoch=None,
+            awareness=None,
+            granted=Role.EDITOR,
+        )
+        # Lowered to viewer: refused from the next update on, without being closed.
+        await a.engine.access_changed(DOC, "carol", Role.VIEWER)
+        roles = lambda: {m.user: m.role for m in b.engine.members_of(DOC)}  # noqa: E731
+        await eventually(lambda: roles()["carol"] is Role.VIEWER)
+        with pytest.raises(PermissionDenied):
+            await carol.type("x")
+        # Removed: closed; but a token grant outlives a membership.
+        await a.engine.access_changed(DOC, "bob", None)
+        await a.engine.access_changed(DOC, "gina", None)
         await eventually(lambda: any(e == "doc.closed" for e, _ in bob.events))
-        assert not any(e == "doc.closed" for e, _ in carol.events)
-        await a.engine.close(DOC, "not_found", "deleted", user=None)
+        assert not any(e == "doc.closed" for e, _ in granted.events + carol.events)
+        assert {m.user for m in b.engine.members_of(DOC)} == {"carol", "gina"}
+        await a.engine.deleted(DOC)
         await eventually(lambda: any(e == "doc.closed" for e, _ in carol.events))
         await eventually(lambda: a.engine.open_documents == b.engine.open_documents == 0)
+        assert dict(carol.events)["doc.closed"]["code"] == "not_found"
+
+
+async def test_a_node_that_missed_a_deletion_closes_the_document_at_its_next_flush(
+    store: CountingStore, exchange: MemoryExchange
+) -> None:
+    async with (
+        running(node_engine(store, exchange, "a")) as a,
+        running(node_engine(store, exchange, "b")) as b,
+    ):
+        alice, bob = a.client("alice"), b.client("bob")
+        await alice.join()
+        await bob.join()
+        b.bus.drop[BusKind.CLOSED] = 1  # the news of the deletion never reaches A
+        assert await store.delete(DOC)
+        await b.engine.deleted(DOC)
+        await alice.type("into the void")
+        await eventually(lambda: any(e == "doc.closed" for e, _ in alice.events))
+        assert a.engine.open_documents == 0
 
 
 # -- awareness --------------------------------------------------------------------------------
@@ -300,13 +330,6 @@ async def test_awareness_of_a_dead_node_expires_within_the_ttl(
         started = asyncio.get_running_loop().time()
         await eventually(lambda: not bob.others(), timeout=ttl * 3, what="alice expired")
         assert asyncio.get_running_loop().time() - started <= ttl + 0.3
-
-
-async def crash(node: Node) -> None:
-    """Stop a node as SIGKILL would: no flush, no goodbye, its bus silent."""
-    for task in node.engine._loops:
-        task.cancel()
-    await node.bus.__aexit__(None, None, None)
 
 
 # -- several nodes ----------------------------------------------------------------------------
@@ -396,3 +419,44 @@ async def test_offline_edits_merge_when_the_client_comes_back_elsewhere(
         await alice.join()
         await eventually(lambda: alice.text == bob.text and "offline." in bob.text)
         assert bob.text.count("shared. ") == 1
+
+
+async def test_an_update_that_brings_nothing_new_is_neither_stored_nor_relayed(
+    store: CountingStore, exchange: MemoryExchange
+) -> None:
+    async with running(node_engine(store, exchange, "a")) as node:
+        alice, bob = node.client("alice"), node.client("bob")
+        await alice.join()
+        await bob.join()
+        await alice.type("hello world")
+        await node.engine.update(alice.conn, DOC, alice.local(lambda t: t.__delitem__(slice(0, 6))))
+        await eventually(lambda: bob.text == "world" and sum(store.appends) == 2)
+        bob.events.clear()
+        for _ in range(3):  # each re-join pushes the whole delete set again
+            await alice.disconnect()
+            await alice.join()
+        assert node.engine.stats.redundant == 3
+        await asyncio.sleep(0.1)  # a flush interval or two
+        assert sum(store.appends) == 2 and bob.events == []
+
+
+async def test_updates_waiting_for_others_are_kept(
+    store: CountingStore, exchange: MemoryExchange
+) -> None:
+    """An update that integrates nothing yet (it depends on structs, or deletes items, the
+    node has not seen) is stored and relayed all the same."""
+    async with running(node_engine(store, exchange, "a")) as node:
+        alice, bob = node.client("alice"), node.client("bob")
+        await alice.join()
+        await bob.join()
+        offline = node.client("carol")  # edits on its own, its updates sent out of order
+        first = offline.local(lambda t: t.insert(0, "X"))
+        second = offline.local(lambda t: t.insert(1, "Y"))
+        third = offline.local(lambda t: t.__delitem__(0))
+        for update in (third, second):
+            await node.engine.update(alice.conn, DOC, update)
+        await eventually(lambda: sum(store.appends) == 2, what="both stored")
+        assert bob.text == "" and node.engine.stats.redundant == 0
+        await node.engine.update(alice.conn, DOC, first)
+        await eventually(lambda: bob.text == "Y", what="released in order")
+    assert await stored_text(store) == "Y"

@@ -75,9 +75,11 @@ async def test_entries_of_other_epochs_or_deleted_documents_are_never_read(db: D
     store = SqlDocumentStore(db)
     await store.create(document(), None)
     stale, fresh = typing("old"), typing("new")
-    await store.append([LogEntry("d1", "e0", u) for u in stale])  # a node behind a reset
-    await store.append([LogEntry("d1", "e1", u) for u in fresh])
-    await store.append([LogEntry("gone", "e1", u) for u in fresh])  # dropped, no error
+    # A node behind a reset, or holding a deleted document, is told which were dropped.
+    assert await store.append([LogEntry("d1", "e0", u) for u in stale]) == {"d1"}
+    assert await store.append([LogEntry("d1", "e1", u) for u in fresh]) == set()
+    mixed = [LogEntry("gone", "e1", fresh[0]), LogEntry("d1", "e1", fresh[0])]
+    assert await store.append(mixed) == {"gone"}
     state = await store.load("d1")
     assert state is not None and text_of(state) == "new"
 
