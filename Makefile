@@ -5,8 +5,9 @@ BIN := $(VENV)/bin
 HOST ?= 127.0.0.1
 PORT ?= 8000
 NODE_DIR := tests/protocol/node
+WEB_DIR := server/web
 
-.PHONY: run test check lint format pytest install node-deps system-deps bench clean
+.PHONY: run test check lint format pytest install node-deps system-deps bench clean web web-check
 
 $(BIN)/python:
 	@$(PYTHON) -c 'import sys; assert sys.version_info >= (3, 11), "Tandem needs Python 3.11+"'
@@ -25,6 +26,18 @@ $(NODE_DIR)/node_modules/.installed: $(NODE_DIR)/package.json $(NODE_DIR)/packag
 	@touch $@
 
 node-deps: $(NODE_DIR)/node_modules/.installed
+
+$(WEB_DIR)/node_modules/.installed: $(WEB_DIR)/package.json $(WEB_DIR)/package-lock.json
+	cd $(WEB_DIR) && npm ci --no-audit --no-fund --loglevel=error
+	@touch $@
+
+# The browser bundles in server/static are built from server/web and committed: `make web`
+# rebuilds them; `make web-check` runs the provider's tests and checks they match a fresh build.
+web: $(WEB_DIR)/node_modules/.installed
+	cd $(WEB_DIR) && npm run build
+
+web-check: $(WEB_DIR)/node_modules/.installed
+	cd $(WEB_DIR) && npm test && npm run check
 
 # The tests run the repository's nginx config with the machine's nginx (Debian: nginx-light)
 # and the browser tests Debian's Chromium.
@@ -65,10 +78,10 @@ format: install
 pytest: install node-deps system-deps
 	$(BIN)/pytest $(PYTEST_ARGS)
 
-test: lint pytest
+test: lint web-check pytest
 
 bench: install
 	$(BIN)/tandem bench
 
 clean:
-	rm -rf $(VENV) $(NODE_DIR)/node_modules .mypy_cache .pytest_cache .ruff_cache tandem.db
+	rm -rf $(VENV) $(NODE_DIR)/node_modules $(WEB_DIR)/node_modules .mypy_cache .pytest_cache .ruff_cache tandem.db
