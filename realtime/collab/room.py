@@ -11,7 +11,7 @@ import time
 from dataclasses import dataclass, field
 from typing import Any
 
-from pycrdt import Awareness, Doc
+from pycrdt import Awareness, Doc, merge_updates
 
 from domain.documents import DocFormat, Role, StoredState
 from realtime.collab.crdt import awareness_clients, encode_awareness
@@ -39,8 +39,11 @@ class Room:
         for update in state.updates:
             self.doc.apply_update(update)
         # What a transaction integrated (an update whose dependencies are missing waits inside
-        # Yrs and shows here once they arrive; a duplicate shows nothing).
-        self.doc.observe(lambda event: self._integrated.append(event.update))
+        # Yrs and shows here once they arrive; a duplicate shows nothing). The callback holds
+        # the list, not the room: Yrs keeps it alive, and the garbage collector cannot see a
+        # cycle through Rust, so a room it referred to would never be freed.
+        integrated = self._integrated
+        self.doc.observe(lambda event: integrated.append(event.update))
         self.awareness = Awareness(self.doc)
         self.awareness.set_local_state(None)  # the server is nobody's cursor
         self.members: dict[str, Member] = {}
@@ -74,9 +77,7 @@ class Room:
         self.changed = True
         if len(self._integrated) == 1:
             return self._integrated[0]
-        from pycrdt import merge_updates  # several transactions: rare, and small
-
-        return merge_updates(*self._integrated)
+        return merge_updates(*self._integrated)  # several transactions: rare, and small
 
     def exact_size(self) -> int:
         self.size = len(self.doc.get_update())

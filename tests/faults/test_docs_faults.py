@@ -10,6 +10,7 @@ import re
 import signal
 import subprocess
 import sys
+import time
 from collections.abc import AsyncIterator, Iterator
 from contextlib import ExitStack, asynccontextmanager
 from pathlib import Path
@@ -103,17 +104,30 @@ async def test_nothing_is_lost_when_a_node_dies_with_unflushed_updates(
         assert content(fresh, "kill") == expected
 
 
-async def test_updates_only_a_killed_node_stored_in_memory_are_reconciled_by_a_peer(
+async def test_a_killed_nodes_updates_are_reconciled_and_its_cursors_expire(
     tmp_path: Path, shared: dict[str, str]
 ) -> None:
-    env = {**shared, **NEVER_FLUSH, "TANDEM_DOC_UNLOAD_GRACE_S": "0.2"}
+    ttl = 3.0
+    env = {
+        **shared,
+        **NEVER_FLUSH,
+        "TANDEM_DOC_UNLOAD_GRACE_S": "0.2",
+        "TANDEM_PRESENCE_TTL_S": str(ttl),
+    }
     with live_server(tmp_path / "a", env) as a, live_server(tmp_path / "b", env) as b:
         async with editor(b.url, b, "bob", "orphan") as bob:
             async with editor(a.url, a, "alice", "orphan") as alice:
+                await alice.set_awareness({"user": {"name": "Alice"}, "cursor": None})
                 await alice.edit(lambda t: t.insert(0, "alice's words, held by A and B only"))
                 await bob.wait_text("alice's words, held by A and B only")
-                a.process.send_signal(signal.SIGKILL)  # alice is gone for good with it
+                await bob.wait_for(lambda: alice.doc.client_id in bob.others())
+                # Alice is gone for good with her node: her words live only in B's memory,
+                # her cursor on B until the node that held it stops vouching for it.
+                a.process.send_signal(signal.SIGKILL)
                 a.process.wait(10)
+                killed = time.monotonic()
+            await bob.wait_for(lambda: not bob.others(), timeout=ttl + 2)
+            assert time.monotonic() - killed <= ttl + 1
         # Bob left: B unloads the document, first appending what the store lacks.
         async with asyncio.timeout(10):
             while True:

@@ -4,7 +4,9 @@ SQLite store, fake connections holding their own pycrdt documents."""
 from __future__ import annotations
 
 import asyncio
+import gc
 import shutil
+import weakref
 from collections.abc import AsyncIterator, Iterator, Sequence
 from pathlib import Path
 from typing import Any
@@ -159,6 +161,20 @@ async def test_unload_after_the_grace_keeps_everything(
         await again.join()
         assert again.text == "persisted" and store.loads == 2
         assert await stored_text(store) == "persisted"
+
+
+async def test_an_unloaded_document_is_freed(
+    store: CountingStore, exchange: MemoryExchange
+) -> None:
+    async with running(node_engine(store, exchange, "a", unload_grace=0.0)) as node:
+        alice = node.client()
+        await alice.join(awareness={"user": {"name": "Alice"}})
+        await alice.type("x")
+        room = weakref.ref(node.engine._rooms[DOC])
+        await alice.disconnect()
+        await eventually(lambda: node.engine.stats.unloads == 1)
+        gc.collect()
+        assert room() is None  # nothing (a Yrs callback above all) keeps it alive
 
 
 async def test_a_join_during_an_unload_waits_for_it_and_loads_again(
