@@ -8,6 +8,7 @@ connected editor sees them at once, on every node, and they are logged like any 
 from __future__ import annotations
 
 import asyncio
+import uuid
 from datetime import UTC, datetime
 from typing import Annotated, Any, Literal
 
@@ -130,7 +131,7 @@ class VersionContent(VersionOut):
 async def create_document(body: CreateDocument, caller: Caller, runtime: RuntimeDep) -> Any:
     """Create a document. A user creating it becomes its owner (an editor who manages its
     members); with an API key it has no owner. 409 when the id is taken."""
-    doc_id = doc_id_of(body.id) if body.id is not None else new_epoch()[:16]
+    doc_id = doc_id_of(body.id) if body.id is not None else uuid.uuid4().hex[:16]
     fmt = DocFormat(body.format)
     document = Document(
         id=doc_id,

@@ -71,8 +71,9 @@ class Metrics:
         )
         self.doc_events = Counter(
             "tandem_doc_events",
-            "Document engine counters: updates, remote_updates, repairs (anti-entropy that "
-            "carried something new), invalid, flushed, flush_failures, compactions, loads, "
+            "Document engine counters: updates (from clients), remote_updates (from other nodes, "
+            "that integrated), redundant, echoes, invalid, flushed, flush_failures, "
+            "compactions, repairs (what the store lacked, appended by a reconcile), loads, "
             "unloads",
             ["kind"],
             registry=r,

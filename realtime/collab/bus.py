@@ -33,7 +33,7 @@ class BusKind(IntEnum):
     SV_REQUEST = 3  # payload: the sender's state vector; peers answer UPDATE + SV_REPLY
     SV_REPLY = 4  # payload: the sender's state vector; the requester answers UPDATE
     ALIVE = 5  # payload: msgpack list of awareness client ids the sender's clients hold
-    CLOSED = 6  # payload: msgpack {code, message, user}: the document (or a user) is out
+    ACCESS = 6  # payload: msgpack {user, role}: user None: the document was deleted
 
 
 @dataclass(frozen=True, slots=True)

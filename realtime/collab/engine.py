@@ -97,7 +97,7 @@ class JoinAnswer:
 class CollabStats:
     updates: int = 0  # client updates applied
     remote_updates: int = 0  # updates from peers that integrated something
-    repairs: int = 0  # anti-entropy answers that carried something new
+    repairs: int = 0  # reconciles that appended what the store lacked
     invalid: int = 0
     echoes: int = 0  # client updates whose integrated form went back to their sender
     redundant: int = 0  # client updates that carried nothing new (not stored, not relayed)
@@ -308,12 +308,12 @@ class CollabEngine:
         room = self._rooms.get(doc_id)
         epoch = room.epoch if room is not None else ""
         payload = msgpack.packb(fields)
-        await self._publish(BusMessage(BusKind.CLOSED, doc_id, self._node, epoch, payload))
+        await self._publish(BusMessage(BusKind.ACCESS, doc_id, self._node, epoch, payload))
 
     # -- the bus ----------------------------------------------------------------------------
 
     async def on_bus_message(self, message: BusMessage) -> None:
-        if message.kind is BusKind.CLOSED:
+        if message.kind is BusKind.ACCESS:
             try:
                 fields = msgpack.unpackb(message.payload)
                 user = fields["user"]

@@ -9,6 +9,7 @@ the storage tests, and redis-server or the shared Redis.
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -16,6 +17,8 @@ from pathlib import Path
 import pytest
 
 from bench.docs import DocsResult, summarize, tables
+from tests.support.databases import admin_url
+from tests.support.redis import redis_url
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -30,7 +33,13 @@ def test_tiny_documents_run_of_both_servers_converges(tmp_path: Path) -> None:
         *("--docs-memory-docs", "10", "--docs-log-chars", "200"),
         *("--docs-compact-updates", "1000", "--out", str(out)),
     ]
-    done = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, timeout=110)
+    # The PostgreSQL and Redis the tests use (tests/support/fallback.py may have started them).
+    env = {
+        **os.environ,
+        "TANDEM_BENCH_POSTGRES_URL": admin_url(),
+        "TANDEM_BENCH_REDIS_URL": redis_url(),
+    }
+    done = subprocess.run(command, cwd=ROOT, env=env, capture_output=True, text=True, timeout=110)
     assert done.returncode == 0, done.stdout + done.stderr
     report = json.loads(out.read_text())
     assert report["meta"]["docs_scenarios"] == ["docs-edit", "docs-memory", "docs-log"]

@@ -295,7 +295,7 @@ async def test_a_node_that_missed_a_deletion_closes_the_document_at_its_next_flu
         alice, bob = a.client("alice"), b.client("bob")
         await alice.join()
         await bob.join()
-        b.bus.drop[BusKind.CLOSED] = 1  # the news of the deletion never reaches A
+        b.bus.drop[BusKind.ACCESS] = 1  # the news of the deletion never reaches A
         assert await store.delete(DOC)
         await b.engine.deleted(DOC)
         await alice.type("into the void")
