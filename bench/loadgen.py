@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 from pathlib import Path
 from typing import Any
 
@@ -15,6 +16,12 @@ from bench.processes import NODE_DIR, die_with_parent
 from bench.procstat import cpu_seconds
 
 LOADGEN = NODE_DIR / "loadgen.js"
+
+
+def node_flags() -> list[str]:
+    """Extra flags for every Node process of the benchmark, from TANDEM_BENCH_NODE_FLAGS
+    (e.g. "--cpu-prof --cpu-prof-dir=/tmp/prof", which NODE_OPTIONS does not allow)."""
+    return os.environ.get("TANDEM_BENCH_NODE_FLAGS", "").split()
 
 
 class WorkerError(RuntimeError):
@@ -27,11 +34,14 @@ class Worker:
         self._log_path = log_path
 
     @classmethod
-    async def start(cls, log_path: Path, hard_timeout_s: float) -> Worker:
+    async def start(cls, log_path: Path, hard_timeout_s: float, script: Path = LOADGEN) -> Worker:
+        """``script``: bench/node/loadgen.js, or another worker speaking the same line protocol
+        (bench/node/docs_loadgen.js)."""
         with log_path.open("ab") as log:
             process = await asyncio.create_subprocess_exec(
                 "node",
-                str(LOADGEN),
+                *node_flags(),
+                str(script),
                 str(int(hard_timeout_s)),
                 cwd=NODE_DIR,
                 stdin=asyncio.subprocess.PIPE,

@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 from bench.scenarios import Result
 
@@ -78,7 +79,11 @@ def table(results: list[Result], fractions: list[float]) -> str:
     return "\n".join(lines)
 
 
-def write_json(path: Path, meta: dict[str, Any], results: list[Result]) -> None:
+class _AsJson(Protocol):
+    def as_json(self) -> dict[str, Any]: ...
+
+
+def write_json(path: Path, meta: dict[str, Any], results: Sequence[_AsJson]) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     body = {"meta": meta, "results": [r.as_json() for r in results]}
     path.write_text(json.dumps(body, indent=2) + "\n")
