@@ -18,10 +18,7 @@ after a reconnect every channel is caught up from the stream the same way.
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 import logging
-import random
 import time
 from types import TracebackType
 from typing import Any, Self
@@ -29,9 +26,7 @@ from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 import msgpack
 from redis import asyncio as aioredis
-from redis.asyncio.retry import Retry
-from redis.backoff import NoBackoff
-from redis.exceptions import NoScriptError, RedisError
+from redis.exceptions import NoScriptError
 
 from domain.group_commit import GroupCommit
 from realtime.broker import (
@@ -46,6 +41,7 @@ from realtime.broker import (
     UnrecoverablePosition,
 )
 from realtime.memory import new_epoch
+from realtime.redis_subscriber import CONNECT_ERRORS, NotConfirmed, RedisSubscriber
 
 log = logging.getLogger(__name__)
 
@@ -100,8 +96,6 @@ return {epoch, top, entries}
 """
 
 _PUBLISH_KEYS = 4  # KEYS of _PUBLISH; the rest of a call are its ARGV
-_MAX_BACKOFF_S = 2.0
-_CONNECT_ERRORS = (RedisError, OSError, asyncio.TimeoutError)
 
 
 def _ms(seconds: float) -> int:
@@ -149,14 +143,15 @@ class RedisBroker:
         self._handler = handler
         self._on_reset = on_reset
         self._redis: aioredis.Redis | None = None
-        self._listener_redis: aioredis.Redis | None = None
-        self._pubsub: Any = None
-        self._subscribed: set[str] = set()
+        self._subscriber = RedisSubscriber(
+            self._url,
+            sharded=self._sharded,
+            on_message=self._on_message,
+            on_connected=self._on_connected,
+            name="redis-broker-listener",
+        )
         # The last offset this node delivered on each subscribed channel.
         self._positions: dict[str, StreamPosition] = {}
-        self._confirmations: dict[str, asyncio.Future[None]] = {}
-        self._connected = asyncio.Event()
-        self._listener: asyncio.Task[None] | None = None
         self._publish_script: Any = None
         self._history_script: Any = None
         self._publish_command = "SPUBLISH" if self._sharded else "PUBLISH"
@@ -171,13 +166,10 @@ class RedisBroker:
     # -- lifecycle --------------------------------------------------------------------------
 
     async def __aenter__(self) -> Self:
-        common: dict[str, Any] = {"socket_connect_timeout": 2, "health_check_interval": 10}
         self._redis = command_client(self._url)
-        # The listener owns its reconnects: no hidden retries that would hide a gap from us.
-        self._listener_redis = aioredis.from_url(self._url, retry=Retry(NoBackoff(), 0), **common)
         self._publish_script = self._redis.register_script(_PUBLISH)
         self._history_script = self._redis.register_script(_HISTORY)
-        self._listener = asyncio.create_task(self._listen_forever(), name="redis-broker-listener")
+        await self._subscriber.__aenter__()
         return self
 
     async def __aexit__(
@@ -186,15 +178,10 @@ class RedisBroker:
         exc: BaseException | None,
         tb: TracebackType | None,
     ) -> None:
-        if self._listener is not None:
-            self._listener.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._listener
-        await self._close_pubsub()
-        for client in (self._redis, self._listener_redis):
-            if client is not None:
-                await client.aclose()
-        self._redis = self._listener_redis = None
+        await self._subscriber.__aexit__(exc_type, exc, tb)
+        if self._redis is not None:
+            await self._redis.aclose()
+            self._redis = None
 
     # -- the Broker contract ----------------------------------------------------------------
 
@@ -234,7 +221,7 @@ class RedisBroker:
                 again = await self._evalsha_all(redis, script, [calls[i] for i in missing])
                 for i, reply in zip(missing, again, strict=True):
                     replies[i] = reply
-        except _CONNECT_ERRORS as exc:
+        except CONNECT_ERRORS as exc:
             raise BrokerUnavailable(f"redis: {exc}") from exc
         results: list[PublishResult | Exception] = []
         for reply in replies:
@@ -259,29 +246,25 @@ class RedisBroker:
     async def subscribe(self, channel: str) -> None:
         # While the listener reconnects, a subscriber could be told a position the node has
         # not caught up to yet; refusing (retryably) keeps every join exact.
-        if not self._connected.is_set() or self._pubsub is None:
+        if not self._subscriber.connected:
             raise BrokerUnavailable("redis pub/sub is reconnecting; retry")
-        if channel in self._subscribed:
+        key = self._key(channel, "p")
+        if key in self._subscriber.keys:
             return
-        self._subscribed.add(channel)
         try:
-            await self._subscribe_now(self._pubsub, [channel])
+            await self._subscriber.subscribe(key)
             position = (await self.history(channel, limit=0)).position
-        except (*_CONNECT_ERRORS, BrokerUnavailable) as exc:
-            self._subscribed.discard(channel)
+        except (*CONNECT_ERRORS, NotConfirmed, BrokerUnavailable) as exc:
+            await self._subscriber.unsubscribe(key)
             raise BrokerUnavailable(f"redis: {exc}") from exc
         # A live message may already have set it; it is at least as recent.
         self._positions.setdefault(channel, position)
 
     async def unsubscribe(self, channel: str) -> None:
-        if channel not in self._subscribed:
-            return
-        self._subscribed.discard(channel)
-        self._positions.pop(channel, None)
-        if self._connected.is_set() and self._pubsub is not None:
-            command = self._pubsub.sunsubscribe if self._sharded else self._pubsub.unsubscribe
-            with contextlib.suppress(*_CONNECT_ERRORS):
-                await command(self._key(channel, "p"))
+        key = self._key(channel, "p")
+        if key in self._subscriber.keys:
+            self._positions.pop(channel, None)
+            await self._subscriber.unsubscribe(key)
 
     async def history(
         self, channel: str, *, since: StreamPosition | None = None, limit: int | None = None
@@ -295,7 +278,7 @@ class RedisBroker:
         ]
         try:
             raw_epoch, top, entries = await self._script(self._history_script)(keys=keys, args=args)
-        except _CONNECT_ERRORS as exc:
+        except CONNECT_ERRORS as exc:
             raise BrokerUnavailable(f"redis: {exc}") from exc
         position = StreamPosition(raw_epoch.decode(), int(top))
         publications = self._decode_entries(channel, position.epoch, entries)
@@ -319,9 +302,9 @@ class RedisBroker:
             raise RuntimeError("RedisBroker is not running: use `async with broker:`")
         try:
             await self._redis.ping()
-        except _CONNECT_ERRORS as exc:
+        except CONNECT_ERRORS as exc:
             raise BrokerUnavailable(f"redis: {exc}") from exc
-        if not self._connected.is_set():
+        if not self._subscriber.connected:
             raise BrokerUnavailable("redis pub/sub is not connected yet")
 
     # -- internals --------------------------------------------------------------------------
@@ -353,87 +336,16 @@ class RedisBroker:
             log.warning("dropping undecodable publication on %s#%d", channel, offset)
             return None
 
-    async def _subscribe_now(self, pubsub: Any, channels: list[str]) -> None:
-        """Subscribe and wait until Redis confirms, so nothing published after is missed."""
-        loop = asyncio.get_running_loop()
-        waits = []
-        for channel in channels:
-            future = self._confirmations.get(channel)
-            if future is None or future.done():
-                future = self._confirmations[channel] = loop.create_future()
-            waits.append(future)
-        command = pubsub.ssubscribe if self._sharded else pubsub.subscribe
-        await command(*(self._key(channel, "p") for channel in channels))
-        try:
-            async with asyncio.timeout(5):
-                await asyncio.gather(*waits)
-        except TimeoutError:
-            raise BrokerUnavailable("redis did not confirm the subscription") from None
+    async def _on_connected(self, _lost: bool) -> None:
+        # Caught up before counting as connected: no subscriber is told a position ahead of
+        # what this node has delivered.
+        await self._catch_up()
 
-    async def _close_pubsub(self) -> None:
-        pubsub, self._pubsub = self._pubsub, None
-        if pubsub is not None:
-            with contextlib.suppress(Exception):
-                await pubsub.aclose()
+    async def _on_message(self, key: str, raw: bytes) -> None:
+        await self._receive(self._channel_of(key), raw)
 
-    async def _listen_forever(self) -> None:
-        delay = 0.1
-        while True:
-            try:
-                await self._connect_and_listen()
-            except asyncio.CancelledError:
-                raise
-            except _CONNECT_ERRORS as exc:
-                log.warning("redis pub/sub connection lost (%s); reconnecting", exc)
-            except Exception:
-                log.exception("redis listener failed; reconnecting")
-            if self._connected.is_set():
-                delay = 0.1  # it was up: start the backoff afresh
-            self._connected.clear()
-            await self._close_pubsub()
-            for future in self._confirmations.values():
-                if not future.done():
-                    future.cancel()
-            await asyncio.sleep(delay * random.uniform(0.5, 1.0))
-            delay = min(delay * 2, _MAX_BACKOFF_S)
-
-    async def _connect_and_listen(self) -> None:
-        if self._listener_redis is None:
-            raise RuntimeError("RedisBroker is not running")
-        pubsub: Any = self._listener_redis.pubsub(ignore_subscribe_messages=False)
-        self._pubsub = pubsub
-        await pubsub.connect()
-        reader = asyncio.create_task(self._read(pubsub))
-        try:
-            if self._subscribed:
-                await self._subscribe_now(pubsub, sorted(self._subscribed))
-            await self._catch_up()
-            self._connected.set()
-            await reader
-        finally:
-            reader.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await reader
-
-    async def _read(self, pubsub: Any) -> None:
-        while True:
-            message = await pubsub.get_message(timeout=1.0)
-            if message is None:
-                continue
-            kind = message["type"]
-            if kind not in ("subscribe", "ssubscribe", "message", "smessage"):
-                continue
-            channel = self._channel_of(message["channel"])
-            if kind in ("subscribe", "ssubscribe"):
-                future = self._confirmations.get(channel)
-                if future is not None and not future.done():
-                    future.set_result(None)
-            elif channel in self._subscribed:
-                await self._receive(channel, message["data"])
-
-    def _channel_of(self, key: bytes | str) -> str:
-        name = key.decode() if isinstance(key, bytes) else key
-        return name[len(self._prefix) + 1 : -len("}:p")]
+    def _channel_of(self, key: str) -> str:
+        return key[len(self._prefix) + 1 : -len("}:p")]
 
     async def _receive(self, channel: str, raw: bytes) -> None:
         try:
@@ -472,7 +384,7 @@ class RedisBroker:
         return True
 
     async def _catch_up(self) -> None:
-        for channel in sorted(self._subscribed):
+        for channel in sorted(self._channel_of(key) for key in self._subscriber.keys):
             last = self._positions.get(channel)
             if last is None:
                 self._positions[channel] = (await self.history(channel, limit=0)).position

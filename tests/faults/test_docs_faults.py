@@ -173,6 +173,6 @@ async def test_a_lost_pubsub_message_is_healed(
             for word in ("lost? ", "not ", "for long."):
                 await alice.edit(functools.partial(append, word))
             await bob.wait_text("before. lost? not for long.", timeout=10)
-            assert "document bus connection lost" in b.log()
+            assert "redis-doc-bus: redis pub/sub connection lost" in b.log()
             await bob.edit(lambda t: t.insert(0, "and back: "))
             await alice.wait_text("and back: before. lost? not for long.")
