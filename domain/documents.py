@@ -102,7 +102,8 @@ class LogEntry:
 
 @dataclass(frozen=True, slots=True)
 class Compaction:
-    rows: int
+    rows: int  # log rows folded (and deleted)
+    bytes: int  # their size
     snapshot_bytes: int
 
 

@@ -198,7 +198,8 @@ class SqlDocumentStore:
             )
             # Rows of older epochs go too: nothing reads them.
             await session.execute(delete(_LOG).where(_LOG.c.doc_id == doc_id, _LOG.c.id <= last))
-        return Compaction(rows=len(rows), snapshot_bytes=len(state))
+        folded_bytes = sum(len(row.update) for row in rows)
+        return Compaction(rows=len(rows), bytes=folded_bytes, snapshot_bytes=len(state))
 
     # -- versions ---------------------------------------------------------------------------
 

@@ -77,8 +77,11 @@ class CollabOptions:
     anti_entropy_interval: float = 30.0
     awareness_ttl: float = 30.0
     initial_sync_timeout: float = 1.0
-    compact_after_rows: int = 500
-    compact_after_bytes: int = 1024 * 1024
+    # A log is folded into the snapshot once it is as large as the snapshot (so a document
+    # is rewritten at most about once per its own size typed), at least this large...
+    compact_min_bytes: int = 64 * 1024
+    # ... or this long (each row is applied one by one when the document loads).
+    compact_after_rows: int = 20_000
 
 
 @dataclass(frozen=True, slots=True)
@@ -430,7 +433,7 @@ class CollabEngine:
             await self._request_state(room)
         else:
             room.synced.set()
-        if room.log_rows >= self.options.compact_after_rows:
+        if self._should_compact(room):
             self._spawn(self._compact(room))
         return room
 
@@ -681,12 +684,15 @@ class CollabEngine:
             self._pending_bytes -= sum(len(u) for u in pending)
             room.log_rows += len(pending)
             room.log_bytes += sum(len(u) for u in pending)
-            if (
-                room.log_rows >= self.options.compact_after_rows
-                or room.log_bytes >= self.options.compact_after_bytes
-            ):
+            if self._should_compact(room):
                 self._spawn(self._compact(room))
         self.stats.flushed += len(entries)
+
+    def _should_compact(self, room: Room) -> bool:
+        o = self.options
+        return room.log_rows >= o.compact_after_rows or room.log_bytes >= max(
+            o.compact_min_bytes, room.snapshot_bytes
+        )
 
     async def _compact(self, room: Room) -> None:
         if room.doc_id in self._compacting:
@@ -696,8 +702,13 @@ class CollabEngine:
             result = await self._store.compact(room.doc_id, crdt.fold)
             if result is not None:
                 self.stats.compactions += 1
+                room.snapshot_bytes = result.snapshot_bytes
                 room.log_rows = max(0, room.log_rows - result.rows)
-                room.log_bytes = 0 if not room.log_rows else room.log_bytes
+                room.log_bytes = max(0, room.log_bytes - result.bytes)
+            else:
+                # Another node compacted it (or a late row made this one wait): count afresh
+                # rather than asking again after every flush.
+                room.log_rows = room.log_bytes = 0
         except Exception:
             log.exception("compaction of document %s failed", room.doc_id)
         finally:

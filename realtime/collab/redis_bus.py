@@ -15,6 +15,7 @@ from typing import Self
 
 from redis import asyncio as aioredis
 
+from domain.group_commit import GroupCommit
 from realtime.collab.bus import BusMessage, BusUnavailable, MessageHandler, ReconnectHandler
 from realtime.redis import command_client, split_url
 from realtime.redis_subscriber import CONNECT_ERRORS, NotConfirmed, RedisSubscriber
@@ -44,6 +45,9 @@ class RedisDocBus:
             on_connected=self._connected,
             name="redis-doc-bus",
         )
+        self._publishes: GroupCommit[BusMessage, None] = GroupCommit(
+            self._publish_batch, max_batch=500
+        )
 
     async def __aenter__(self) -> Self:
         self._redis = command_client(self._url)
@@ -64,14 +68,23 @@ class RedisDocBus:
     async def publish(self, message: BusMessage) -> None:
         if self._redis is None:
             raise BusUnavailable("the bus is not running: use `async with bus:`")
-        key = self._key(message.doc_id)
+        await self._publishes.submit(message)
+
+    async def _publish_batch(self, messages: list[BusMessage]) -> list[None]:
+        """Every message that queued up behind the previous batch, in one pipeline: typing
+        in a busy document is many small messages, and a round trip each was a fifth of a
+        node's CPU per update (py-spy)."""
+        if self._redis is None:
+            raise BusUnavailable("the bus is not running")
         try:
-            if self._sharded:
-                await self._redis.spublish(key, message.encode())
-            else:
-                await self._redis.publish(key, message.encode())
+            async with self._redis.pipeline(transaction=False) as pipe:
+                for message in messages:
+                    publish = pipe.spublish if self._sharded else pipe.publish
+                    publish(self._key(message.doc_id), message.encode())
+                await pipe.execute()
         except CONNECT_ERRORS as exc:
             raise BusUnavailable(f"redis: {exc}") from exc
+        return [None] * len(messages)
 
     async def subscribe(self, doc_id: str) -> None:
         try:

@@ -50,6 +50,7 @@ class Room:
         self.holds = 0  # server-side users (HTTP reads and edits) keeping it loaded
         self.pending: list[bytes] = []  # raw updates from this node's clients, not yet stored
         self.size = state.size  # bytes of state, an upper bound between exact measurements
+        self.snapshot_bytes = len(state.snapshot or b"")
         self.log_rows = len(state.updates)
         self.log_bytes = sum(len(u) for u in state.updates)
         self.changed = False  # something integrated since the last anti-entropy round
