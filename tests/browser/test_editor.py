@@ -5,13 +5,9 @@ nodes sharing Redis and PostgreSQL."""
 from __future__ import annotations
 
 import asyncio
-import subprocess
-import sys
 import threading
 import time
 from collections.abc import Coroutine, Iterator
-from concurrent.futures import ThreadPoolExecutor
-from contextlib import ExitStack
 from typing import Any, TypeVar
 
 import httpx
@@ -21,9 +17,8 @@ from pycrdt import Text
 
 from client_sdk import Client, LiveDoc
 from tests.browser.conftest import TIMEOUT_MS
-from tests.support.databases import postgres_database
-from tests.support.live import API_KEY, LiveServer, live_server, server_env
-from tests.support.redis import broker_url, delete_prefix, unique_prefix
+from tests.support.cluster import shared_stores
+from tests.support.live import API_KEY, LiveServer, live_server
 
 T = TypeVar("T")
 CONTENT = "editorApp.ydoc.getText('content').toString()"
@@ -37,18 +32,13 @@ def node(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LiveServer]:
 
 @pytest.fixture(scope="module")
 def nodes(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[LiveServer, LiveServer]]:
-    prefix = unique_prefix()
-    with ExitStack() as stack:
-        database = stack.enter_context(postgres_database())
-        env = {"TANDEM_BROKER_URL": broker_url(prefix), "TANDEM_DATABASE_URL": database}
-        tmp = tmp_path_factory.mktemp("editor-two-nodes")
-        migrate = [sys.executable, "-m", "server", "migrate"]
-        subprocess.run(migrate, env=server_env(tmp, env), check=True, timeout=60)
-        a = stack.enter_context(live_server(tmp / "a", env))
-        b = stack.enter_context(live_server(tmp / "b", env))
+    tmp = tmp_path_factory.mktemp("editor-two-nodes")
+    with (
+        shared_stores(tmp) as env,
+        live_server(tmp / "a", env) as a,
+        live_server(tmp / "b", env) as b,
+    ):
         yield a, b
-    with ThreadPoolExecutor(1) as pool:
-        pool.submit(asyncio.run, delete_prefix(prefix)).result()
 
 
 class SdkEditor:

@@ -2,36 +2,24 @@
 
 from __future__ import annotations
 
-import asyncio
-import subprocess
-import sys
 from collections.abc import Iterator
-from concurrent.futures import ThreadPoolExecutor
-from contextlib import ExitStack
 
 import pytest
 from playwright.sync_api import Page
 
-from tests.support.databases import postgres_database
-from tests.support.live import LiveServer, live_server, server_env
-from tests.support.redis import broker_url, delete_prefix, unique_prefix
+from tests.support.cluster import shared_stores
+from tests.support.live import LiveServer, live_server
 
 
 @pytest.fixture(scope="module")
 def nodes(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[LiveServer, LiveServer]]:
-    prefix = unique_prefix()
-    with ExitStack() as stack:
-        database = stack.enter_context(postgres_database())
-        env = {"TANDEM_BROKER_URL": broker_url(prefix), "TANDEM_DATABASE_URL": database}
-        tmp = tmp_path_factory.mktemp("two-nodes")
-        migrate = [sys.executable, "-m", "server", "migrate"]
-        subprocess.run(migrate, env=server_env(tmp, env), check=True, timeout=60)
-        a = stack.enter_context(live_server(tmp / "a", env))
-        b = stack.enter_context(live_server(tmp / "b", env))
+    tmp = tmp_path_factory.mktemp("two-nodes")
+    with (
+        shared_stores(tmp) as env,
+        live_server(tmp / "a", env) as a,
+        live_server(tmp / "b", env) as b,
+    ):
         yield a, b
-    # Its own thread: Playwright's sync API makes this one look like it runs an event loop.
-    with ThreadPoolExecutor(1) as pool:
-        pool.submit(asyncio.run, delete_prefix(prefix)).result()
 
 
 WATCH = """([jobId, token]) => {

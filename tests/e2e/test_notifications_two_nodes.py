@@ -2,38 +2,28 @@
 
 from __future__ import annotations
 
-import asyncio
-import subprocess
-import sys
 import uuid
 from collections.abc import Iterator
-from contextlib import ExitStack
 
 import pytest
 
 from client_sdk import ServerAPI
 from tests.client_sdk.helpers import fast_client
-from tests.support.databases import postgres_database
-from tests.support.live import API_KEY, LiveServer, live_server, server_env
-from tests.support.redis import broker_url, delete_prefix, unique_prefix
+from tests.support.cluster import shared_stores
+from tests.support.live import API_KEY, LiveServer, live_server
 
 WITHIN = 10.0
 
 
 @pytest.fixture(scope="module")
 def nodes(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[LiveServer, LiveServer]]:
-    prefix = unique_prefix()
-    with ExitStack() as stack:
-        database = stack.enter_context(postgres_database())
-        env = {"TANDEM_BROKER_URL": broker_url(prefix), "TANDEM_DATABASE_URL": database}
-        tmp = tmp_path_factory.mktemp("inbox-nodes")
-        migrate = [sys.executable, "-m", "server", "migrate"]
-        subprocess.run(migrate, env=server_env(tmp, env), check=True, timeout=60)
-        yield (
-            stack.enter_context(live_server(tmp / "a", env)),
-            stack.enter_context(live_server(tmp / "b", env)),
-        )
-    asyncio.run(delete_prefix(prefix))
+    tmp = tmp_path_factory.mktemp("inbox-nodes")
+    with (
+        shared_stores(tmp) as env,
+        live_server(tmp / "a", env) as a,
+        live_server(tmp / "b", env) as b,
+    ):
+        yield a, b
 
 
 async def test_read_on_a_tab_on_one_node_updates_the_tab_on_the_other(

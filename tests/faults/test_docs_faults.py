@@ -8,8 +8,6 @@ import asyncio
 import functools
 import re
 import signal
-import subprocess
-import sys
 import time
 from collections.abc import AsyncIterator, Iterator
 from contextlib import ExitStack, asynccontextmanager
@@ -19,10 +17,9 @@ import httpx
 import pytest
 from pycrdt import Text
 
-from tests.support.databases import postgres_database
-from tests.support.live import API_KEY, LiveServer, live_server, server_env
+from tests.support.cluster import shared_stores
+from tests.support.live import API_KEY, LiveServer, live_server
 from tests.support.nginx import nginx
-from tests.support.redis import broker_url, delete_prefix, unique_prefix
 from tests.support.services import PrivateRedis, private_redis
 from tests.support.sio import connected
 from tests.support.ypeer import YPeer
@@ -34,14 +31,8 @@ NEVER_FLUSH = {"TANDEM_DOC_FLUSH_INTERVAL_S": "10"}
 
 @pytest.fixture
 def shared(tmp_path: Path) -> Iterator[dict[str, str]]:
-    """A migrated PostgreSQL database and a Redis prefix, as two nodes share them."""
-    prefix = unique_prefix()
-    with postgres_database() as database:
-        env = {"TANDEM_BROKER_URL": broker_url(prefix), "TANDEM_DATABASE_URL": database}
-        migrate = [sys.executable, "-m", "server", "migrate"]
-        subprocess.run(migrate, env=server_env(tmp_path, env), check=True, timeout=60)
+    with shared_stores(tmp_path) as env:
         yield env
-    asyncio.run(delete_prefix(prefix))
 
 
 @asynccontextmanager
@@ -149,10 +140,7 @@ def metric(node: LiveServer, name: str, labels: str = "") -> float:
 @pytest.fixture
 def private_cluster(tmp_path: Path) -> Iterator[tuple[PrivateRedis, dict[str, str]]]:
     """A private Redis (its connections may be cut) and a migrated PostgreSQL database."""
-    with private_redis(tmp_path) as redis, postgres_database() as database:
-        env = {"TANDEM_BROKER_URL": redis.url, "TANDEM_DATABASE_URL": database}
-        migrate = [sys.executable, "-m", "server", "migrate"]
-        subprocess.run(migrate, env=server_env(tmp_path, env), check=True, timeout=60)
+    with private_redis(tmp_path) as redis, shared_stores(tmp_path, redis=redis.url) as env:
         yield redis, env
 
 
