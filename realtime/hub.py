@@ -3,8 +3,11 @@
 The hub holds this node's interest in channels. The first local subscriber makes the node
 subscribe in the broker, the last one leaving unsubscribes it. A subscriber joins in two
 steps so that nothing published while it reads history is lost or doubled: ``begin`` makes the
-node listen and buffers what arrives for that subscriber, ``commit`` hands the buffer back and
-makes the subscriber live, in one synchronous step.
+node listen and buffers what arrives for that subscriber, ``commit`` hands back what the
+history read did not have and makes the subscriber live, in one synchronous step. The history
+can also be *ahead* of this node's deliveries (a publication already in the stream while its
+live copy is still on its way to this node): live copies at or below the position the
+subscriber was given are then not delivered to it.
 """
 
 from __future__ import annotations
@@ -14,7 +17,7 @@ import logging
 from collections import defaultdict
 from collections.abc import Awaitable, Callable, Collection
 
-from realtime.broker import Broker, Publication
+from realtime.broker import Broker, Publication, StreamPosition
 
 log = logging.getLogger(__name__)
 
@@ -41,6 +44,10 @@ class Hub:
         self._joining: dict[str, dict[str, list[Publication] | None]] = defaultdict(dict)
         self._by_conn: dict[str, set[str]] = defaultdict(set)
         self._locks: dict[str, asyncio.Lock] = defaultdict(asyncio.Lock)
+        # The last publication delivered on each channel, and per channel the subscribers
+        # that were given a position beyond it (live copies up to it are skipped for them).
+        self._last: dict[str, StreamPosition] = {}
+        self._ahead: dict[str, dict[str, StreamPosition]] = {}
 
     def use(self, broker: Broker) -> None:
         """Listen through ``broker``, whose handler is this hub's ``on_publication``."""
@@ -63,9 +70,29 @@ class Hub:
                     joining[conn] = None  # commit() reports the overflow
                 else:
                     buffer.append(pub)
+        self._last[pub.channel] = StreamPosition(pub.epoch, pub.offset)
         live = self._live.get(pub.channel)
+        if not live:
+            return
+        ahead = self._ahead.get(pub.channel)
+        if ahead:
+            live = self._catching_up(pub, live, ahead)
         if live:
             await self._deliver(pub, live)
+
+    def _catching_up(
+        self, pub: Publication, live: set[str], ahead: dict[str, StreamPosition]
+    ) -> set[str]:
+        """``live`` without the subscribers whose position already holds ``pub``."""
+        held = set()
+        for conn, position in list(ahead.items()):
+            if position.epoch == pub.epoch and pub.offset <= position.offset:
+                held.add(conn)
+            else:
+                del ahead[conn]  # caught up (or the stream started over: no longer ahead)
+        if not ahead:
+            del self._ahead[pub.channel]
+        return live - held if held else live
 
     async def on_reset(self, channel: str) -> None:
         """The broker's reset handler: every local subscriber of ``channel`` must resync."""
@@ -88,16 +115,27 @@ class Hub:
             await self.leave(conn, channel)
             raise
 
-    def commit(self, conn: str, channel: str) -> list[Publication]:
-        """Make ``conn`` live on ``channel``; return what was buffered since ``begin``.
+    def commit(
+        self, conn: str, channel: str, position: StreamPosition
+    ) -> tuple[list[Publication], StreamPosition]:
+        """Make ``conn`` live on ``channel``; ``position`` is where the history it read ends.
+        Returns what arrived since ``begin`` after that position, and the position after it.
 
         Synchronous on purpose: no publication can slip between the buffer and live delivery.
         """
         buffer = self._joining[channel].pop(conn, None)
         if buffer is None:
             raise JoinOverflow(f"more than {MAX_JOIN_BUFFER} publications while joining")
+        newer = []
+        for pub in buffer:
+            if pub.epoch == position.epoch and pub.offset > position.offset:
+                newer.append(pub)
+                position = StreamPosition(pub.epoch, pub.offset)
         self._live[channel].add(conn)
-        return buffer
+        last = self._last.get(channel)
+        if last is None or last.epoch != position.epoch or last.offset < position.offset:
+            self._ahead.setdefault(channel, {})[conn] = position
+        return newer, position
 
     async def leave(self, conn: str, channel: str) -> None:
         self._leave_local(conn, channel)
@@ -124,6 +162,11 @@ class Hub:
         return len(self._live.keys() | self._joining.keys())
 
     def _leave_local(self, conn: str, channel: str) -> None:
+        ahead = self._ahead.get(channel)
+        if ahead is not None:
+            ahead.pop(conn, None)
+            if not ahead:
+                del self._ahead[channel]
         live = self._live.get(channel)
         if live is not None:
             live.discard(conn)
@@ -145,3 +188,4 @@ class Hub:
             if self.connection_count(channel) == 0:
                 await self.broker.unsubscribe(channel)
                 self._locks.pop(channel, None)
+                self._last.pop(channel, None)

@@ -27,6 +27,7 @@ from domain.errors import (
 from realtime.broker import (
     Broker,
     BrokerUnavailable,
+    History,
     StreamPosition,
     UnrecoverablePosition as Unrecoverable,
 )
@@ -334,6 +335,8 @@ class SocketGateway:
                 self._metrics.recoveries.labels("recovered" if recovered else "unrecoverable").inc()
             if history is None:
                 history = await self._broker.history(name, limit=0)
+                if req.since is not None and req.since.epoch != history.position.epoch:
+                    history = await self._new_stream(name, history)
             # State is read after the position: a publication in between may show in both
             # (clients skip stale versions) but can never be missed.
             state = await self._state(channel)
@@ -343,7 +346,7 @@ class SocketGateway:
                 await self._presence.join(name, sid, principal.sub, principal.name)
             elif name in self._presence.channels_of(sid):
                 await self._presence.leave(name, sid)  # re-subscribed without presence
-            buffered = hub.commit(sid, name)
+            newer, position = hub.commit(sid, name, history.position)
         except JoinOverflow as exc:
             await self._leave(sid, channel)
             raise Unavailable(str(exc)) from None
@@ -352,12 +355,7 @@ class SocketGateway:
             raise
         if fresh:
             self._metrics.subscriptions.inc()
-        publications = list(history.publications)
-        position = history.position
-        for pub in buffered:
-            if pub.epoch == position.epoch and pub.offset > position.offset:
-                publications.append(pub)
-                position = StreamPosition(pub.epoch, pub.offset)
+        publications = [*history.publications, *newer]
         return {
             "ok": True,
             "channel": name,
@@ -367,6 +365,20 @@ class SocketGateway:
             "publications": [pub.envelope() for pub in publications],
             "state": state,
         }
+
+    async def _new_stream(self, channel: str, top: History) -> History:
+        """A subscriber whose stream is gone (Redis lost it) has seen nothing of the one there
+        is now: it gets all of that stream, from its first publication, if that is still
+        retained (``recovered`` stays false: the old stream's tail is unknown). Publications
+        made before this node's listener came back reach it so; otherwise just the top."""
+        try:
+            return await self._broker.history(
+                channel,
+                since=StreamPosition(top.position.epoch, 0),
+                limit=self._settings.recovery_max_publications,
+            )
+        except Unrecoverable:
+            return top
 
     async def unsubscribe(self, conn: Connection, req: UnsubscribeRequest) -> Ack:
         channel = parse(req.channel)
