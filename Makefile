@@ -84,4 +84,4 @@ bench: install
 	$(BIN)/tandem bench
 
 clean:
-	rm -rf $(VENV) $(NODE_DIR)/node_modules $(WEB_DIR)/node_modules .mypy_cache .pytest_cache .ruff_cache tandem.db
+	rm -rf $(VENV) $(NODE_DIR)/node_modules $(WEB_DIR)/node_modules .mypy_cache .pytest_cache .ruff_cache tandem.db tandem.db.migrate-lock

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 
 from alembic import context
+from sqlalchemy import text
 from sqlalchemy.engine import Connection
 from sqlalchemy.ext.asyncio import create_async_engine
 
@@ -13,7 +14,14 @@ from storage.tables import Base
 target_metadata = Base.metadata
 
 
+# Held for the migration's whole session: nodes starting together on a fresh PostgreSQL
+# database take turns, and the later ones find it at head (SQLite: storage.migrate's file lock).
+MIGRATION_LOCK = 0x74616E64656D  # "tandem"
+
+
 def _run(connection: Connection) -> None:
+    if connection.dialect.name == "postgresql":
+        connection.execute(text("SELECT pg_advisory_lock(:key)"), {"key": MIGRATION_LOCK})
     context.configure(
         connection=connection,
         target_metadata=target_metadata,

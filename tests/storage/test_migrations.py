@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import asyncio
+import sys
+from pathlib import Path
 
 import pytest
 from alembic.autogenerate import compare_metadata
@@ -13,6 +15,7 @@ from sqlalchemy import text
 from storage.database import create_engine, ping
 from storage.migrate import alembic_config, downgrade, upgrade
 from storage.tables import Base
+from tests.support.live import server_env
 
 
 async def version(url: str) -> str | None:
@@ -65,3 +68,24 @@ async def test_migrations_match_the_models(empty_database_url: str) -> None:
     finally:
         await engine.dispose()
     assert diff == []
+
+
+async def test_nodes_starting_together_on_a_fresh_database_take_turns(
+    empty_database_url: str, tmp_path: Path
+) -> None:
+    """Four `tandem migrate` at once (what nodes starting together do): all succeed, and the
+    database ends at head (before the lock, one died with a UNIQUE constraint failure on
+    alembic_version)."""
+    env = server_env(tmp_path, {"TANDEM_DATABASE_URL": empty_database_url})
+    command = [sys.executable, "-m", "server", "migrate"]
+    processes = [
+        await asyncio.create_subprocess_exec(
+            *command, env=env, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT
+        )
+        for _ in range(4)
+    ]
+    async with asyncio.timeout(120):
+        outputs = [await process.communicate() for process in processes]
+    for process, (output, _) in zip(processes, outputs, strict=True):
+        assert process.returncode == 0, output.decode(errors="replace")[-2000:]
+    assert await version(empty_database_url) == head()
