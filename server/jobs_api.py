@@ -13,6 +13,7 @@ from realtime.channels import InvalidChannel, job_channel, parse_channel
 from server.auth import Principal, mint_token
 from server.http_api import ERRORS, Caller, RuntimeDep, ServiceCaller
 from server.runtime import Runtime
+from server.wire import JsonData
 
 router = APIRouter(prefix="/api/jobs", tags=["jobs"], responses=ERRORS)  # type: ignore[arg-type]
 
@@ -37,7 +38,7 @@ class Progress(Body):
 
 
 class Complete(Body):
-    result: Any = None
+    result: JsonData = None
 
 
 class Failure(Body):

@@ -12,6 +12,7 @@ from domain.notifications import MAX_BODY, MAX_KEY, MAX_LINK, MAX_PAGE, MAX_TITL
 from realtime.channels import InvalidChannel, parse_channel, user_channel
 from server.auth import Principal
 from server.http_api import ERRORS, Caller, RuntimeDep, ServiceCaller
+from server.wire import JsonData
 
 router = APIRouter(
     prefix="/api/notifications",
@@ -35,7 +36,7 @@ class CreateNotification(Body):
     title: Annotated[str, StringConstraints(min_length=1, max_length=MAX_TITLE)]
     body: Annotated[str, StringConstraints(max_length=MAX_BODY)] = ""
     link: Annotated[str, StringConstraints(min_length=1, max_length=MAX_LINK)] | None = None
-    data: Any = None
+    data: JsonData = None
 
     @model_validator(mode="after")
     def one_audience(self) -> CreateNotification:

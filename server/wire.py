@@ -2,15 +2,49 @@
 
 from __future__ import annotations
 
+import math
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, StringConstraints
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, StringConstraints
 
 EVENT_PATTERN = r"^[A-Za-z][A-Za-z0-9_-]*(\.[A-Za-z0-9_-]+)+$"
 EventName = Annotated[str, StringConstraints(pattern=EVENT_PATTERN, max_length=64)]
 ChannelName = Annotated[str, StringConstraints(min_length=3, max_length=160)]
 MessageId = Annotated[str, StringConstraints(min_length=1, max_length=128)]
 DocPattern = Annotated[str, StringConstraints(min_length=1, max_length=129)]
+
+# What every broker and client can carry: msgpack's integers (Redis), JSON's finite numbers.
+_INT_RANGE = (-(2**63), 2**64 - 1)
+_MAX_DEPTH = 100
+
+
+def _portable(value: Any) -> Any:
+    problem = _unportable(value, 0)
+    if problem is not None:
+        raise ValueError(problem)
+    return value
+
+
+def _unportable(value: Any, depth: int) -> str | None:
+    kind = type(value)
+    if kind is float:
+        return None if math.isfinite(value) else "NaN and Infinity are not JSON; send null"
+    if kind is int:
+        low, high = _INT_RANGE
+        return None if low <= value <= high else "integers must fit in 64 bits; send a string"
+    if kind is dict or kind is list:
+        if depth >= _MAX_DEPTH:
+            return f"nested deeper than {_MAX_DEPTH} levels"
+        for item in value.values() if kind is dict else value:
+            problem = _unportable(item, depth + 1)
+            if problem is not None:
+                return problem
+    return None
+
+
+# Data that ends up in a publication: refused at the door rather than by the broker later
+# (a durable publication the Redis broker cannot encode would block its channel's outbox).
+JsonData = Annotated[Any, AfterValidator(_portable)]
 
 # Types the server itself emits; clients may not publish them (they would look authoritative).
 SERVER_EVENT_PREFIXES = ("server.", "presence.", "job.", "notification.", "flight.", "doc.")
@@ -54,7 +88,7 @@ class TypingRequest(Request):
 class PublishRequest(Request):
     channel: ChannelName
     event: EventName
-    data: Any = None
+    data: JsonData = None
     id: MessageId | None = None
 
 
@@ -63,7 +97,7 @@ class HttpPublishRequest(BaseModel):
 
     channel: ChannelName
     event: EventName
-    data: Any = None
+    data: JsonData = None
     id: MessageId | None = None
     durable: bool = Field(
         default=False,
@@ -88,7 +122,7 @@ class BatchPublication(BaseModel):
 
     channel: ChannelName
     event: EventName
-    data: Any = None
+    data: JsonData = None
     id: MessageId | None = Field(
         default=None,
         description="Idempotency key of this item (5 minutes, per channel); give one to make "
