@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import dataclasses
+from typing import Any
 
 from fastapi import APIRouter, Response
 from fastapi.responses import JSONResponse
@@ -21,11 +24,23 @@ async def live() -> dict[str, str]:
 
 @router.get("/health/ready")
 async def ready(runtime: RuntimeDep) -> JSONResponse:
-    """Ready when the broker and the database answer, and the node is not draining."""
+    """Ready when the broker and the database answer, and the node is not draining. The body
+    also shows the outbox: events waiting, how long the oldest has (`stuck` past 30 s), and
+    dead letters."""
     checks = await runtime.readiness()
     ok = all(status == "ok" for status in checks.values())
+    try:
+        outbox: dict[str, Any] | str = await asyncio.wait_for(runtime.outbox(), 1.0)
+    except Exception as exc:  # the database check says why
+        outbox = f"unknown: {type(exc).__name__}"
+    body = {
+        "status": "ready" if ok else "not_ready",
+        "node": runtime.node_id,
+        "checks": checks,
+        "outbox": outbox,
+    }
     return JSONResponse(
-        {"status": "ready" if ok else "not_ready", "node": runtime.node_id, "checks": checks},
+        body,
         status_code=200 if ok else 503,
         headers=None if ok else {"Retry-After": "1"},
     )
@@ -34,6 +49,8 @@ async def ready(runtime: RuntimeDep) -> JSONResponse:
 @router.get("/metrics", include_in_schema=False)
 async def metrics(runtime: RuntimeDep) -> Response:
     runtime.metrics.subscriptions_snapshot(runtime.hub.channel_count)
+    with contextlib.suppress(Exception):  # the outbox gauges keep their last values
+        await asyncio.wait_for(runtime.outbox(), 1.0)
     runtime.metrics.documents_snapshot(
         runtime.collab.open_documents, dataclasses.asdict(runtime.collab.stats)
     )

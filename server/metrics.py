@@ -79,9 +79,27 @@ class Metrics:
             registry=r,
         )
         self._doc_counted: dict[str, int] = {}
+        self.outbox_pending = Gauge(
+            "tandem_outbox_pending", "Outbox events waiting to be published", registry=r
+        )
+        self.outbox_oldest = Gauge(
+            "tandem_outbox_oldest_pending_seconds",
+            "How long the oldest waiting outbox event has waited",
+            registry=r,
+        )
+        self.outbox_dead = Gauge(
+            "tandem_outbox_dead_letters",
+            "Outbox events the broker refused too often, no longer retried",
+            registry=r,
+        )
 
     def subscriptions_snapshot(self, channel_count: int) -> None:
         self.channels.set(channel_count)
+
+    def outbox_snapshot(self, pending: int, oldest_s: float, dead: int) -> None:
+        self.outbox_pending.set(pending)
+        self.outbox_oldest.set(oldest_s)
+        self.outbox_dead.set(dead)
 
     def documents_snapshot(self, open_documents: int, counters: dict[str, int]) -> None:
         """The engine keeps plain counters (no metrics on its hot path); they are carried

@@ -17,7 +17,7 @@ from domain.errors import ErrorCode, NotFound
 from domain.flights import FlightService
 from domain.jobs import JobService
 from domain.notifications import NotificationService
-from realtime.broker import Broker, BrokerOptions, create_broker
+from realtime.broker import Broker, BrokerOptions, BrokerUnavailable, create_broker
 from realtime.channels import Channel, ChannelKind
 from realtime.collab.bus import create_doc_bus
 from realtime.collab.engine import CollabEngine, CollabOptions
@@ -49,6 +49,9 @@ from storage.outbox import OutboxRelay
 from storage.unit_of_work import unit_of_work
 
 log = logging.getLogger(__name__)
+
+# Readiness reports the outbox as stuck when its oldest event has waited longer than this.
+OUTBOX_STUCK_S = 30.0
 
 
 @dataclass(eq=False)
@@ -89,6 +92,20 @@ class Runtime:
         if self.gateway.draining:
             report["node"] = "draining"
         return report
+
+    async def outbox(self) -> dict[str, Any]:
+        """What waits in the outbox: a stuck one (the oldest event waiting longer than
+        ``OUTBOX_STUCK_S``) is reported, but does not make the node unready: every node shares
+        it, and taking them all out would stop everything else too."""
+        stats = await self.relay.stats()
+        self.metrics.outbox_snapshot(stats.pending, stats.oldest_s, stats.dead)
+        stuck = stats.oldest_s > OUTBOX_STUCK_S
+        return {
+            "status": "stuck" if stuck else "ok",
+            "pending": stats.pending,
+            "oldest_s": round(stats.oldest_s, 1),
+            "dead_letters": stats.dead,
+        }
 
     @asynccontextmanager
     async def running(self) -> AsyncIterator[Runtime]:
@@ -190,7 +207,8 @@ def build_runtime(settings: Settings) -> Runtime:
     async def relay_publish(channel: str, event: str, data: object, key: str) -> None:
         await broker.publish(channel, event, data, idempotency_key=key)
 
-    relay = OutboxRelay(db, relay_publish)
+    # The broker being down holds every row back; anything else it raises is about the row.
+    relay = OutboxRelay(db, relay_publish, transient=(BrokerUnavailable, RuntimeError))
     jobs = JobService(
         unit_of_work(db, route_event, relay.wake), SystemClock(), lambda: uuid.uuid4().hex
     )

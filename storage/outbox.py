@@ -10,6 +10,11 @@ between two short transactions, never while one is open. A row published but not
 Order per channel follows row ids. Writers that change one aggregate must hold its row lock
 while staging (an UPDATE does), so two transactions never stage events for the same channel
 concurrently and ids follow commit order.
+
+A broker that is down (the ``transient`` errors) holds everything back until it returns. A
+row the broker refuses is tried again on the next passes, holding back only its own channel,
+and after ``max_attempts`` it is dead-lettered (``failed_at``, with the error), so one bad row
+never blocks its channel for good; dead letters are counted in ``stats()``.
 """
 
 from __future__ import annotations
@@ -37,6 +42,13 @@ log = logging.getLogger(__name__)
 _RELAY_LOCK = 0x74616E64656D  # "tandem"
 
 Publish = Callable[[str, str, Any, str], Awaitable[object]]
+
+
+@dataclass(frozen=True, slots=True)
+class OutboxStats:
+    pending: int
+    oldest_s: float  # how long the oldest pending row has waited (0 without one)
+    dead: int  # dead-lettered rows
 
 
 @dataclass(frozen=True, slots=True)
@@ -76,8 +88,12 @@ class OutboxRelay:
         poll_interval: float = 1.0,
         retention: timedelta = timedelta(hours=1),
         grace: float = 5.0,
+        transient: tuple[type[Exception], ...] = (Exception,),
+        max_attempts: int = 5,
     ) -> None:
         self._db = db
+        self._transient = transient
+        self._max_attempts = max_attempts
         self._grace = grace
         self._stopping = False
         self._publish = publish
@@ -124,13 +140,15 @@ class OutboxRelay:
                             OutboxRow.event,
                             OutboxRow.data,
                             OutboxRow.idempotency_key,
+                            OutboxRow.attempts,
                         )
-                        .where(OutboxRow.sent_at.is_(None))
+                        .where(OutboxRow.sent_at.is_(None), OutboxRow.failed_at.is_(None))
                         .order_by(OutboxRow.id)
                         .limit(self._batch_size)
                     )
                 ).all()
             published: list[int] = []
+            refused: list[tuple[int, int, Exception]] = []  # (row id, attempts, error)
             failures: list[Exception] = []
             by_channel: dict[str, list[Any]] = {}
             for row in rows:
@@ -139,25 +157,49 @@ class OutboxRelay:
             async def drain(channel_rows: list[Any]) -> None:
                 # In order within a channel, stopping at its first failure; channels go out
                 # side by side, so one broker round trip is not paid per row in turn.
-                for row_id, channel, event, data, key in channel_rows:
+                for row_id, channel, event, data, key, attempts in channel_rows:
                     try:
                         await self._publish(channel, event, data, key or f"outbox:{row_id}")
-                    except Exception as exc:
+                    except self._transient as exc:
                         failures.append(exc)
                         return
+                    except Exception as exc:
+                        refused.append((row_id, attempts + 1, exc))
+                        if attempts + 1 < self._max_attempts:
+                            return  # tried again next pass; its channel waits until then
+                        continue  # dead-lettered below: the rest of its channel goes on
                     published.append(row_id)
 
             await asyncio.gather(*(drain(channel_rows) for channel_rows in by_channel.values()))
-            if published:
-                async with self._db.transaction(urgent=True) as session:
-                    await session.execute(
-                        update(OutboxRow)
-                        .where(OutboxRow.id.in_(published))
-                        .values(sent_at=datetime.now(UTC))
-                    )
+            if published or refused:
+                await self._record(published, refused)
         if failures:
             raise failures[0]
         return len(published)
+
+    async def _record(
+        self, published: list[int], refused: list[tuple[int, int, Exception]]
+    ) -> None:
+        now = datetime.now(UTC)
+        async with self._db.transaction(urgent=True) as session:
+            if published:
+                await session.execute(
+                    update(OutboxRow).where(OutboxRow.id.in_(published)).values(sent_at=now)
+                )
+            for row_id, attempts, exc in refused:
+                dead = attempts >= self._max_attempts
+                error = f"{type(exc).__name__}: {exc}"[:500]
+                await session.execute(
+                    update(OutboxRow)
+                    .where(OutboxRow.id == row_id)
+                    .values(attempts=attempts, last_error=error, failed_at=now if dead else None)
+                )
+                if dead:
+                    log.error(
+                        "outbox row %d dead-lettered after %d attempts: %s", row_id, attempts, error
+                    )
+                else:
+                    log.warning("outbox row %d refused (attempt %d): %s", row_id, attempts, error)
 
     @contextlib.asynccontextmanager
     async def _cluster_lock(self) -> AsyncIterator[bool]:
@@ -174,11 +216,28 @@ class OutboxRelay:
                     await connection.scalar(select(func.pg_advisory_unlock(_RELAY_LOCK)))
 
     async def pending(self) -> int:
+        return (await self.stats()).pending
+
+    async def stats(self) -> OutboxStats:
+        """Rows waiting to be published (and how long the oldest has waited), and dead letters."""
         async with self._db.transaction() as session:
-            count = await session.scalar(
-                select(func.count()).select_from(OutboxRow).where(OutboxRow.sent_at.is_(None))
+            waiting = (
+                await session.execute(
+                    select(func.count(), func.min(OutboxRow.created_at)).where(
+                        OutboxRow.sent_at.is_(None), OutboxRow.failed_at.is_(None)
+                    )
+                )
+            ).one()
+            dead = await session.scalar(
+                select(func.count()).select_from(OutboxRow).where(OutboxRow.failed_at.is_not(None))
             )
-            return int(count or 0)
+        oldest = waiting[1]
+        if oldest is not None and oldest.tzinfo is None:
+            oldest = oldest.replace(tzinfo=UTC)  # SQLite hands back naive datetimes
+        age = 0.0 if oldest is None else (datetime.now(UTC) - oldest).total_seconds()
+        return OutboxStats(
+            pending=int(waiting[0] or 0), oldest_s=max(0.0, age), dead=int(dead or 0)
+        )
 
     async def purge(self) -> None:
         """Forget rows sent longer ago than the retention period."""

@@ -39,14 +39,19 @@ class OutboxRow(Base):
     idempotency_key: Mapped[str | None] = mapped_column(String(200), default=None)
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
     sent_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), default=None)
+    # Failed publishes of this row (the broker refusing it, not the broker being down); at
+    # the limit it is dead-lettered (failed_at set) and never tried again.
+    attempts: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
+    failed_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), default=None)
+    last_error: Mapped[str | None] = mapped_column(String(500), default=None)
 
     __table_args__ = (
-        # The relay only ever scans unsent rows in id order.
+        # The relay only ever scans pending rows (neither sent nor dead) in id order.
         Index(
             "ix_outbox_pending",
             "id",
-            postgresql_where=sent_at.is_(None),
-            sqlite_where=sent_at.is_(None),
+            postgresql_where=sent_at.is_(None) & failed_at.is_(None),
+            sqlite_where=sent_at.is_(None) & failed_at.is_(None),
         ),
     )
 

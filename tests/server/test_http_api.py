@@ -168,8 +168,10 @@ def test_health_metrics_and_docs(http: httpx.Client) -> None:
     assert http.get("/health/live").json() == {"status": "ok"}
     ready = http.get("/health/ready").json()
     assert ready["status"] == "ready" and ready["checks"] == {"broker": "ok", "database": "ok"}
+    assert ready["outbox"]["status"] == "ok" and ready["outbox"]["dead_letters"] == 0
     metrics = http.get("/metrics").text
     assert "tandem_publications_total" in metrics and "tandem_connections" in metrics
+    assert "tandem_outbox_dead_letters 0.0" in metrics and "tandem_outbox_pending" in metrics
     assert http.get("/docs").status_code == 200
     paths = http.get("/openapi.json").json()["paths"]
     assert {"/api/publish", "/api/tokens", "/api/channels/{channel}/history"} <= set(paths)

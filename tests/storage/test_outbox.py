@@ -154,3 +154,42 @@ async def test_stopping_lets_a_pass_under_way_finish(
     # The pass published its row and marked it sent before the relay stopped.
     assert len(received.items) == 1
     assert await relay.pending() == 0
+
+
+async def test_a_row_the_broker_refuses_is_dead_lettered_and_holds_back_only_its_channel(
+    db: Database, broker: tuple[MemoryBroker, Published]
+) -> None:
+    """Issue 16: a poison row was retried for ever, blocked its channel across restarts and
+    slowed every other channel's durable delivery (the whole relay backed off)."""
+    memory, received = broker
+
+    async def publish(channel: str, event: str, data: Any, key: str) -> None:
+        if data.get("poison"):
+            raise ValueError("cannot encode this")
+        if data.get("down"):
+            raise BrokerUnavailable("down")
+        await memory.publish(channel, event, data, idempotency_key=key)
+
+    await write(
+        db,
+        OutboxMessage("job:1", "job.progress", {"poison": True}),
+        OutboxMessage("job:1", "job.progress", {"v": 2}),
+        OutboxMessage("job:2", "job.progress", {"v": 3}),
+    )
+    relay = OutboxRelay(db, publish, transient=(BrokerUnavailable,), max_attempts=3)
+    assert await relay.relay_once() == 1  # job:2 goes; job:1 waits behind its refused row
+    await settle(received, 1)
+    assert [p.data["v"] for p in received.items] == [3]
+    assert await relay.relay_once() == 0
+    assert await relay.relay_once() == 1  # third refusal: dead-lettered, job:1 goes on
+    await settle(received, 2)
+    assert [p.data["v"] for p in received.items] == [3, 2]
+    stats = await relay.stats()
+    assert (stats.pending, stats.dead) == (0, 1)
+    # A broker that is down is not the row's fault: nothing is counted against it.
+    await write(db, OutboxMessage("job:2", "job.progress", {"down": True}))
+    for _ in range(5):
+        with pytest.raises(BrokerUnavailable):
+            await relay.relay_once()
+    stats = await relay.stats()
+    assert (stats.pending, stats.dead) == (1, 1) and stats.oldest_s >= 0
