@@ -34,14 +34,13 @@ from typing import Any, Self, TypeVar
 import msgpack
 from pycrdt import Doc
 
-from domain.documents import Document, DocumentStore, LogEntry, Role, strongest
+from domain.documents import Document, DocumentStore, Role, strongest
 from domain.errors import (
     DomainError,
     InvalidPayload,
     NotFound,
     PayloadTooLarge,
     PermissionDenied,
-    Unavailable,
 )
 from domain.graceful import finish_or_cancel
 from realtime.collab import crdt
@@ -53,6 +52,7 @@ from realtime.collab.bus import (
     MessageHandler,
     ReconnectHandler,
 )
+from realtime.collab.keeper import DocKeeper
 from realtime.collab.room import Member, Room
 from realtime.periodic import Periodic
 
@@ -128,8 +128,9 @@ class CollabEngine:
         self._loading: dict[str, asyncio.Future[Room]] = {}
         self._unloading: dict[str, asyncio.Future[None]] = {}
         self._docs_of: dict[str, set[str]] = {}  # connection -> open documents
-        self._compacting: set[str] = set()
-        self._pending_bytes = 0
+        self._keeper = DocKeeper(
+            store, options, self.stats, on_gone=self._deleted, spawn=self._spawn
+        )
         self._tasks: set[asyncio.Task[Any]] = set()
         o = options
         # Stopping lets a round under way finish (a flush cut off mid-transaction would
@@ -158,10 +159,10 @@ class CollabEngine:
             await loop.stop()
         await finish_or_cancel(list(self._tasks), 5.0)
         try:
-            await self._flush()
+            await self._keeper.flush(list(self._rooms.values()))
             for room in list(self._rooms.values()):
                 if room.remote:
-                    await self._reconcile(room)
+                    await self._keeper.reconcile(room)
         except Exception:
             log.exception("could not store every open document on shutdown")
         for room in self._rooms.values():
@@ -433,8 +434,7 @@ class CollabEngine:
             await self._request_state(room)
         else:
             room.synced.set()
-        if self._should_compact(room):
-            self._spawn(self._compact(room))
+        self._keeper.compact_if_due(room)
         return room
 
     def _release_if_idle(self, room: Room) -> None:
@@ -456,9 +456,9 @@ class CollabEngine:
         self._unloading[doc_id] = done
         del self._rooms[doc_id]
         try:
-            await self._flush_room(room)
+            await self._keeper.flush([room])
             if room.remote:
-                await self._reconcile(room)
+                await self._keeper.reconcile(room)
             await self._bus.unsubscribe(doc_id)
             self.stats.unloads += 1
         except Exception:
@@ -477,9 +477,7 @@ class CollabEngine:
             return
         await self._close_members(room, list(room.members.values()), "not_found", "deleted")
         if self._rooms.get(doc_id) is room:
-            # Its pending updates have nowhere to go.
-            self._pending_bytes -= sum(len(u) for u in room.pending)
-            room.pending.clear()
+            self._keeper.discard(room)  # its pending updates have nowhere to go
             if room.unload_timer is not None:
                 room.unload_timer.cancel()
             del self._rooms[doc_id]
@@ -526,8 +524,7 @@ class CollabEngine:
             return
         self.stats.updates += 1
         room.size += len(update)
-        room.pending.append(update)
-        self._pending_bytes += len(update)
+        self._keeper.hold(room, update)
         if integrated is not None:
             recipients = [conn for conn in room.members if conn != exclude]
             if exclude is not None and integrated != update:
@@ -561,8 +558,7 @@ class CollabEngine:
             raise PayloadTooLarge(
                 f"document {room.doc_id!r} would exceed its {cap}-byte size limit"
             )
-        if self._pending_bytes + incoming > self.options.max_pending_bytes:
-            raise Unavailable("the document store is not keeping up; retry")
+        self._keeper.check_room(incoming)
 
     @staticmethod
     def _payload(room: Room, update: bytes) -> dict[str, Any]:
@@ -641,106 +637,21 @@ class CollabEngine:
                 room.changed = False
                 await self._request_state(room)
 
-    # -- internals: the store ---------------------------------------------------------------
+    # -- internals: the store (DocKeeper) ----------------------------------------------------
 
     async def _flush_round(self) -> None:
         try:
-            await self._flush()
+            await self._keeper.flush(list(self._rooms.values()))
         except Exception as exc:
             # Kept in memory and tried again next round (clients hold their updates too).
             self.stats.flush_failures += 1
             log.warning("could not store document updates (%s); retrying", exc)
 
-    async def _flush(self) -> None:
-        rooms = [room for room in self._rooms.values() if room.pending]
-        await self._flush_rooms(rooms)
-
-    async def _flush_room(self, room: Room) -> None:
-        await self._flush_rooms([room])
-
-    async def _flush_rooms(self, rooms: list[Room]) -> None:
-        if not rooms:
-            return
-        taken = [(room, room.pending) for room in rooms]
-        for room in rooms:
-            room.pending = []
-        entries = [
-            LogEntry(room.doc_id, room.epoch, update)
-            for room, pending in taken
-            for update in pending
-        ]
-        try:
-            gone = await self._store.append(entries)
-        except BaseException:
-            for room, pending in taken:
-                room.pending[:0] = pending  # back in front, in order
-            raise
-        for doc_id in gone:
-            # Deleted (or re-created) while this node held it, and the news never came (the
-            # bus is at most once): its members are editing a copy that no longer exists.
-            log.warning("document %s is gone from the store; closing it here", doc_id)
-            await self._deleted(doc_id)
-        for room, pending in taken:
-            self._pending_bytes -= sum(len(u) for u in pending)
-            room.log_rows += len(pending)
-            room.log_bytes += sum(len(u) for u in pending)
-            if self._should_compact(room):
-                self._spawn(self._compact(room))
-        self.stats.flushed += len(entries)
-
-    def _should_compact(self, room: Room) -> bool:
-        o = self.options
-        return room.log_rows >= o.compact_after_rows or room.log_bytes >= max(
-            o.compact_min_bytes, room.snapshot_bytes
-        )
-
-    async def _compact(self, room: Room) -> None:
-        if room.doc_id in self._compacting:
-            return
-        self._compacting.add(room.doc_id)
-        try:
-            result = await self._store.compact(room.doc_id, crdt.fold)
-            if result is not None:
-                self.stats.compactions += 1
-                room.snapshot_bytes = result.snapshot_bytes
-                room.log_rows = max(0, room.log_rows - result.rows)
-                room.log_bytes = max(0, room.log_bytes - result.bytes)
-            else:
-                # Another node compacted it (or a late row made this one wait): count afresh
-                # rather than asking again after every flush.
-                room.log_rows = room.log_bytes = 0
-        except Exception:
-            log.exception("compaction of document %s failed", room.doc_id)
-        finally:
-            self._compacting.discard(room.doc_id)
-
-    async def _reconcile(self, room: Room) -> None:
-        """Append what the store lacks of this node's copy (updates another node received but
-        never stored: it crashed before its flush)."""
-        await self._flush_room(room)
-        stored = await self._store.load(room.doc_id)
-        if stored is None or stored.epoch != room.epoch:
-            await self._deleted(room.doc_id)  # gone while this node held it open
-            return
-        stored_doc = await asyncio.to_thread(
-            crdt.doc_from, stored.snapshot, stored.updates, threads=True
-        )
-        diff = room.doc.get_update(stored_doc.get_state())
-        # "Changes anything", not "non-empty": a diff always carries the whole delete set.
-        if await asyncio.to_thread(crdt.changes, stored_doc, diff):
-            if await self._store.append([LogEntry(room.doc_id, room.epoch, diff)]):
-                await self._deleted(room.doc_id)
-                return
-            room.log_rows += 1
-            room.log_bytes += len(diff)
-            self.stats.repairs += 1
-        room.remote = False
-
     async def _reconcile_round(self) -> None:
         for room in list(self._rooms.values()):
             if room.remote:
                 try:
-                    await self._reconcile(room)
+                    await self._keeper.reconcile(room)
                 except Exception as exc:
                     log.warning("could not reconcile document %s (%s)", room.doc_id, exc)
 

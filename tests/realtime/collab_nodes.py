@@ -158,10 +158,9 @@ async def crash(node: Node) -> None:
     """
     engine = node.engine
     for room in engine._rooms.values():
-        room.pending.clear()
+        engine._keeper.discard(room)
         if room.unload_timer is not None:
             room.unload_timer.cancel()
-    engine._pending_bytes = 0
     for loop in engine._loops:
         await loop.stop()  # a round under way finishes (the process would end it mid-way)
     await asyncio.gather(*engine._tasks, return_exceptions=True)
