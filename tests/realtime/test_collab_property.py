@@ -126,7 +126,9 @@ class World:
 
 
 async def scenario(steps: list[tuple[Any, ...]], template: Path) -> None:
-    with tempfile.TemporaryDirectory() as tmp:
+    # A "crashed" node's engine is simply abandoned in this process: its SQLite connections
+    # are left to the garbage collector and may still touch the folder as it is removed.
+    with tempfile.TemporaryDirectory(ignore_cleanup_errors=True) as tmp:
         path = Path(tmp) / "tandem.db"
         shutil.copy(template, path)
         db = Database(f"sqlite+aiosqlite:///{path}")
