@@ -51,8 +51,10 @@ _PONG = "3"
 
 
 class FastPath:
-    def __init__(self, *, limit_bytes: int) -> None:
+    def __init__(self, *, limit_bytes: int, max_lag: int = 0) -> None:
         self.limit_bytes = limit_bytes
+        # Publications of one channel that may wait for a lagging client (within history).
+        self.max_lag = max_lag
         self._flusher = Flusher()
         self._outbounds: dict[str, Outbound] = {}
         self._tasks: set[asyncio.Task[None]] = set()
@@ -87,6 +89,7 @@ class FastPath:
             self._flusher,
             limit_bytes=self.limit_bytes,
             on_overflow=lambda out: self._overflowed(sid, out),
+            max_lag=self.max_lag,
         )
         if raw.paused:
             outbound.pause()
@@ -117,7 +120,8 @@ class FastPath:
 
     def _overflowed(self, eio_sid: str, outbound: Outbound) -> None:
         log.info(
-            "%s is over its %d-byte bound (%d queued, %d in the transport); disconnecting",
+            "%s fell too far behind (bound %d bytes; %d queued, %d in the transport and the "
+            "kernel); disconnecting",
             eio_sid,
             self.limit_bytes,
             outbound.overflow_at[0],

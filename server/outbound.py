@@ -6,7 +6,14 @@ one event-loop iteration leave in one ``transport.write`` (the ``Flusher`` runs 
 iteration for all connections that have something to send). While the kernel does not take
 more (the transport paused writing), frames wait here: a latest-value frame (job progress,
 aircraft position...) replaces the one before it when nothing else of its channel came in
-between, and a connection whose backlog still exceeds its bound is cut off as slow.
+between, and a connection is cut off as slow (what waits here is dropped; what the
+transport and the kernel hold still reaches it before the notice) when
+
+- its backlog exceeds its bound: what waits here, in the transport and in the kernel's send
+  buffer (capped for that, and counted as full; a frame larger than half the bound, such as
+  a big document's sync, does not count against it), or
+- ``max_lag`` publications of one channel wait here: dropping more than the channel's history
+  holds would leave it unable to resume from its position.
 """
 
 from __future__ import annotations
@@ -20,6 +27,8 @@ class Transport(Protocol):
     def write(self, data: bytes) -> None: ...
 
     def get_write_buffer_size(self) -> int: ...
+
+    def bound_send_buffer(self, size: int) -> int: ...
 
 
 class Flusher:
@@ -58,6 +67,10 @@ class Outbound:
         "_paused",
         "_tails",
         "_holes",
+        "_kernel",
+        "_max_lag",
+        "_lags",
+        "_large",
         "overflowed",
         "closed",
         "coalesced",
@@ -71,10 +84,17 @@ class Outbound:
         *,
         limit_bytes: int,
         on_overflow: Callable[[Outbound], None],
+        max_lag: int = 0,
     ) -> None:
         self._transport = transport
         self._flusher = flusher
         self._limit = limit_bytes
+        # What the kernel may hold for this client, counted as full while writing is paused.
+        self._kernel = transport.bound_send_buffer(limit_bytes // 4)
+        self._max_lag = max_lag  # 0: no bound by count
+        # While paused: publications waiting per channel (made on the first; most never lag).
+        self._lags: dict[str, int] | None = None
+        self._large = 0  # bytes of frames over half the bound handed to the transport
         self._on_overflow = on_overflow
         self._frames: list[bytes | None] = []
         self._bytes = 0
@@ -103,6 +123,7 @@ class Outbound:
                 self._transport.write(data)
             return
         frames = self._frames
+        lagging = False
         if self._paused and channel is not None:
             tail = self._tails.get(channel)
             if key is not None and tail is not None and tail[0] == key:
@@ -112,15 +133,26 @@ class Outbound:
                     self._bytes -= len(old)
                     self._holes += 1
                     self.coalesced += 1
+            else:
+                lags = self._lags
+                if lags is None:
+                    lags = self._lags = {}
+                lag = lags[channel] = lags.get(channel, 0) + 1
+                lagging = 0 < self._max_lag < lag
             self._tails[channel] = (key, len(frames))
         frames.append(data)
         self._bytes += len(data)
         if self._paused:
-            if self._bytes + self._transport.get_write_buffer_size() > self._limit:
+            if lagging or self._bytes + self._in_flight() > self._limit:
                 self._overflow()
         elif not self._marked:
             self._marked = True
             self._flusher.mark(self)
+
+    def _in_flight(self) -> int:
+        """What the transport and the kernel hold, but for large frames (one big document
+        sync in flight must not make its client look slow)."""
+        return max(0, self._transport.get_write_buffer_size() - self._large) + self._kernel
 
     def flush(self) -> None:
         self._marked = False
@@ -135,6 +167,8 @@ class Outbound:
     def resume(self) -> None:
         self._paused = False
         self._tails.clear()
+        self._lags = None
+        self._large = 0  # the transport is down to its low-water mark: they have left
         if self._frames and not self.closed and not self._marked:
             self._marked = True
             self._flusher.mark(self)
@@ -154,15 +188,19 @@ class Outbound:
             frames = [f for f in frames if f is not None]
         self._bytes = 0
         self._tails.clear()
+        self._lags = None
+        half = self._limit // 2
+        self._large += sum(len(f) for f in frames if f is not None and len(f) > half)
         # Even at pause the transport takes the data (it buffers); pause only stops us
         # from handing it more.
         self._transport.write(frames[0] if len(frames) == 1 else b"".join(frames))  # type: ignore[arg-type]
 
     def _overflow(self) -> None:
-        self.overflow_at = (self._bytes, self._transport.get_write_buffer_size())
+        self.overflow_at = (self._bytes, self._transport.get_write_buffer_size() + self._kernel)
         self.overflowed = True
         self._frames = []
         self._bytes = 0
         self._tails.clear()
+        self._lags = None
         self._holes = 0
         self._on_overflow(self)

@@ -169,7 +169,11 @@ def build_runtime(settings: Settings) -> Runtime:
     )
     # Late-bound: the notification service needs the relay, which needs the hub.
     receipts = DeliveryReceipts(lambda ids: notifications.mark_delivered(ids))
-    fast = FastPath(limit_bytes=settings.client_buffer_bytes)
+    # A client cut off as slow loses what waited for it here; to resume from its position,
+    # that must be within the channel's history (a tenth kept for what comes meanwhile).
+    fast = FastPath(
+        limit_bytes=settings.client_buffer_bytes, max_lag=settings.history_size * 9 // 10
+    )
     sio.eio.fast = fast
     fast.on_text = sio.fast_event
     hub = Hub(

@@ -13,6 +13,7 @@ constraints.txt).
 
 from __future__ import annotations
 
+import socket
 from typing import Any, Protocol
 
 from uvicorn.protocols.utils import ClientDisconnected
@@ -70,6 +71,20 @@ class RawSocket:
     def detach(self, receiver: Receiver) -> None:
         """From now on every message goes to ``receiver``, and the ASGI call may end."""
         self._protocol.detach(receiver)
+
+    def bound_send_buffer(self, size: int) -> int:
+        """Cap the kernel's send buffer for this connection (Linux otherwise lets it grow to
+        megabytes for a client that stops reading, out of the fan-out's sight); returns what
+        it may now hold (Linux reserves twice the asked size), 0 when it cannot be set."""
+        sock = self._protocol.transport.get_extra_info("socket")
+        if sock is None:
+            return 0
+        try:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, size)
+            held: int = sock.getsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF)
+        except OSError:
+            return 0
+        return held
 
     def close(self, code: int = 1000) -> None:
         """Start the closing handshake (as ASGI's ``websocket.close`` does)."""

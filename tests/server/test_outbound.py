@@ -13,9 +13,11 @@ from server.wsframe import engineio_frame, frame
 
 
 class FakeTransport:
-    def __init__(self) -> None:
+    def __init__(self, kernel: int = 0) -> None:
         self.writes: list[bytes] = []
         self.buffered = 0
+        self.kernel = kernel  # what the kernel's send buffer may hold once capped
+        self.asked = 0
 
     def write(self, data: bytes) -> None:
         self.writes.append(data)
@@ -23,11 +25,19 @@ class FakeTransport:
     def get_write_buffer_size(self) -> int:
         return self.buffered
 
+    def bound_send_buffer(self, size: int) -> int:
+        self.asked = size
+        return self.kernel
 
-def make(limit: int = 10_000) -> tuple[Outbound, FakeTransport, list[Outbound]]:
-    transport = FakeTransport()
+
+def make(
+    limit: int = 10_000, *, max_lag: int = 0, kernel: int = 0
+) -> tuple[Outbound, FakeTransport, list[Outbound]]:
+    transport = FakeTransport(kernel)
     overflowed: list[Outbound] = []
-    outbound = Outbound(transport, Flusher(), limit_bytes=limit, on_overflow=overflowed.append)
+    outbound = Outbound(
+        transport, Flusher(), limit_bytes=limit, on_overflow=overflowed.append, max_lag=max_lag
+    )
     return outbound, transport, overflowed
 
 
@@ -119,3 +129,43 @@ async def test_close_hands_the_queue_to_the_transport_before_the_close_frame() -
     outbound.write(b"c")
     await asyncio.sleep(0)
     assert transport.writes == [b"ab"]
+
+
+def test_the_kernels_send_buffer_is_capped_and_counted_while_paused() -> None:
+    """Issue 16: only the transport's buffer counted; the kernel held 2.94 MB for a client
+    that had stopped reading, out of sight."""
+    outbound, transport, overflowed = make(1_000_000, kernel=500_000)
+    assert transport.asked == 250_000
+    outbound.pause()
+    transport.buffered = 400_000
+    outbound.write(b"x" * 50_000, "room:a")
+    assert not overflowed
+    outbound.write(b"x" * 60_000, "room:a")  # 110,000 + 400,000 + 500,000 > 1,000,000
+    assert overflowed == [outbound]
+
+
+def test_a_client_is_cut_off_before_it_lags_past_what_history_can_replay() -> None:
+    outbound, transport, overflowed = make(10_000_000, max_lag=270)
+    outbound.pause()
+    for _ in range(270):
+        outbound.write(b"a" * 100, "room:a")
+        outbound.write(b"b" * 100, "room:b")
+        outbound.write(b"t" * 100, "room:c", key="demo.tick")  # coalesced: never lags
+    assert not overflowed
+    outbound.write(b"a" * 100, "room:a")  # 271 waiting on room:a: no longer resumable
+    assert overflowed == [outbound]
+
+
+async def test_a_large_frame_in_flight_does_not_make_its_client_slow() -> None:
+    outbound, transport, overflowed = make(1_000_000)
+    outbound.write(b"d" * 900_000)  # a big document's sync, say
+    await asyncio.sleep(0)  # flushed to the transport, which pauses
+    transport.buffered = 900_000
+    outbound.pause()
+    outbound.write(b"x" * 1_000, "room:a")
+    assert not overflowed
+    outbound.resume()
+    outbound.pause()  # the big frame has left; what follows counts in full again
+    transport.buffered = 999_500
+    outbound.write(b"x" * 1_000, "room:a")
+    assert overflowed == [outbound]

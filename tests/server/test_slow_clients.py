@@ -10,6 +10,7 @@ import asyncio
 import base64
 import json
 import os
+import re
 import socket
 import struct
 import uuid
@@ -21,6 +22,7 @@ import pytest
 import socketio
 
 from tests.support.live import API_KEY, LiveServer, live_server
+from tests.support.sio import connected
 
 PAD = "x" * 30_000  # enough to fill the kernel's socket buffers quickly
 
@@ -208,3 +210,43 @@ async def test_a_client_past_its_bound_is_told_it_is_slow_and_others_get_everyth
     assert notice["code"] == "slow" and notice["reconnect"] is True
     received = [env["data"]["i"] for _, env in got[:-1]]
     assert received == list(range(len(received))) and len(received) < count
+
+
+def slow_disconnects(server: LiveServer) -> float:
+    text = httpx.get(f"{server.url}/metrics", timeout=5).text
+    match = re.search(r'^tandem_disconnects_total\{reason="slow"\} (\S+)$', text, re.M)
+    return float(match.group(1)) if match else 0.0
+
+
+async def test_a_client_cut_off_as_slow_resumes_from_its_position(server: LiveServer) -> None:
+    """Small publications to a client that stopped reading: the node cuts it off before it
+    drops more of a channel's publications than the history holds, and everything it had
+    been sent still reaches it; so resubscribing from its position recovers the rest (issue
+    16: cut off 4.9 MB behind, past the 300-publication history, recovered: false)."""
+    channel = f"room:resume-{uuid.uuid4().hex[:8]}"
+    token = server.token("slow", channels=["room:*"])
+    client = await asyncio.to_thread(RawClient, server, token)
+    before = await asyncio.to_thread(slow_disconnects, server)
+    published = 0
+    try:
+        await asyncio.to_thread(client.subscribe, channel)
+        async with asyncio.timeout(60):
+            # Publish in small steps until the node says it cut the client off.
+            while await asyncio.to_thread(slow_disconnects, server) == before:
+                step = [("demo.small", {"i": published + i, "pad": "y" * 150}) for i in range(10)]
+                await asyncio.to_thread(publish_all, server, channel, step)
+                published += len(step)
+        got = await asyncio.to_thread(lambda: list(client.events()))
+    finally:
+        client.close()
+    event, notice = got[-1]
+    assert event == "server.notice" and notice["code"] == "slow", got[-1]
+    received = [env for name, env in got if name == "demo.small"]
+    assert received and len(received) < published
+    last = received[-1]
+    async with connected(server.url, token) as again:
+        since = {"epoch": last["epoch"], "offset": last["offset"]}
+        ack = await again.call("subscribe", {"channel": channel, "since": since})
+    assert ack["ok"] and ack["recovered"], {k: ack.get(k) for k in ("recovered", "offset")}
+    seen = [env["data"]["i"] for env in received] + [p["data"]["i"] for p in ack["publications"]]
+    assert seen == list(range(published)), "publications were lost on the way back"
