@@ -100,9 +100,9 @@ def set_text(root: Text, text: str) -> None:
 
 
 def redundant(doc: Doc[Any], update: bytes) -> bool:
-    """Whether ``doc`` already holds everything ``update`` carries: its structs, and the
-    items its deletions name. An update that integrated nothing may still matter: it can
-    wait for structs from someone else (pending) and integrate later."""
+    """For an ``update`` that integrated nothing into ``doc``: whether ``doc`` holds everything
+    it carries (its structs, and the items its deletions name), or it waits for structs from
+    someone else (pending) and will integrate later, so must be kept."""
     known = state_vector(doc.get_state())
     own = get_state(update)
     if any(clock > known.get(client, 0) for client, clock in state_vector(own).items()):
