@@ -45,15 +45,15 @@ system-deps:
 	@command -v nginx >/dev/null 2>&1 || test -x /usr/sbin/nginx || { \
 	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
 	    export DEBIAN_FRONTEND=noninteractive; \
-	    apt-get install -y -q nginx-light >/dev/null 2>&1 || \
-	    { apt-get update -q >/dev/null && apt-get install -y -q nginx-light >/dev/null; }; \
+	    apt-get install -y -q --no-install-recommends nginx-light >/dev/null 2>&1 || \
+	    { apt-get update -q >/dev/null && apt-get install -y -q --no-install-recommends nginx-light >/dev/null; }; \
 	  else echo "the tests need nginx: apt-get install nginx-light" >&2; exit 1; fi; }
 	@# The browser tests drive Debian's Chromium with Playwright (which never downloads one).
 	@test -x /usr/bin/chromium || { \
 	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
 	    export DEBIAN_FRONTEND=noninteractive; \
-	    apt-get install -y -q chromium >/dev/null 2>&1 || \
-	    { apt-get update -q >/dev/null && apt-get install -y -q chromium >/dev/null; }; \
+	    apt-get install -y -q --no-install-recommends chromium >/dev/null 2>&1 || \
+	    { apt-get update -q >/dev/null && apt-get install -y -q --no-install-recommends chromium >/dev/null; }; \
 	  else echo "the browser tests need Chromium: apt-get install chromium" >&2; exit 1; fi; }
 
 run: install

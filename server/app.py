@@ -11,8 +11,9 @@ from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.middleware.cors import CORSMiddleware
 from starlette.staticfiles import StaticFiles
-from starlette.types import Receive, Scope, Send
+from starlette.types import ASGIApp, Receive, Scope, Send
 
 from domain.errors import DomainError, ErrorCode
 from server import (
@@ -47,14 +48,39 @@ class TandemApp:
             path="/socket.io",
             on_bad_post=self.runtime.sio.bad_post,
         )
-        self._app = BodySizeLimit(
+        app: ASGIApp = BodySizeLimit(
             Express(guarded, self.runtime),
             default_limit=settings.max_body_bytes,
             engine_limit=settings.engine_max_bytes,
         )
+        if settings.cors_origins:
+            app = HttpCors(app, settings.cors_origins)
+        self._app = app
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         await self._app(scope, receive, send)
+
+
+class HttpCors:
+    """``TANDEM_CORS_ORIGINS`` for the HTTP API as for Socket.IO (whose Engine.IO answers its
+    own preflights and headers: /socket.io is left to it, or the headers would double)."""
+
+    def __init__(self, app: ASGIApp, origins: list[str]) -> None:
+        self._app = app
+        self._cors = CORSMiddleware(
+            app,
+            allow_origins=origins,
+            allow_methods=["*"],
+            allow_headers=["*"],
+            expose_headers=["Retry-After"],
+            max_age=600,
+        )
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http" and not scope["path"].startswith("/socket.io"):
+            await self._cors(scope, receive, send)
+        else:
+            await self._app(scope, receive, send)
 
 
 def create_app(settings: Settings) -> TandemApp:
@@ -73,7 +99,7 @@ def _build_api(runtime: Runtime) -> FastAPI:
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         # The demo's workers stop first, while the database and the relay still run.
         async with runtime.running(), checkout:
-            log.info("tandem node %s ready", runtime.node_id)
+            log.info("tandem node %s started", runtime.node_id)
             yield
 
     api = FastAPI(

@@ -36,6 +36,13 @@ class DrainingServer(uvicorn.Server):
         super().__init__(config)
         self._drain = drain
 
+    async def startup(self, sockets: Any = None) -> None:
+        await super().startup(sockets)
+        # Only now is the port bound (uvicorn starts the application first).
+        if self.started:
+            log = logging.getLogger("server.app")
+            log.info("tandem node listening on %s:%s", self.config.host, self.config.port)
+
     async def shutdown(self, sockets: Any = None) -> None:
         try:
             await self._drain()
@@ -81,7 +88,14 @@ def serve(
         log_config=None,
     )
     tune_garbage_collector()
-    DrainingServer(config, app.runtime.gateway.drain).run()
+    server = DrainingServer(config, app.runtime.gateway.drain)
+    try:
+        server.run()
+    except SystemExit as exc:  # uvicorn exits when it cannot bind, after logging why
+        if exc.code:
+            typer.echo(f"tandem could not listen on {settings.host}:{settings.port}", err=True)
+            raise typer.Exit(1) from None
+        raise
 
 
 def tune_garbage_collector() -> None:
@@ -115,7 +129,7 @@ def token(
     channel: Annotated[
         list[str] | None, typer.Option(help="Grant a channel or 'prefix:*'; repeatable.")
     ] = None,
-    ttl: Annotated[int, typer.Option(help="Lifetime in seconds.")] = 3600,
+    ttl: Annotated[int, typer.Option(help="Lifetime in seconds.", min=1)] = 3600,
     name: Annotated[str | None, typer.Option(help="Display name.")] = None,
     admin: Annotated[bool, typer.Option(help="Grant the admin scope.")] = False,
     doc: Annotated[
@@ -162,12 +176,16 @@ def publish(
     if key is None:
         typer.echo("no API key: pass --api-key or set TANDEM_API_KEYS", err=True)
         raise typer.Exit(2)
-    response = httpx.post(
-        f"{url.rstrip('/')}/api/publish",
-        json={"channel": channel, "event": event, "data": payload},
-        headers={"Authorization": f"Bearer {key}"},
-        timeout=10,
-    )
+    try:
+        response = httpx.post(
+            f"{url.rstrip('/')}/api/publish",
+            json={"channel": channel, "event": event, "data": payload},
+            headers={"Authorization": f"Bearer {key}"},
+            timeout=10,
+        )
+    except httpx.HTTPError as exc:
+        typer.echo(f"cannot reach Tandem at {url}: {exc}", err=True)
+        raise typer.Exit(1) from None
     typer.echo(response.text)
     if response.is_error:
         raise typer.Exit(1)

@@ -83,3 +83,31 @@ async def test_server_runs_on_postgresql(tmp_path: Path) -> None:
         with live_server(tmp_path, {"TANDEM_DATABASE_URL": url}) as server:
             async with connected(server.url, server.token("alice")) as client:
                 assert (await client.call("subscribe", {"channel": "user:alice"}))["ok"]
+
+
+def test_the_first_hour_mistakes_get_one_clear_line(tmp_path: Path) -> None:
+    env = server_env(tmp_path)
+    refused = tandem("token", "--sub", "ann", "--ttl", "-5", env=env, cwd=tmp_path)
+    assert refused.returncode != 0 and "--ttl" in refused.stderr
+    unreachable = tandem(
+        "publish",
+        "room:x",
+        "chat.message",
+        "{}",
+        "--url",
+        "http://127.0.0.1:9",
+        env=env,
+        cwd=tmp_path,
+    )
+    assert unreachable.returncode == 1
+    assert len(unreachable.stderr.strip().splitlines()) == 1
+    assert unreachable.stderr.startswith("cannot reach Tandem at http://127.0.0.1:9")
+    assert "Traceback" not in unreachable.stderr
+
+
+def test_a_port_in_use_is_one_line_and_a_failure(server: LiveServer, tmp_path: Path) -> None:
+    result = tandem("serve", "--port", str(server.port), env=server_env(tmp_path), cwd=tmp_path)
+    assert result.returncode == 1
+    assert f"tandem could not listen on 127.0.0.1:{server.port}" in result.stderr
+    assert "address already in use" in result.stderr and "Traceback" not in result.stderr
+    assert "listening" not in result.stderr

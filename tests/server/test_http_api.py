@@ -1,12 +1,13 @@
 from __future__ import annotations
 
 import time
+from pathlib import Path
 
 import httpx
 import jwt
 import pytest
 
-from tests.support.live import API_KEY, TEST_SECRET, LiveServer
+from tests.support.live import API_KEY, TEST_SECRET, LiveServer, live_server
 
 AUTH = {"Authorization": f"Bearer {API_KEY}"}
 
@@ -197,3 +198,28 @@ async def test_durable_publish_is_queued_then_delivered(server: LiveServer) -> N
         assert response.status_code == 202 and response.json() == {"queued": True}
         event, envelope = await client.next()
     assert event == "job.progress" and envelope["data"] == 5
+
+
+def test_cors_on_the_http_api_follows_the_setting(tmp_path: Path) -> None:
+    env = {"TANDEM_CORS_ORIGINS": "https://app.example"}
+    with live_server(tmp_path, env) as node, httpx.Client(base_url=node.url) as http:
+        preflight = {
+            "Access-Control-Request-Method": "POST",
+            "Access-Control-Request-Headers": "authorization,content-type",
+        }
+        allowed = http.options(
+            "/api/publish", headers={"Origin": "https://app.example", **preflight}
+        )
+        assert allowed.status_code == 200
+        assert allowed.headers["access-control-allow-origin"] == "https://app.example"
+        other = http.options(
+            "/api/publish", headers={"Origin": "https://evil.example", **preflight}
+        )
+        assert "access-control-allow-origin" not in other.headers
+        response = http.get("/api/jobs/nope", headers={"Origin": "https://app.example", **AUTH})
+        assert response.headers["access-control-allow-origin"] == "https://app.example"
+        # Engine.IO answers /socket.io itself: one header, not two.
+        poll = http.get(
+            "/socket.io/?EIO=4&transport=polling", headers={"Origin": "https://app.example"}
+        )
+        assert poll.headers.get_list("access-control-allow-origin") == ["https://app.example"]
