@@ -9,7 +9,8 @@ from contextlib import asynccontextmanager
 import socketio
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse
+from fastapi.openapi.docs import get_swagger_ui_html
+from fastapi.responses import HTMLResponse, JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.middleware.cors import CORSMiddleware
 from starlette.staticfiles import StaticFiles
@@ -107,7 +108,21 @@ def _build_api(runtime: Runtime) -> FastAPI:
         version="0.1.0",
         summary="Real-time channels with ordered, recoverable delivery.",
         lifespan=lifespan,
+        # FastAPI's pages load Swagger UI from a CDN; /docs serves it from /static instead.
+        docs_url=None,
+        redoc_url=None,
     )
+
+    @api.get("/docs", include_in_schema=False)
+    async def docs() -> HTMLResponse:
+        return get_swagger_ui_html(
+            openapi_url="/openapi.json",
+            title="Tandem API",
+            swagger_js_url="/static/swagger/swagger-ui-bundle.js",
+            swagger_css_url="/static/swagger/swagger-ui.css",
+            swagger_favicon_url="data:,",
+        )
+
     api.state.runtime = runtime
     api.include_router(http_api.router)
     api.include_router(jobs_api.router)

@@ -4,17 +4,26 @@
 //   ../static/editor/tandem-editor.js  window.TandemEditor: the demo editor page's libraries
 //   ../static/tandem-yjs.js            window.TandemYjs: the provider with its yjs, for any page
 //   ../static/editor/LICENSES.txt      the licence of every bundled npm package
+//   ../static/swagger/                 Swagger UI (swagger-ui-dist, copied as it is) for /docs,
+//                                      so the API docs work without the internet
 //
 // Each bundle must hold exactly one copy of yjs (and of every other package): two copies of yjs
 // break it (its types fail instanceof checks), two of @codemirror/state break CodeMirror.
 import * as esbuild from "esbuild";
-import { readFile, readdir, writeFile } from "node:fs/promises";
+import { mkdir, readFile, readdir, writeFile } from "node:fs/promises";
 import { dirname, join, relative } from "node:path";
 import { fileURLToPath } from "node:url";
 
 const here = dirname(fileURLToPath(import.meta.url));
 const check = process.argv.includes("--check");
 const LICENSES = "../static/editor/LICENSES.txt";
+const SWAGGER = [
+  "swagger-ui-bundle.js",
+  "swagger-ui.css",
+  "LICENSE",
+  "NOTICE",
+  "swagger-ui-bundle.js.LICENSE.txt",
+];
 const BUNDLES = [
   {
     entry: "src/editor.js",
@@ -134,12 +143,17 @@ async function build() {
     outputs.set(bundle.outfile, header(bundle, packages) + result.outputFiles[0].text);
   }
   outputs.set(LICENSES, licenses([...all.values()].sort((a, b) => a.name.localeCompare(b.name))));
+  for (const name of SWAGGER) {
+    const source = join(here, "node_modules", "swagger-ui-dist", name);
+    outputs.set(`../static/swagger/${name}`, await readFile(source, "utf8"));
+  }
 
   let stale = 0;
   for (const [file, contents] of outputs) {
     const path = join(here, file);
     const size = `${(Buffer.byteLength(contents) / 1024).toFixed(1)} KiB`;
     if (!check) {
+      await mkdir(dirname(path), { recursive: true });
       await writeFile(path, contents);
       console.log(`wrote ${relative(join(here, "..", ".."), path)} (${size})`);
     } else if ((await readFile(path, "utf8").catch(() => "")) !== contents) {
