@@ -62,7 +62,12 @@
 
   function render(job, via) {
     trace.push({ version: job.version, status: job.status, progress: job.progress, via });
-    showProgress(job.progress, job.message || job.stage || "Waiting for the payment service…");
+    // A finished job says so: its last stage ("Emailing the receipt…") is over.
+    const final = { completed: "Done", failed: "Stopped", cancelled: "Cancelled" }[job.status];
+    showProgress(
+      job.progress,
+      final || job.message || job.stage || "Waiting for the payment service…",
+    );
     if (job.status === "completed") {
       showOutcome(true, "Payment confirmed. Thank you!", "Taking you to your receipt…");
       const next = `/demo/checkout/success?job=${encodeURIComponent(job.id)}`;

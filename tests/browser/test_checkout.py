@@ -38,6 +38,7 @@ def test_pay_shows_progress_and_lands_on_the_receipt(
     expect(bar).to_have_attribute("aria-valuenow", "100")
     expect(page.locator("#percent")).to_have_text("100 %")
     expect(page.locator("#outcome")).to_contain_text("Payment confirmed")
+    expect(page.locator("#stage")).to_have_text("Done")
     seen = trace(page)
     assert [u["version"] for u in seen] == sorted({u["version"] for u in seen}), seen
     progress = [u["progress"] for u in seen]
