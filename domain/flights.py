@@ -8,6 +8,10 @@ history row per changed field and publishes ``flight.updated`` with the snapshot
 smaller ``flight.position`` (id, position, version) goes out instead. Positions are a
 latest-value stream (a slow client may skip to the newest one), status changes are not, so
 they travel as different event types.
+
+``flight.updated`` also goes to ``airport:<origin>``, the departures of that airport: a board
+learns of a new flight, or one moved to another airport, the moment it changes. Positions do
+not: a board that wants them follows the flight's own channel.
 """
 
 from __future__ import annotations
@@ -218,10 +222,13 @@ class HistoryEntry:
 
 
 def updated_event(flight: Flight, changes: Changes) -> DomainEvent:
+    # A flight moved to another origin leaves the old airport's board too.
+    origins = [flight.origin, *changes.get("origin", ())]
+    airports = dict.fromkeys(o for o in origins if isinstance(o, str) and o.isalnum())
     return DomainEvent(
         type="flight.updated",
         data={**flight.snapshot(), "changes": changes},
-        topics=(("flight", flight.id),),
+        topics=(("flight", flight.id), *(("airport", code) for code in airports)),
     )
 
 

@@ -19,6 +19,7 @@ class ChannelKind(StrEnum):
     JOB = "job"
     USER = "user"
     FLIGHT = "flight"
+    AIRPORT = "airport"
     DOC = "doc"
     ROOM = "room"
 
@@ -34,6 +35,9 @@ POLICIES: dict[ChannelKind, KindPolicy] = {
     ChannelKind.JOB: KindPolicy(client_publish=False, presence=False, stateful=True),
     ChannelKind.USER: KindPolicy(client_publish=False, presence=True, stateful=True),
     ChannelKind.FLIGHT: KindPolicy(client_publish=False, presence=False, stateful=True),
+    # An airport's departures: flight.updated of every flight leaving it (no state; the list
+    # is GET /api/flights?origin=..., the channel's history covers a reconnect).
+    ChannelKind.AIRPORT: KindPolicy(client_publish=False, presence=False, stateful=False),
     ChannelKind.DOC: KindPolicy(client_publish=True, presence=True, stateful=False),
     ChannelKind.ROOM: KindPolicy(client_publish=True, presence=True, stateful=False),
 }

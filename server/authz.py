@@ -61,7 +61,7 @@ class Authorizer:
         match channel.kind:
             case ChannelKind.USER:
                 return channel.id == principal.sub
-            case ChannelKind.FLIGHT:
+            case ChannelKind.FLIGHT | ChannelKind.AIRPORT:
                 return True
             case ChannelKind.DOC:
                 return await self.role_on(principal, channel.id) is not None

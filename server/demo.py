@@ -8,8 +8,9 @@ watches ``job:<id>`` with ``static/tandem.js`` and shows the outcome. Mounted on
 ``Settings.demo_enabled`` (on by default in development, off in production).
 
 The departures board (``/demo/board``) shows what ``tandem demo`` feeds in (server/demo_feed.py):
-it lists the hub's flights with ``GET /api/flights``, follows each ``flight:<id>``, and shows a
-demo user's inbox from ``user:<id>``, with a token from ``POST /demo/board/session``.
+it lists the hub's flights with ``GET /api/flights``, learns of new ones on ``airport:<hub>``,
+follows each ``flight:<id>``, and shows a demo user's inbox from ``user:<id>``, with a token
+from ``POST /demo/board/session``.
 """
 
 from __future__ import annotations
@@ -244,8 +245,10 @@ BOARD_CONFIG = {
     "hub": HUB,
     "timeZone": HUB_TIME_ZONE,
     "users": list(USERS),
-    "refreshMs": 5000,
-    "windowMinutes": 180,
+    # The list again now and then, a safety net: new flights arrive on airport:<hub>.
+    "refreshMs": 60_000,
+    # A departed, landed, cancelled or diverted flight leaves the board this long after.
+    "leaveAfterMs": 180_000,
 }
 
 

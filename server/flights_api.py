@@ -117,8 +117,9 @@ async def list_flights(
     departs_before: AwareDatetime | None = None,
     limit: Annotated[int, Query(ge=1, le=MAX_LIST)] = 50,
 ) -> FlightList:
-    """Flights in scheduled-departure order: what a departures board lists, then follows
-    live by subscribing to each ``flight:<id>`` (no channel carries every flight)."""
+    """Flights in scheduled-departure order: what a departures board lists, then keeps live
+    with ``airport:<origin>`` (every ``flight.updated`` of flights leaving it) and, for
+    positions, each ``flight:<id>``."""
     query = FlightQuery(
         origin=origin, departs_after=departs_after, departs_before=departs_before, limit=limit
     )

@@ -1,5 +1,6 @@
-// The departures board demo: lists the hub's flights over HTTP, follows each one's channel, and
-// shows a demo user's notifications and jobs from their user channel, all with tandem.js.
+// The departures board demo: lists the hub's flights over HTTP, learns of new ones on the
+// airport's departures channel, follows each one's own channel, and shows a demo user's
+// notifications and jobs from their user channel, all with tandem.js.
 (function () {
   "use strict";
 
@@ -12,6 +13,7 @@
   const params = new URLSearchParams(location.search);
   const user = config.users.includes(params.get("user")) ? params.get("user") : config.users[0];
   const refreshMs = Number(params.get("refresh")) || config.refreshMs;
+  const leaveAfterMs = Number(params.get("leave")) || config.leaveAfterMs;
   const clock = new Intl.DateTimeFormat("en-GB", {
     hour: "2-digit",
     minute: "2-digit",
@@ -19,8 +21,9 @@
   });
   const hhmm = (iso) => (iso ? clock.format(new Date(iso)) : "");
   // What the page applied, for the curious and the browser tests.
-  const trace = (window.boardTrace = { flights: [], notifications: [], unread: [] });
-  const rows = new Map(); // flight id -> {row, flight, watch}
+  const trace = (window.boardTrace = { flights: [], notifications: [], unread: [], left: [], sweeps: 0 });
+  const rows = new Map(); // flight id -> {row, flight, watch, finishedAt, gone}
+  const FINISHED = new Set(["departed", "landed", "cancelled", "diverted"]);
   const jobs = new Map(); // job id -> latest snapshot
   const SUBSCRIBE_GAP_MS = 60;
   let subscribeAt = 0;
@@ -56,11 +59,12 @@
   const inbox = Tandem.watchInbox(client, user, { onChange: renderInbox, onOther: onJob, keep: 30 });
   $("read-all").addEventListener("click", () => inbox.markRead().catch(console.warn));
 
-  // No channel lists every flight: the list comes over HTTP (again every refreshMs, to pick up
-  // new ones), and each listed flight is followed on its own channel.
+  // The list comes over HTTP; new flights (and ones moved to another airport) arrive on
+  // airport:<hub> the moment they change, whose history covers a reconnect. The list is asked
+  // again every refreshMs all the same, should that history have been lost.
   async function refresh() {
     const since = new Date(Date.now() - 60 * 60 * 1000).toISOString();
-    const query = `origin=${config.hub}&departs_after=${encodeURIComponent(since)}&limit=60`;
+    const query = `origin=${config.hub}&departs_after=${encodeURIComponent(since)}&limit=200`;
     try {
       const response = await fetch(`/api/flights?${query}`, {
         headers: { Authorization: `Bearer ${await token()}` },
@@ -74,6 +78,36 @@
   }
   refresh();
   setInterval(refresh, refreshMs);
+  client.subscribe(`airport:${config.hub}`, (envelope) => {
+    const flight = envelope.data;
+    if (envelope.type !== "flight.updated" || !flight || typeof flight.version !== "number") return;
+    const entry = rows.get(flight.id);
+    if (flight.origin !== config.hub) {
+      if (entry) leave(entry);
+    } else if (!entry) {
+      follow(flight);
+    } else if (!entry.gone && flight.version > entry.flight.version) {
+      entry.flight = flight; // before its own channel's subscription is up
+      render(entry, envelope);
+    }
+  });
+
+  // Like a real board, finished flights leave after a while. So do flights an earlier, stopped
+  // run of `tandem demo` left behind as "departed": nothing has changed them for long.
+  setInterval(() => {
+    trace.sweeps += 1;
+    for (const entry of rows.values()) {
+      if (!entry.gone && entry.finishedAt && Date.now() - entry.finishedAt > leaveAfterMs) leave(entry);
+    }
+  }, Math.min(5000, leaveAfterMs / 2));
+
+  function leave(entry) {
+    entry.gone = true; // kept, so the next list does not bring it back
+    trace.left.push(entry.flight.id);
+    entry.row.remove();
+    if (entry.watch) entry.watch.stop();
+    $("empty").hidden = [...rows.values()].some((other) => !other.gone);
+  }
 
   function follow(flight) {
     if (rows.has(flight.id)) return;
@@ -89,9 +123,10 @@
   }
 
   function watch(entry) {
+    if (entry.gone) return;
     entry.watch = Tandem.watchFlight(client, entry.flight.id, {
       onUpdate: (next, envelope) => {
-        if (!envelope && next.version < entry.flight.version) return;
+        if (entry.gone || next.version < entry.flight.version) return;
         entry.flight = next;
         render(entry, envelope);
         if (envelope) {
@@ -112,7 +147,10 @@
     $("empty").hidden = true;
   }
 
-  function render({ row, flight }, envelope) {
+  function render(entry, envelope) {
+    const { row, flight } = entry;
+    if (!FINISHED.has(flight.status)) entry.finishedAt = null;
+    else if (!entry.finishedAt) entry.finishedAt = envelope ? Date.now() : Date.parse(flight.updated_at);
     const late = flight.estimated_departure && flight.estimated_departure !== flight.scheduled_departure;
     const cells = [
       late ? `<s>${hhmm(flight.scheduled_departure)}</s>${hhmm(flight.estimated_departure)}` : hhmm(flight.scheduled_departure),
@@ -181,7 +219,19 @@
       body.className = "body";
       body.textContent = n.body;
       item.append(title, body);
-      if (!n.read_at) item.addEventListener("click", () => inbox.markRead([n.id]).catch(console.warn));
+      if (!n.read_at) {
+        // Unread items are buttons: reachable by Tab, read with Enter or Space.
+        const read = () => inbox.markRead([n.id]).catch(console.warn);
+        item.tabIndex = 0;
+        item.setAttribute("role", "button");
+        item.setAttribute("aria-label", `Mark read: ${n.title}`);
+        item.addEventListener("click", read);
+        item.addEventListener("keydown", (event) => {
+          if (event.key !== "Enter" && event.key !== " ") return;
+          event.preventDefault();
+          read();
+        });
+      }
       list.append(item);
     }
   }

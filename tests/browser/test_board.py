@@ -6,6 +6,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import httpx
@@ -41,7 +42,8 @@ def trace(page: Page) -> dict[str, Any]:
 
 
 def test_the_board_follows_flights_and_the_inbox_live(page: Page, airport: LiveServer) -> None:
-    page.goto(f"{airport.url}/demo/board?user=grace&refresh=300")
+    # No list refresh while the page is open: every flight must come live on airport:AMS.
+    page.goto(f"{airport.url}/demo/board?user=grace&refresh=600000")
     expect(page.locator("#connection")).to_have_text("Live")
     expect(page.locator("#unread")).to_have_text("0")
     started = time.monotonic()
@@ -73,16 +75,49 @@ def test_the_board_follows_flights_and_the_inbox_live(page: Page, airport: LiveS
         page.locator("#flights tr").evaluate_all("rows => rows.map(r => r.dataset.status)")
     )
     assert statuses - {"scheduled"}, statuses
-    # Reading one notification on the page lowers the count (over HTTP, back through the channel).
+    # Reading one notification lowers the count (over HTTP, back through the channel), from
+    # the keyboard as well as with the mouse.
     unread = int(page.locator("#unread").inner_text())
-    page.locator("#notifications li.unread").first.click()
+    page.locator("#notifications li.unread").first.focus()
+    page.keyboard.press("Enter")
     expect(page.locator("#unread")).to_have_text(str(unread - 1))
+    if unread > 1:
+        page.locator("#notifications li.unread").first.click()
+        expect(page.locator("#unread")).to_have_text(str(unread - 2))
     page.get_by_role("button", name="Mark all read").click()
     expect(page.locator("#unread")).to_have_text("0")
     expect(page.locator("#notifications li.unread")).to_have_count(0)
     with httpx.Client(base_url=airport.url, headers={"Authorization": f"Bearer {API_KEY}"}) as api:
         listed = api.get("/api/notifications", params={"user": "grace"}).json()
     assert listed["unread"] == 0 and listed["notifications"]
+    # On a phone the page does not scroll sideways: the board stacks above the inbox.
+    page.set_viewport_size({"width": 390, "height": 844})
+    overflow = page.evaluate(
+        "document.documentElement.scrollWidth - document.documentElement.clientWidth"
+    )
+    assert overflow <= 0, overflow
+    expect(page.locator("#flights tr").first).to_be_visible()
+    inbox = page.locator("#inbox-title").bounding_box()
+    assert inbox is not None and inbox["y"] < 844, inbox
+
+
+def test_finished_flights_leave_the_board(page: Page, airport: LiveServer) -> None:
+    soon = (datetime.now(UTC) + timedelta(minutes=30)).isoformat()
+    base = {"date": soon[:10], "origin": "AMS", "destination": "OSL", "scheduled_departure": soon}
+    flights = {"ZZ1-gone": "departed", "ZZ2-stays": "scheduled"}
+    with httpx.Client(base_url=airport.url, headers={"Authorization": f"Bearer {API_KEY}"}) as api:
+        for flight, status in flights.items():
+            body = {**base, "number": flight[:3], "status": status, "provider_ts": soon}
+            assert api.put(f"/api/flights/{flight}", json=body).status_code == 200
+    page.goto(f"{airport.url}/demo/board?user=ada&leave=1500")
+    expect(page.locator("#flight-ZZ2-stays")).to_be_visible()
+    page.wait_for_function("window.boardTrace.left.includes('ZZ1-gone')")
+    expect(page.locator("#flight-ZZ1-gone")).to_have_count(0)
+    # Two sweeps later (well past its own leave time), the scheduled flight is still there.
+    sweeps = trace(page)["sweeps"]
+    page.wait_for_function(f"window.boardTrace.sweeps >= {sweeps + 2}")
+    expect(page.locator("#flight-ZZ2-stays")).to_be_visible()
+    assert "ZZ2-stays" not in trace(page)["left"]
 
 
 def test_board_sessions_are_for_demo_users_only(airport: LiveServer) -> None:

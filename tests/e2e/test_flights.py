@@ -12,7 +12,7 @@ from typing import Any
 import httpx
 import pytest
 
-from client_sdk import Client, Message
+from client_sdk import Client, Message, TandemError
 from server.flights_api import sign
 from tests.support.live import API_KEY, LiveServer, live_server
 
@@ -224,3 +224,39 @@ async def test_the_board_list_is_in_departure_order_and_validated(node: LiveServ
             assert response.status_code == 422, (params, response.text)
         async with http(node, None) as anonymous:
             assert (await anonymous.get("/api/flights")).status_code == 401
+
+
+async def test_an_airport_channel_carries_its_departures_but_not_positions(
+    node: LiveServer,
+) -> None:
+    home, away = (uuid.uuid4().hex[:6].upper() for _ in range(2))
+    flight, elsewhere = new_id(), new_id()
+    async with http(node) as api:
+        viewer = Client(node.url, token=node.token(new_id()), reconnect_delay=0.05)
+        async with (
+            viewer,
+            viewer.subscribe(f"airport:{home}") as board,
+            viewer.subscribe(f"airport:{away}") as other,
+        ):
+            assert board.state is None
+            await put(api, elsewhere, provider_ts=ts(0), **{**BASE, "origin": away})
+            await put(api, flight, provider_ts=ts(0), **{**BASE, "origin": home})
+            await put(api, flight, provider_ts=ts(1), position={"lat": 52, "lon": 4})
+            await put(api, flight, provider_ts=ts(2), gate="C7")
+            await put(api, flight, provider_ts=ts(3), origin=away.lower())
+            seen = [await next_message(board) for _ in range(3)]
+            # The other airport's flight and the position never came; the move did, to both.
+            assert [(m.data["id"], m.data["version"]) for m in seen] == [
+                (flight, 1),
+                (flight, 3),
+                (flight, 4),
+            ]
+            assert seen[2].data["changes"]["origin"] == [home, away]
+            assert [(await next_message(other)).data["id"] for _ in range(2)] == [elsewhere, flight]
+        refused = Client(node.url, token=node.token(new_id()), reconnect_delay=0.05)
+        async with refused:
+            for name in ("airport:", "airport:A M S"):
+                with pytest.raises(TandemError) as error:
+                    async with refused.subscribe(name):
+                        pass
+                assert error.value.code == "invalid_payload"
