@@ -28,6 +28,7 @@ from server import (
     notifications_api,
 )
 from server.config import Settings
+from server.correlation import RequestId
 from server.engine_guard import EngineGuard
 from server.errors import describe_errors, http_error
 from server.express import Express
@@ -56,7 +57,7 @@ class TandemApp:
         )
         if settings.cors_origins:
             app = HttpCors(app, settings.cors_origins)
-        self._app = app
+        self._app = RequestId(app)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         await self._app(scope, receive, send)
@@ -73,7 +74,7 @@ class HttpCors:
             allow_origins=origins,
             allow_methods=["*"],
             allow_headers=["*"],
-            expose_headers=["Retry-After"],
+            expose_headers=["Retry-After", "X-Request-ID"],
             max_age=600,
         )
 

@@ -39,6 +39,7 @@ from server.auth import TokenVerifier
 from server.authz import Authorizer
 from server.config import Settings
 from server.connections import Connection
+from server.correlation import bind, unbind, valid_request_id
 from server.errors import domain_error_ack, error_ack, error_body, validation_message
 from server.metrics import Metrics
 from server.presence import PresenceEdge, no_presence_message, read_presence
@@ -119,6 +120,17 @@ class SocketGateway:
     # -- connection lifecycle -------------------------------------------------------------
 
     async def on_connect(self, sid: str, environ: dict[str, Any], auth: Any) -> None:
+        # The handshake's X-Request-ID (a proxy's, say) names the connection's lines: the
+        # CONNECT packet itself may arrive in a later long-polling request without it.
+        handshake = valid_request_id(environ.get("HTTP_X_REQUEST_ID"))
+        fields = {"request_id": handshake} if handshake else {}
+        token = bind(connection=sid, **fields)
+        try:
+            await self._connect(sid, auth)
+        finally:
+            unbind(token)
+
+    async def _connect(self, sid: str, auth: Any) -> None:
         if self.draining:
             self._refuse(
                 "shutdown",
@@ -147,6 +159,7 @@ class SocketGateway:
 
     def _refuse(self, code: str, body: dict[str, Any]) -> None:
         self._metrics.connects.labels(code).inc()
+        log.info("connection refused: %s (%s)", code, body["message"])
         # The JS client shows `message`; `data` carries our {code, message, retryable}.
         raise RefuseConnection(body["message"], body)
 
@@ -179,11 +192,18 @@ class SocketGateway:
             "retry_after_ms": retry_after_ms,
         }
         self._metrics.disconnects.labels(code.value).inc()
+        conn = self._connections.get(sid)
+        token = bind(connection=sid, user=conn.principal.sub if conn else "")
         try:
+            # A drain says it once for every client; the node logs that it drains.
+            if code is not ErrorCode.SHUTDOWN:
+                log.info("disconnecting: %s (%s)", code.value, message)
             await self._sio.emit(NOTICE_EVENT, notice, to=sid)
             await self._sio.disconnect(sid)
         except Exception:  # the transport may already be gone
             log.debug("could not notify %s before disconnecting", sid, exc_info=True)
+        finally:
+            unbind(token)
 
     async def on_abuse(self, eio_sid: str) -> None:
         """Too many malformed packets: stop talking to this client."""
@@ -198,6 +218,7 @@ class SocketGateway:
         """Refuse new connections, tell every client to reconnect elsewhere, and take this
         node's presence entries out at once (their leaves are published)."""
         self.draining = True
+        log.info("draining: %d clients told to reconnect elsewhere", len(self._connections))
         await asyncio.gather(
             *(
                 self.kick(
@@ -264,6 +285,7 @@ class SocketGateway:
                 request = model.model_validate(args[0])
             except ValidationError as exc:
                 return self._error(error_ack(ErrorCode.INVALID_PAYLOAD, validation_message(exc)))
+            token = bind(connection=sid, user=conn.principal.sub)
             try:
                 return await handler(conn, request)
             except DomainError as exc:
@@ -272,10 +294,12 @@ class SocketGateway:
                 self._metrics.broker_errors.labels(model.__name__).inc()
                 return self._error(domain_error_ack(Unavailable("broker unavailable; retry")))
             except Exception:
-                log.exception("%s from %s failed", model.__name__, sid)
+                log.exception("%s failed", model.__name__)
                 return self._error(
                     error_ack(ErrorCode.INTERNAL, "internal error; retry", retryable=True)
                 )
+            finally:
+                unbind(token)
 
         return run
 

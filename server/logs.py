@@ -7,6 +7,8 @@ import logging
 import time
 from typing import Any
 
+from server.correlation import CorrelationFilter, PlainFormatter
+
 _STANDARD = set(logging.makeLogRecord({}).__dict__) | {"message", "asctime"}
 
 
@@ -28,10 +30,9 @@ class JsonFormatter(logging.Formatter):
 
 def configure_logging(level: str, *, json_lines: bool) -> None:
     handler = logging.StreamHandler()
-    if json_lines:
-        handler.setFormatter(JsonFormatter())
-    else:
-        handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s %(message)s"))
+    handler.setFormatter(JsonFormatter() if json_lines else PlainFormatter())
+    # On the handler, not a logger: uvicorn's and the libraries' lines get the fields too.
+    handler.addFilter(CorrelationFilter())
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level.upper())

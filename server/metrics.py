@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, ProcessCollector
 
 
 class Metrics:
     def __init__(self) -> None:
         self.registry = CollectorRegistry()
         r = self.registry
+        # CPU, memory and open files of the node (process_*), for the dashboard.
+        ProcessCollector(registry=r)
         self.connections = Gauge("tandem_connections", "Connected Socket.IO clients", registry=r)
         self.connects = Counter(
             "tandem_connects", "Connection attempts by result", ["result"], registry=r

@@ -48,6 +48,7 @@ _KEPT_ENVIRON = (
     "HTTP_ORIGIN",
     "HTTP_USER_AGENT",
     "HTTP_X_FORWARDED_FOR",
+    "HTTP_X_REQUEST_ID",
 )
 _ACK_ID_DIGITS = 15  # clients count acks from 0; longer ids take the usual path (and its checks)
 
@@ -263,7 +264,9 @@ class TandemSocketServer(socketio.AsyncServer):  # type: ignore[misc]
         errors = self._errors.get(eio_sid)
         if errors is None:
             errors = self._errors[eio_sid] = deque(maxlen=self._error_limit)
-            log.warning("malformed packet from %s: %r", eio_sid, exc)
+            sid = self.sid_of(eio_sid)
+            extra = {"connection": sid} if sid else None
+            log.warning("malformed packet from %s: %r", eio_sid, exc, extra=extra)
         now = time.monotonic()
         errors.append(now)
         if len(errors) >= self._error_limit and now - errors[0] <= _ERROR_WINDOW_S:
