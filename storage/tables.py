@@ -10,6 +10,7 @@ from sqlalchemy import (
     BigInteger,
     Date,
     DateTime,
+    Float,
     ForeignKey,
     Index,
     Integer,
@@ -54,6 +55,27 @@ class OutboxRow(Base):
             sqlite_where=sent_at.is_(None) & failed_at.is_(None),
         ),
     )
+
+
+class ApiKeyRow(Base):
+    """A named API key: only a hash of its secret is kept. A rotated key's previous secret
+    keeps working until ``previous_expires_at``, so callers can roll over without a gap."""
+
+    __tablename__ = "api_keys"
+
+    id: Mapped[str] = mapped_column(String(32), primary_key=True)
+    name: Mapped[str] = mapped_column(String(64), unique=True)
+    secret_hash: Mapped[str] = mapped_column(String(64))
+    previous_hash: Mapped[str | None] = mapped_column(String(64), default=None)
+    previous_expires_at: Mapped[datetime | None] = mapped_column(
+        DateTime(timezone=True), default=None
+    )
+    scopes: Mapped[list[str]] = mapped_column(JSON)
+    # Requests per second this key may make to a node (None: the server's default).
+    rate_per_s: Mapped[float | None] = mapped_column(Float, default=None)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    rotated_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), default=None)
+    revoked_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), default=None)
 
 
 class JobRow(Base):
