@@ -23,10 +23,11 @@ def service(units: Any) -> FlightService:
     return FlightService(units, StepClock())
 
 
-async def outbox(db: Database) -> list[tuple[str, str, dict[str, Any]]]:
+async def outbox(db: Database, kind: str = "flight") -> list[tuple[str, str, dict[str, Any]]]:
+    """The staged events of one kind of channel (a flight's own, or its airport's)."""
     async with db.sessions() as session:
         rows = await session.scalars(select(OutboxRow).order_by(OutboxRow.id))
-        return [(r.channel, r.event, r.data) for r in rows]
+        return [(r.channel, r.event, r.data) for r in rows if r.channel.startswith(f"{kind}:")]
 
 
 def at(minutes: int) -> datetime:
@@ -68,6 +69,11 @@ async def test_create_then_change_publishes_changes(service: FlightService, db: 
     assert [(c, e) for c, e, _ in events] == [("flight:td101", "flight.updated")] * 2
     assert events[1][2]["changes"] == changed.changes and events[1][2]["version"] == 2
     assert events[1][2]["gate"] == "D7"
+    # The departures of its airport carry the same changes.
+    departures = await outbox(db, "airport")
+    assert [(c, e, d) for c, e, d in departures] == [
+        ("airport:AMS", *event[1:]) for event in events
+    ]
 
 
 async def test_unchanged_and_stale_updates_publish_nothing(
