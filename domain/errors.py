@@ -68,6 +68,10 @@ class RateLimited(DomainError):
     code = ErrorCode.RATE_LIMITED
     retryable = True
 
+    def __init__(self, message: str, *, retry_after_s: int = 1) -> None:
+        super().__init__(message)
+        self.retry_after_s = retry_after_s
+
 
 class NotFound(DomainError):
     code = ErrorCode.NOT_FOUND

@@ -25,12 +25,13 @@ from server import (
     health,
     http_api,
     jobs_api,
+    keys_api,
     notifications_api,
 )
 from server.config import Settings
 from server.correlation import RequestId
 from server.engine_guard import EngineGuard
-from server.errors import describe_errors, http_error
+from server.errors import describe_errors, http_domain_error, http_error
 from server.express import Express
 from server.limits import BodySizeLimit
 from server.runtime import Runtime, build_runtime
@@ -131,6 +132,7 @@ def _build_api(runtime: Runtime) -> FastAPI:
     api.include_router(flights_api.router)
     api.include_router(flights_api.webhooks)
     api.include_router(docs_api.router)
+    api.include_router(keys_api.router)
     api.include_router(health.router)
     # tandem.js and the vendored socket.io-client, for any page; the demo only when enabled.
     api.mount("/static", StaticFiles(directory=demo.STATIC_DIR), name="static")
@@ -150,7 +152,8 @@ def _json_error(code: ErrorCode, message: str, *, retryable: bool = False) -> JS
 def _install_error_handlers(api: FastAPI) -> None:
     @api.exception_handler(DomainError)
     async def domain_error(_: Request, exc: DomainError) -> JSONResponse:
-        return _json_error(exc.code, exc.message, retryable=exc.retryable)
+        status, body, headers = http_domain_error(exc)
+        return JSONResponse(body, status_code=status, headers=headers)
 
     @api.exception_handler(RequestValidationError)
     async def invalid(_: Request, exc: RequestValidationError) -> JSONResponse:

@@ -26,6 +26,8 @@ class Principal:
     is_service: bool = False
     # The ``docs`` claim: (document id or ``prefix*``, "editor" | "viewer") pairs.
     doc_grants: tuple[tuple[str, str], ...] = ()
+    # A named API key's scopes; None for a user and for a key with every scope.
+    scopes: tuple[str, ...] | None = None
 
 
 SERVICE = Principal(sub="service", admin=True, is_service=True)

@@ -1,4 +1,4 @@
-"""``tandem``: serve, migrate, token, publish, demo."""
+"""``tandem``: serve, migrate, token, keys, publish, demo."""
 
 from __future__ import annotations
 
@@ -12,6 +12,7 @@ import typer
 import uvicorn
 from pydantic import ValidationError
 
+from server import keys_cli
 from server.auth import mint_token
 from server.config import Settings
 from server.logs import configure_logging
@@ -19,6 +20,7 @@ from server.ws_protocol import TandemWebSocketProtocol
 from storage.migrate import upgrade
 
 cli = typer.Typer(no_args_is_help=True, add_completion=False, help="Tandem real-time server.")
+cli.add_typer(keys_cli.app, name="keys")
 
 
 def load_settings(**overrides: Any) -> Settings:

@@ -44,7 +44,13 @@ class Settings(BaseSettings):
     jwt_audience: str | None = None
     jwt_issuer: str | None = None
     jwt_leeway_s: float = 0.0
+    # Keys with every scope, for the first hour; named, scoped keys: ``tandem keys create``.
     api_keys: Annotated[list[SecretStr], NoDecode] = Field(default_factory=list)
+    # Requests per second a named key may make to one node, unless the key sets its own.
+    api_key_rate_per_s: float = Field(default=100.0, gt=0)
+    # How long a node trusts what it read of a named key: a rotation or revocation made
+    # through another node reaches this one within that time.
+    api_key_cache_s: float = Field(default=5.0, ge=0, le=300)
     cors_origins: CommaList = Field(default_factory=list)
     # Signs POST /api/webhooks/flights; unset outside development disables that route.
     webhook_secret: SecretStr | None = Field(
@@ -149,8 +155,6 @@ class Settings(BaseSettings):
             secret == DEV_JWT_SECRET or len(secret) < 32
         ):
             problems.append("set TANDEM_JWT_SECRET to a random value of at least 32 characters")
-        if not self.api_keys:
-            problems.append("set TANDEM_API_KEYS (comma-separated) for server-to-server calls")
         if any(key.get_secret_value() == DEV_API_KEY for key in self.api_keys):
             problems.append("TANDEM_API_KEYS contains the development key")
         if "*" in self.cors_origins:

@@ -23,10 +23,11 @@ from realtime.collab.room import Room
 from server.auth import Principal
 from server.authz import doc_role
 from server.docs_gateway import new_epoch
-from server.http_api import ERRORS, Caller, RuntimeDep
+from server.http_api import ERRORS, RuntimeDep, needs
 from server.runtime import Runtime
 
 router = APIRouter(prefix="/api/docs", tags=["documents"], responses=ERRORS)  # type: ignore[arg-type]
+DocsCaller = Annotated[Principal, needs("docs")]
 
 UserId = Annotated[str, StringConstraints(min_length=1, max_length=128)]
 RoleName = Literal["editor", "viewer"]
@@ -128,7 +129,7 @@ class VersionContent(VersionOut):
 
 
 @router.post("", status_code=201, response_model=DocumentOut)
-async def create_document(body: CreateDocument, caller: Caller, runtime: RuntimeDep) -> Any:
+async def create_document(body: CreateDocument, caller: DocsCaller, runtime: RuntimeDep) -> Any:
     """Create a document. A user creating it becomes its owner (an editor who manages its
     members); with an API key it has no owner. 409 when the id is taken."""
     doc_id = doc_id_of(body.id) if body.id is not None else uuid.uuid4().hex[:16]
@@ -148,7 +149,7 @@ async def create_document(body: CreateDocument, caller: Caller, runtime: Runtime
 
 
 @router.get("/{doc_id}", response_model=DocumentContent)
-async def get_document(doc_id: str, caller: Caller, runtime: RuntimeDep) -> Any:
+async def get_document(doc_id: str, caller: DocsCaller, runtime: RuntimeDep) -> Any:
     """The document with its current content (as the live document holds it, on any node)."""
     document, _ = await _authorized(runtime, caller, doc_id, Role.VIEWER)
     content, size = await runtime.collab.read(document.id, _content_and_size)
@@ -156,7 +157,7 @@ async def get_document(doc_id: str, caller: Caller, runtime: RuntimeDep) -> Any:
 
 
 @router.delete("/{doc_id}", status_code=204)
-async def delete_document(doc_id: str, caller: Caller, runtime: RuntimeDep) -> Response:
+async def delete_document(doc_id: str, caller: DocsCaller, runtime: RuntimeDep) -> Response:
     """Delete the document, its history and versions; its connected editors are told
     (``doc.closed``, ``not_found``). The owner or an API key."""
     document = await _managed(runtime, caller, doc_id)
@@ -167,7 +168,7 @@ async def delete_document(doc_id: str, caller: Caller, runtime: RuntimeDep) -> R
 
 @router.put("/{doc_id}/members/{user}", response_model=DocumentOut)
 async def set_member(
-    doc_id: str, user: str, body: SetRole, caller: Caller, runtime: RuntimeDep
+    doc_id: str, user: str, body: SetRole, caller: DocsCaller, runtime: RuntimeDep
 ) -> Any:
     """Give ``user`` a role; their open sessions take it at once (unless their token grants
     more: a lowered editor's next update is refused with ``permission_denied``)."""
@@ -179,7 +180,7 @@ async def set_member(
 
 
 @router.delete("/{doc_id}/members/{user}", response_model=DocumentOut)
-async def remove_member(doc_id: str, user: str, caller: Caller, runtime: RuntimeDep) -> Any:
+async def remove_member(doc_id: str, user: str, caller: DocsCaller, runtime: RuntimeDep) -> Any:
     """Take ``user``'s membership away; their open sessions are closed (``doc.closed``,
     ``permission_denied``) unless their token grants the document by itself."""
     document = await _managed(runtime, caller, doc_id)
@@ -189,7 +190,7 @@ async def remove_member(doc_id: str, user: str, caller: Caller, runtime: Runtime
 
 
 @router.post("/{doc_id}/edit", response_model=Edited)
-async def edit_document(doc_id: str, body: Edit, caller: Caller, runtime: RuntimeDep) -> Edited:
+async def edit_document(doc_id: str, body: Edit, caller: DocsCaller, runtime: RuntimeDep) -> Edited:
     """Edit a text document from a backend, in one transaction, through the same path as a
     client's update. Indexes count Unicode code points of the current text."""
     document, _ = await _authorized(runtime, caller, doc_id, Role.EDITOR)
@@ -220,7 +221,9 @@ async def edit_document(doc_id: str, body: Edit, caller: Caller, runtime: Runtim
 
 
 @router.post("/{doc_id}/versions", status_code=201, response_model=VersionOut)
-async def name_version(doc_id: str, body: NameVersion, caller: Caller, runtime: RuntimeDep) -> Any:
+async def name_version(
+    doc_id: str, body: NameVersion, caller: DocsCaller, runtime: RuntimeDep
+) -> Any:
     """Keep the document's current state under a name (editors)."""
     document, _ = await _authorized(runtime, caller, doc_id, Role.EDITOR)
     state = await runtime.collab.read(document.id, lambda room: room.doc.get_update())
@@ -229,7 +232,7 @@ async def name_version(doc_id: str, body: NameVersion, caller: Caller, runtime: 
 
 
 @router.get("/{doc_id}/versions", response_model=VersionList)
-async def list_versions(doc_id: str, caller: Caller, runtime: RuntimeDep) -> VersionList:
+async def list_versions(doc_id: str, caller: DocsCaller, runtime: RuntimeDep) -> VersionList:
     document, _ = await _authorized(runtime, caller, doc_id, Role.VIEWER)
     versions = await runtime.documents.versions(document.id)
     return VersionList(versions=[_version_out(v) for v in versions])
@@ -237,7 +240,7 @@ async def list_versions(doc_id: str, caller: Caller, runtime: RuntimeDep) -> Ver
 
 @router.get("/{doc_id}/versions/{version_id}", response_model=VersionContent)
 async def read_version(
-    doc_id: str, version_id: int, caller: Caller, runtime: RuntimeDep
+    doc_id: str, version_id: int, caller: DocsCaller, runtime: RuntimeDep
 ) -> VersionContent:
     document, _ = await _authorized(runtime, caller, doc_id, Role.VIEWER)
     version, state = await _version(runtime, document.id, version_id)
@@ -247,7 +250,7 @@ async def read_version(
 
 @router.post("/{doc_id}/versions/{version_id}/restore", response_model=Edited)
 async def restore_version(
-    doc_id: str, version_id: int, caller: Caller, runtime: RuntimeDep
+    doc_id: str, version_id: int, caller: DocsCaller, runtime: RuntimeDep
 ) -> Edited:
     """Make the document's content the version's again, as a new edit on top of the current
     state: every client converges to it (offline ones when they come back), nothing is

@@ -8,7 +8,7 @@ from typing import Any
 
 from pydantic import ValidationError
 
-from domain.errors import DomainError, ErrorCode
+from domain.errors import DomainError, ErrorCode, RateLimited
 
 HTTP_STATUS: dict[ErrorCode, int] = {
     ErrorCode.UNAUTHORIZED: 401,
@@ -41,12 +41,17 @@ def domain_error_ack(exc: DomainError) -> dict[str, Any]:
 
 
 def http_error(
-    code: ErrorCode, message: str, *, retryable: bool = False
+    code: ErrorCode, message: str, *, retryable: bool = False, retry_after_s: int = 1
 ) -> tuple[int, dict[str, Any], dict[str, str]]:
-    """Status, JSON body and headers of an HTTP error answer; a 503 says when to retry."""
+    """Status, JSON body and headers of an HTTP error answer; a 503 or 429 says when to retry."""
     status = HTTP_STATUS.get(code, 400)
-    headers = {"Retry-After": "1"} if status == 503 else {}
+    headers = {"Retry-After": str(retry_after_s)} if status in (429, 503) else {}
     return status, {"error": error_body(code, message, retryable=retryable)}, headers
+
+
+def http_domain_error(exc: DomainError) -> tuple[int, dict[str, Any], dict[str, str]]:
+    retry_after_s = exc.retry_after_s if isinstance(exc, RateLimited) else 1
+    return http_error(exc.code, exc.message, retryable=exc.retryable, retry_after_s=retry_after_s)
 
 
 def describe_errors(errors: Iterable[Mapping[str, Any]], whole: str) -> str:

@@ -27,10 +27,11 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 from domain.errors import DomainError, ErrorCode, InvalidPayload
 from server import jobs_api
 from server.auth import Principal
-from server.errors import describe_errors, http_error
+from server.errors import describe_errors, http_domain_error, http_error
 from server.http_api import (
     IDEMPOTENCY_KEY_MAX,
     Reply,
+    allowed,
     authenticate,
     publish_many,
     publish_one,
@@ -70,9 +71,11 @@ class _Call:
                 return text
         return None
 
-    def caller(self, *, service: bool = False) -> Principal:
-        principal = authenticate(self.runtime, self.header(b"authorization"))
-        return service_only(principal) if service else principal
+    async def caller(self, *, service: bool = False, scope: str | None = None) -> Principal:
+        principal = await authenticate(self.runtime, self.header(b"authorization"))
+        if service:
+            service_only(principal)
+        return principal if scope is None else allowed(principal, scope)
 
     def parse(self, model: type[M], *, idempotency_key: bool = False) -> tuple[M, str | None]:
         """The body as ``model`` (and the ``Idempotency-Key`` header, checked alike)."""
@@ -106,13 +109,13 @@ Handler = Callable[[_Call], Awaitable[Answer]]
 
 
 async def _publish(call: _Call) -> Answer:
-    caller = call.caller()
+    caller = await call.caller()
     body, key = call.parse(HttpPublishRequest, idempotency_key=True)
     return _reply(await publish_one(call.runtime, caller, body, key))
 
 
 async def _publish_batch(call: _Call) -> Answer:
-    caller = call.caller(service=True)
+    caller = await call.caller(service=True)
     body, key = call.parse(HttpPublishBatchRequest, idempotency_key=True)
     return _reply(await publish_many(call.runtime, caller, body, key))
 
@@ -121,7 +124,7 @@ def _job_action(
     model: type[M], action: Callable[[Runtime, str, M], Awaitable[dict[str, Any]]]
 ) -> Handler:
     async def handle(call: _Call) -> Answer:
-        call.caller(service=True)
+        await call.caller(service=True, scope="jobs")
         body, _ = call.parse(model)
         return 200, _json(await action(call.runtime, call.job_id, body)), {}
 
@@ -201,7 +204,7 @@ def _reply(reply: Reply) -> Answer:
 
 
 def _error(exc: DomainError) -> Answer:
-    status, body, headers = http_error(exc.code, exc.message, retryable=exc.retryable)
+    status, body, headers = http_domain_error(exc)
     return status, _json(body), headers
 
 

@@ -33,10 +33,12 @@ from domain.flights import (
     FlightUpdate,
 )
 from realtime.channels import InvalidChannel, flight_channel, parse_channel
-from server.http_api import ERRORS, Caller, RuntimeDep, ServiceCaller
+from server.auth import Principal
+from server.http_api import ERRORS, Caller, RuntimeDep, needs
 
 router = APIRouter(prefix="/api/flights", tags=["flights"], responses=ERRORS)  # type: ignore[arg-type]
 webhooks = APIRouter(prefix="/api/webhooks", tags=["flights"], responses=ERRORS)  # type: ignore[arg-type]
+FlightsWriter = Annotated[Principal, needs("flights:write", service=True)]
 
 # A signed delivery is accepted this long either side of its timestamp, and remembered
 # (to drop replays) until it could no longer be accepted.
@@ -128,7 +130,7 @@ async def list_flights(
 
 @router.put("/{flight_id}", response_model=FlightResult)
 async def put_flight(
-    flight_id: str, body: FlightFields, _: ServiceCaller, runtime: RuntimeDep
+    flight_id: str, body: FlightFields, _: FlightsWriter, runtime: RuntimeDep
 ) -> FlightResult:
     """Create or update a flight. ``changed`` is false when the update was older than the
     stored state or changed nothing; then nothing is published."""

@@ -3,14 +3,14 @@
 from __future__ import annotations
 
 import asyncio
-import hmac
 from dataclasses import dataclass
-from typing import Annotated
+from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Header, Query, Request, Response
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel
 
+from domain.api_keys import ADMIN, require, require_publish
 from domain.errors import (
     DomainError,
     ErrorCode,
@@ -27,7 +27,8 @@ from realtime.broker import (
     StreamPosition,
     UnrecoverablePosition,
 )
-from server.auth import SERVICE, Principal, mint_token
+from server.api_keys import INVALID as INVALID_KEY
+from server.auth import Principal, mint_token
 from server.errors import error_body
 from server.gateway import parse
 from server.jsonwire import compact_json
@@ -67,14 +68,16 @@ async def get_runtime(request: Request) -> Runtime:
 RuntimeDep = Annotated[Runtime, Depends(get_runtime)]
 
 
-def authenticate(runtime: Runtime, authorization: str | None) -> Principal:
+async def authenticate(runtime: Runtime, authorization: str | None) -> Principal:
     """``Authorization: Bearer <API key or user JWT>``."""
     scheme, _, credential = (authorization or "").partition(" ")
     if scheme.lower() != "bearer" or not credential:
         raise Unauthorized("send 'Authorization: Bearer <API key or token>'")
-    for key in runtime.settings.effective_api_keys():
-        if hmac.compare_digest(credential.encode(), key.encode()):
-            return SERVICE
+    key = await runtime.keys.authenticate(credential)
+    if key is not None:
+        return key
+    if credential.count(".") != 2:  # not a JWT either: say what was most likely meant
+        raise Unauthorized(INVALID_KEY)
     return runtime.verifier.verify(credential)
 
 
@@ -84,8 +87,15 @@ def service_only(caller: Principal) -> Principal:
     return caller
 
 
+def allowed(caller: Principal, scope: str) -> Principal:
+    """``caller``, if it is not an API key short of ``scope`` (users are checked elsewhere)."""
+    if caller.scopes is not None:
+        require(caller.scopes, scope)
+    return caller
+
+
 async def get_caller(request: Request, runtime: RuntimeDep) -> Principal:
-    return authenticate(runtime, request.headers.get("authorization"))
+    return await authenticate(runtime, request.headers.get("authorization"))
 
 
 Caller = Annotated[Principal, Depends(get_caller)]
@@ -96,6 +106,18 @@ async def require_service(caller: Caller) -> Principal:
 
 
 ServiceCaller = Annotated[Principal, Depends(require_service)]
+
+
+def needs(scope: str, *, service: bool = False) -> Any:
+    """A dependency: an API key needs ``scope``; a user passes unless ``service`` is set."""
+
+    async def dependency(caller: Caller) -> Principal:
+        return allowed(service_only(caller) if service else caller, scope)
+
+    return Depends(dependency)
+
+
+AdminCaller = Annotated[Principal, needs(ADMIN, service=True)]
 IDEMPOTENCY_KEY_MAX = 128
 IdempotencyKey = Annotated[str | None, Header(max_length=IDEMPOTENCY_KEY_MAX)]
 
@@ -143,6 +165,8 @@ async def publish_one(
 ) -> Reply:
     channel = parse(body.channel)
     if caller.is_service:
+        if caller.scopes is not None:
+            require_publish(caller.scopes, str(channel))
         if body.event.startswith("server."):
             raise PermissionDenied("event types starting with 'server.' are reserved")
     elif not await runtime.authorizer.can_publish(caller, channel) or body.event.startswith(
@@ -227,6 +251,11 @@ async def publish_many(
             channel = str(parse(item.channel))
         except DomainError as exc:
             raise type(exc)(f"{where}: {exc.message}") from None
+        if caller.scopes is not None:
+            try:
+                require_publish(caller.scopes, channel)
+            except DomainError as exc:
+                raise type(exc)(f"{where}: {exc.message}") from None
         if item.event.startswith("server."):
             raise PermissionDenied(f"{where}: event types starting with 'server.' are reserved")
         if len(compact_json(item.data)) > limit:
@@ -311,6 +340,7 @@ async def history(
     limit: Annotated[int | None, Query(ge=0, le=1000)] = None,
 ) -> HistoryResponse:
     """Retained publications, oldest first; with ``since_*`` everything after that position."""
+    allowed(caller, "history:read")
     parsed = parse(channel)
     if not await runtime.authorizer.can_subscribe(caller, parsed):
         raise PermissionDenied(f"not allowed to read {parsed}")
@@ -337,6 +367,7 @@ async def history(
 async def presence(channel: str, caller: Caller, runtime: RuntimeDep) -> PresenceResponse:
     """Who is on a ``doc:``, ``room:`` or ``user:`` channel, cluster-wide: one member per user
     with their number of connections, at most ``TANDEM_PRESENCE_MAX_MEMBERS`` of ``total``."""
+    allowed(caller, "presence:read")
     limit = runtime.settings.presence_max_members
     try:
         view = await read_presence(
@@ -348,7 +379,9 @@ async def presence(channel: str, caller: Caller, runtime: RuntimeDep) -> Presenc
 
 
 @router.post("/tokens", response_model=TokenResponse)
-async def create_token(body: TokenRequest, _: ServiceCaller, runtime: RuntimeDep) -> TokenResponse:
+async def create_token(
+    body: TokenRequest, _: Annotated[Principal, needs("tokens", service=True)], runtime: RuntimeDep
+) -> TokenResponse:
     """Mint a user token with explicit channel grants (for pages and scripts)."""
     settings = runtime.settings
     if body.ttl > settings.token_max_ttl_s:

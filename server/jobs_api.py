@@ -11,11 +11,13 @@ from domain.errors import InvalidPayload, PermissionDenied
 from domain.jobs import Job, JobError
 from realtime.channels import InvalidChannel, job_channel, parse_channel
 from server.auth import Principal, mint_token
-from server.http_api import ERRORS, Caller, RuntimeDep, ServiceCaller
+from server.http_api import ERRORS, RuntimeDep, needs
 from server.runtime import Runtime
 from server.wire import JsonData
 
 router = APIRouter(prefix="/api/jobs", tags=["jobs"], responses=ERRORS)  # type: ignore[arg-type]
+JobsCaller = Annotated[Principal, needs("jobs")]
+JobsService = Annotated[Principal, needs("jobs", service=True)]
 
 Text = Annotated[str, StringConstraints(min_length=1, max_length=128)]
 
@@ -61,7 +63,7 @@ class JobList(BaseModel):
 
 
 @router.post("", status_code=201, response_model=Created)
-async def create_job(body: CreateJob, _: ServiceCaller, runtime: RuntimeDep) -> Created:
+async def create_job(body: CreateJob, _: JobsService, runtime: RuntimeDep) -> Created:
     """Create a job; the watch token lets one page subscribe to (and poll) just this job."""
     if body.id is not None:
         try:
@@ -75,7 +77,7 @@ async def create_job(body: CreateJob, _: ServiceCaller, runtime: RuntimeDep) -> 
 
 @router.get("", response_model=JobList)
 async def list_jobs(
-    caller: Caller,
+    caller: JobsCaller,
     runtime: RuntimeDep,
     owner: Annotated[str | None, Query(max_length=128)] = None,
     limit: Annotated[int, Query(ge=1, le=500)] = 100,
@@ -89,7 +91,7 @@ async def list_jobs(
 
 
 @router.get("/{job_id}")
-async def get_job(job_id: str, caller: Caller, runtime: RuntimeDep) -> dict[str, Any]:
+async def get_job(job_id: str, caller: JobsCaller, runtime: RuntimeDep) -> dict[str, Any]:
     """The polling fallback: the same snapshot the socket delivers."""
     await _may_read(runtime, caller, job_id)
     return (await runtime.jobs.get(job_id)).snapshot()
@@ -97,22 +99,20 @@ async def get_job(job_id: str, caller: Caller, runtime: RuntimeDep) -> dict[str,
 
 @router.post("/{job_id}/progress")
 async def report_progress(
-    job_id: str, body: Progress, _: ServiceCaller, runtime: RuntimeDep
+    job_id: str, body: Progress, _: JobsService, runtime: RuntimeDep
 ) -> dict[str, Any]:
     return await progress(runtime, job_id, body)
 
 
 @router.post("/{job_id}/complete")
 async def complete_job(
-    job_id: str, body: Complete, _: ServiceCaller, runtime: RuntimeDep
+    job_id: str, body: Complete, _: JobsService, runtime: RuntimeDep
 ) -> dict[str, Any]:
     return await complete(runtime, job_id, body)
 
 
 @router.post("/{job_id}/fail")
-async def fail_job(
-    job_id: str, body: Fail, _: ServiceCaller, runtime: RuntimeDep
-) -> dict[str, Any]:
+async def fail_job(job_id: str, body: Fail, _: JobsService, runtime: RuntimeDep) -> dict[str, Any]:
     return await fail(runtime, job_id, body)
 
 
@@ -134,7 +134,7 @@ async def fail(runtime: Runtime, job_id: str, body: Fail) -> dict[str, Any]:
 
 
 @router.post("/{job_id}/cancel")
-async def cancel_job(job_id: str, caller: Caller, runtime: RuntimeDep) -> dict[str, Any]:
+async def cancel_job(job_id: str, caller: JobsCaller, runtime: RuntimeDep) -> dict[str, Any]:
     """API keys, and the job's owner, may cancel it."""
     if not caller.is_service and (await runtime.jobs.get(job_id)).owner != caller.sub:
         raise PermissionDenied("only the job's owner may cancel it")

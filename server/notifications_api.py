@@ -11,7 +11,7 @@ from domain.errors import InvalidPayload, PermissionDenied
 from domain.notifications import MAX_BODY, MAX_KEY, MAX_LINK, MAX_PAGE, MAX_TITLE
 from realtime.channels import InvalidChannel, parse_channel, user_channel
 from server.auth import Principal
-from server.http_api import ERRORS, Caller, RuntimeDep, ServiceCaller
+from server.http_api import ERRORS, Caller, RuntimeDep, needs
 from server.wire import JsonData
 
 router = APIRouter(
@@ -19,6 +19,7 @@ router = APIRouter(
     tags=["notifications"],
     responses=ERRORS,  # type: ignore[arg-type]
 )
+NotifyService = Annotated[Principal, needs("notifications", service=True)]
 
 UserId = Annotated[str, StringConstraints(min_length=1, max_length=128)]
 NotificationId = Annotated[str, StringConstraints(min_length=1, max_length=64)]
@@ -75,7 +76,7 @@ class UnreadCount(BaseModel):
 @router.post("", status_code=201, response_model=NotificationList)
 async def create_notifications(
     body: CreateNotification,
-    _: ServiceCaller,
+    _: NotifyService,
     runtime: RuntimeDep,
     idempotency_key: Annotated[str | None, Header(max_length=MAX_KEY)] = None,
 ) -> NotificationList:

@@ -27,6 +27,7 @@ from realtime.presence import PresenceOptions, PresenceStore, create_presence_st
 from realtime.presence_status import StatusBoard
 from realtime.presence_tracker import PresenceTracker
 from realtime.presence_typing import TypingTracker
+from server.api_keys import KeyRing
 from server.auth import TokenVerifier
 from server.authz import Authorizer, OwnerLookup
 from server.config import DOC_FRAME_OVERHEAD, Settings
@@ -67,6 +68,7 @@ class Runtime:
     gateway: SocketGateway
     db: Database
     verifier: TokenVerifier
+    keys: KeyRing
     relay: OutboxRelay
     jobs: JobService
     notifications: NotificationService
@@ -284,6 +286,7 @@ def build_runtime(settings: Settings) -> Runtime:
         gateway=gateway,
         db=db,
         verifier=verifier,
+        keys=KeyRing(settings, db),
         relay=relay,
         jobs=jobs,
         notifications=notifications,

@@ -29,7 +29,6 @@ def test_environment_lists_are_comma_separated(monkeypatch: pytest.MonkeyPatch) 
     [
         ({"api_keys": "k"}, "TANDEM_JWT_SECRET"),
         ({"jwt_secret": "short", "api_keys": "k"}, "TANDEM_JWT_SECRET"),
-        ({"jwt_secret": STRONG}, "TANDEM_API_KEYS"),
         ({"jwt_secret": STRONG, "api_keys": DEV_API_KEY}, "development key"),
         ({"jwt_secret": STRONG, "api_keys": "k", "cors_origins": "*"}, "TANDEM_CORS_ORIGINS"),
     ],
@@ -42,6 +41,8 @@ def test_production_refuses_insecure_settings(overrides: dict[str, str], complai
 def test_production_with_real_secrets_starts() -> None:
     settings = Settings(env="production", jwt_secret=STRONG, api_keys="k1")
     assert settings.effective_api_keys() == ["k1"]
+    # Named keys made with `tandem keys create` are enough: no admin key in the environment.
+    assert Settings(env="production", jwt_secret=STRONG).effective_api_keys() == []
 
 
 def test_algorithm_none_can_never_be_configured() -> None:
