@@ -65,6 +65,9 @@ class Settings(BaseSettings):
     engine_max_bytes: int = Field(default=5 * 1024 * 1024, ge=1024)
     ping_interval_s: float = 25.0
     ping_timeout_s: float = 20.0
+    # An Engine.IO connection that has not sent its Socket.IO CONNECT (its token) by then is
+    # closed.
+    connect_timeout_s: float = Field(default=15.0, gt=0, le=300)
 
     history_size: int = Field(default=300, ge=0)
     history_ttl_s: float = Field(default=300.0, ge=0)

@@ -212,7 +212,7 @@ class SocketGateway:
             await self.kick(
                 sid, ErrorCode.BAD_REQUEST, "too many malformed packets", reconnect=False
             )
-        await self._sio.eio.disconnect(eio_sid)
+        self._sio.close_transport(eio_sid)
 
     async def drain(self, retry_after_ms: int = 1000) -> None:
         """Refuse new connections, tell every client to reconnect elsewhere, and take this

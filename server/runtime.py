@@ -164,6 +164,7 @@ def build_runtime(settings: Settings) -> Runtime:
         max_http_buffer_size=settings.engine_max_bytes,
         ping_interval=settings.ping_interval_s,
         ping_timeout=settings.ping_timeout_s,
+        connect_timeout_s=settings.connect_timeout_s,
         # Explicit loggers: they propagate to the handler configured by the CLI instead of
         # python-socketio attaching a stream handler of its own.
         logger=logging.getLogger("socketio.server"),

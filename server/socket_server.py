@@ -85,9 +85,11 @@ class TandemSocketServer(socketio.AsyncServer):  # type: ignore[misc]
         count_error: CountHook,
         large_events: Collection[str] = (),
         max_large_payload_bytes: int = 0,
+        connect_timeout_s: float = 15.0,
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
+        self._connect_timeout = connect_timeout_s
         # Events allowed past max_payload_bytes (document syncs carry whole documents).
         self._large_events = frozenset(large_events)
         self._max_large = max(max_large_payload_bytes, max_payload_bytes)
@@ -98,7 +100,7 @@ class TandemSocketServer(socketio.AsyncServer):  # type: ignore[misc]
         self._error_limit = protocol_error_limit
         self._count_error = count_error
         # Set by whoever owns the connections (the gateway); by default the client is dropped.
-        self.on_abuse: AbuseHook = self.eio.disconnect
+        self.on_abuse: AbuseHook = self._drop
         self._errors: dict[str, deque[float]] = {}
         # Bytes received so far for a binary event still collecting its attachments.
         self._pending_bytes: dict[str, int] = {}
@@ -109,9 +111,23 @@ class TandemSocketServer(socketio.AsyncServer):  # type: ignore[misc]
         self.json_wire = JsonWire() if self.packet_class is sio_packet.Packet else None
         self._handler_tasks: set[asyncio.Task[None]] = set()
 
+    async def _drop(self, eio_sid: str) -> None:
+        self.close_transport(eio_sid)
+
     async def _handle_eio_connect(self, eio_sid: str, environ: dict[str, Any]) -> None:
         kept = {key: environ[key] for key in _KEPT_ENVIRON if key in environ}
         await super()._handle_eio_connect(eio_sid, kept)
+        # A client must show its token (the Socket.IO CONNECT) in time: a transport that only
+        # answers pings would otherwise hold a connection without ever authenticating.
+        asyncio.get_running_loop().call_later(
+            self._connect_timeout, self._connected_in_time, eio_sid
+        )
+
+    def _connected_in_time(self, eio_sid: str) -> None:
+        if eio_sid in self.eio.sockets and self.sid_of(eio_sid) is None:
+            self._count_error("connect_timeout")
+            log.info("closing %s: no Socket.IO CONNECT within %gs", eio_sid, self._connect_timeout)
+            self.close_transport(eio_sid)
 
     def fast_event(self, eio_sid: str, text: str, outbound: Outbound) -> bool:
         """Handle a JSON client's event from a websocket the fast path owns, or return False.
@@ -272,6 +288,23 @@ class TandemSocketServer(socketio.AsyncServer):  # type: ignore[misc]
         if len(errors) >= self._error_limit and now - errors[0] <= _ERROR_WINDOW_S:
             self._errors.pop(eio_sid, None)
             await self.on_abuse(eio_sid)
+
+    def close_transport(self, eio_sid: str) -> None:
+        """Close a client's Engine.IO connection without waiting for the client to take the
+        CLOSE packet. Over long-polling that takes a GET, and with ``async_handlers`` off the
+        POST that brought the last straw is still being handled: waiting there would hang it
+        for good. The wait is bounded by one heartbeat, after which the client is gone anyway.
+        """
+        task = asyncio.ensure_future(self._close_within_heartbeat(eio_sid))
+        self._handler_tasks.add(task)
+        task.add_done_callback(self._handler_tasks.discard)
+
+    async def _close_within_heartbeat(self, eio_sid: str) -> None:
+        heartbeat = self.eio.ping_interval + self.eio.ping_timeout
+        try:
+            await asyncio.wait_for(self.eio.disconnect(eio_sid), heartbeat)
+        except TimeoutError:
+            log.debug("%s did not collect its CLOSE packet", eio_sid)
 
     def sid_of(self, eio_sid: str) -> str | None:
         sid: str | None = self.manager.sid_from_eio_sid(eio_sid, "/")
