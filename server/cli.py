@@ -16,6 +16,7 @@ from server import keys_cli
 from server.auth import mint_token
 from server.config import Settings
 from server.logs import configure_logging
+from server.versions import unsupported
 from server.ws_protocol import TandemWebSocketProtocol
 from storage.migrate import upgrade
 
@@ -65,6 +66,11 @@ def serve(
     from server.app import create_app
 
     settings = load_settings(host=host, port=port)
+    problems = unsupported()
+    if problems:
+        for problem in problems:
+            typer.echo(problem, err=True)
+        raise typer.Exit(2)
     configure_logging(settings.log_level, json_lines=not settings.is_development)
     if migrate if migrate is not None else settings.database_url.startswith("sqlite"):
         upgrade(settings.database_url)
