@@ -6,6 +6,7 @@ import pytest
 
 import client_sdk
 from client_sdk import TandemError, error_class, error_from_body
+from domain.errors import DomainError, ErrorCode
 
 WIRE_CODES = {
     "unauthorized": client_sdk.Unauthorized,
@@ -35,6 +36,24 @@ def test_each_code_has_its_class(code: str, cls: type[TandemError]) -> None:
     assert (error.code, error.message, error.retryable) == (code, "why", True)
     assert isinstance(error, TandemError)
     assert str(error) == "why"
+
+
+def test_the_sdk_knows_every_code_the_server_sends() -> None:
+    # Compared with the server's own list, so a code added to one side cannot be forgotten.
+    assert set(WIRE_CODES) == {code.value for code in ErrorCode}
+    for code in ErrorCode:
+        assert error_class(code.value) is not TandemError, code
+
+
+def _domain_errors(cls: type[DomainError]) -> list[type[DomainError]]:
+    return [cls, *(sub for child in cls.__subclasses__() for sub in _domain_errors(child))]
+
+
+def test_the_sdk_says_retryable_where_the_server_does() -> None:
+    for cls in _domain_errors(DomainError):
+        if cls is DomainError:
+            continue
+        assert error_class(cls.code.value)().retryable is cls.retryable, cls
 
 
 def test_unknown_and_malformed_errors_stay_typed() -> None:
