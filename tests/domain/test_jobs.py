@@ -25,13 +25,19 @@ class JobMachine(RuleBasedStateMachine):
         self.tick += 1
         return T0 + timedelta(seconds=self.tick)
 
-    def apply(self, change: object) -> None:
+    def apply(self, change: object, *, refused_because: str | None = None) -> None:
+        """Apply ``change``; it must be refused exactly when the model says why it should
+        (a finished job, progress out of range or going back), and accepted otherwise."""
         before = self.job
+        if before.status.terminal:
+            refused_because = refused_because or "the job is finished"
         try:
             after = change(before)  # type: ignore[operator]
-        except (Conflict, InvalidPayload):
+        except (Conflict, InvalidPayload) as exc:
+            assert refused_because is not None, f"refused for no reason: {exc}"
+            assert self.job is before
             return
-        assert not before.status.terminal, "a terminal job changed"
+        assert refused_because is None, f"accepted although {refused_because}"
         assert after.version == before.version + 1
         assert after.updated_at > before.updated_at
         self.job = after
@@ -39,8 +45,14 @@ class JobMachine(RuleBasedStateMachine):
 
     @rule(progress=st.integers(-20, 130), stage=st.none() | st.text(max_size=5))
     def report(self, progress: int, stage: str | None) -> None:
+        why = None
+        if not 0 <= progress <= 100:
+            why = "the progress is out of range"
+        elif progress < self.job.progress:
+            why = "the progress goes back"
         self.apply(
-            lambda job: job.with_progress(progress, stage=stage, message=None, now=self.now())
+            lambda job: job.with_progress(progress, stage=stage, message=None, now=self.now()),
+            refused_because=why,
         )
 
     @rule(result=st.none() | st.dictionaries(st.text(max_size=3), st.integers()))

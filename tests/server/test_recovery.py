@@ -61,15 +61,42 @@ async def test_unrecoverable_positions_return_state_not_a_partial_replay(tmp_pat
             assert foreign["recovered"] is False and foreign["publications"] == []
 
 
+async def burst_around(
+    server: LiveServer, channel: str, started: asyncio.Event, subscribed: asyncio.Event
+) -> list[int]:
+    """Publish 10, say so, go on until the subscribe has been answered, then 20 more: some
+    publications come before the subscribe, some while it is handled, some after."""
+    offsets: list[int] = []
+    headers = {"Authorization": f"Bearer {API_KEY}"}
+    async with httpx.AsyncClient(base_url=server.url, headers=headers) as http:
+        after = None
+        for i in range(2000):
+            body = {"channel": channel, "event": "chat.message", "data": {"i": i}}
+            response = await http.post("/api/publish", json=body)
+            assert response.status_code == 200, response.text
+            offsets.append(response.json()["offset"])
+            if i == 9:
+                started.set()
+            if after is None and subscribed.is_set():
+                after = i + 20
+            if i == after:
+                return offsets
+    raise AssertionError("the subscribe was not answered during 2,000 publications")
+
+
 async def test_subscribe_during_a_burst_sees_every_offset_once(server: LiveServer) -> None:
     token = server.token("alice", channels=["room:burst"])
+    started, subscribed = asyncio.Event(), asyncio.Event()
     async with connected(server.url, token) as client:
-        burst = asyncio.create_task(publish_many(server, "room:burst", 150))
-        await asyncio.sleep(0.05)
+        burst = asyncio.create_task(burst_around(server, "room:burst", started, subscribed))
+        await asyncio.wait_for(started.wait(), 10)
         ack = await client.call("subscribe", {"channel": "room:burst"})
+        subscribed.set()
         offsets = await burst
         got = [p["offset"] for p in ack["publications"]]
         live_count = offsets[-1] - ack["offset"]
+        # Subscribed mid-burst: after the first ten, with at least twenty still to come.
+        assert ack["offset"] >= offsets[9] and live_count >= 20, (ack["offset"], live_count)
         got += [env["offset"] for _, env in await client.take(live_count)]
         await client.quiet(0.2)
     assert got == list(range(ack["offset"] - len(ack["publications"]) + 1, offsets[-1] + 1))
