@@ -26,6 +26,7 @@ from server import (
     http_api,
     jobs_api,
     notifications_api,
+    webhooks_api,
 )
 from server.config import Settings
 from server.correlation import RequestId
@@ -130,6 +131,7 @@ def _build_api(runtime: Runtime) -> FastAPI:
     api.include_router(notifications_api.router)
     api.include_router(flights_api.router)
     api.include_router(flights_api.webhooks)
+    api.include_router(webhooks_api.router)
     api.include_router(docs_api.router)
     api.include_router(health.router)
     # tandem.js and the vendored socket.io-client, for any page; the demo only when enabled.
