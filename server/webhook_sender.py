@@ -26,8 +26,8 @@ import httpx
 
 from domain.graceful import finish_or_cancel
 from domain.webhooks import Claimed, RetryPolicy
-from server.flights_api import sign
 from server.metrics import Metrics
+from server.signatures import SIGNATURE_HEADER, TIMESTAMP_HEADER, sign
 from storage.webhooks import SqlWebhookRepository
 
 log = logging.getLogger(__name__)
@@ -190,8 +190,8 @@ class WebhookSender:
             "Content-Type": "application/json",
             "Webhook-Id": delivery.id,
             "X-Tandem-Event": delivery.event,
-            "X-Tandem-Timestamp": str(timestamp),
-            "X-Tandem-Signature": sign(delivery.secret.encode(), timestamp, body),
+            TIMESTAMP_HEADER: str(timestamp),
+            SIGNATURE_HEADER: sign(delivery.secret.encode(), timestamp, body),
         }
         try:
             # The whole exchange, however slowly the receiver trickles bytes.
