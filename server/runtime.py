@@ -23,6 +23,7 @@ from realtime.channels import Channel, ChannelKind
 from realtime.collab.bus import create_doc_bus
 from realtime.collab.engine import CollabEngine, CollabOptions
 from realtime.hub import Hub
+from realtime.occupancy import OccupancyTracker
 from realtime.periodic import Periodic
 from realtime.presence import PresenceOptions, PresenceStore, create_presence_store
 from realtime.presence_status import StatusBoard
@@ -85,6 +86,7 @@ class Runtime:
     webhooks: SqlWebhookRepository
     webhook_sender: WebhookSender
     webhook_feed: ChannelEventFeed
+    occupancy: OccupancyTracker
 
     async def readiness(self) -> dict[str, str]:
         """Each dependency's status: "ok", or what is wrong with it (1 s per check)."""
@@ -128,6 +130,8 @@ class Runtime:
             # Beside the relay, never in it: a slow receiver must not hold up the broker.
             await stack.enter_async_context(self.webhook_sender)
             await stack.enter_async_context(self.webhook_feed)
+            # Exits before the feed: this node's last vacancies are still staged.
+            await stack.enter_async_context(self.occupancy)
             # Exits before the database: every open document is flushed and reconciled.
             await stack.enter_async_context(self.collab)
             # Closes before the relay and the database: pending receipts are written.
@@ -236,6 +240,10 @@ def build_runtime(settings: Settings) -> Runtime:
         on_change=webhook_feed.publish,
     )
     typing = TypingTracker(broker, timeout=settings.typing_timeout_s)
+    occupancy = OccupancyTracker(
+        presence_store, node_id=node_id, ttl=settings.presence_ttl_s, on_change=webhook_feed.publish
+    )
+    hub.on_occupancy = occupancy.changed
 
     async def relay_publish(channel: str, event: str, data: object, key: str) -> None:
         await broker.publish(channel, event, data, idempotency_key=key)
@@ -332,6 +340,7 @@ def build_runtime(settings: Settings) -> Runtime:
         webhooks=webhooks,
         webhook_sender=webhook_sender,
         webhook_feed=webhook_feed,
+        occupancy=occupancy,
     )
 
 

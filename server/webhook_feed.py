@@ -87,10 +87,13 @@ class ChannelEventFeed:
             for subscription in endpoint.events
         )
 
-    def changed(self) -> None:
-        """Endpoints changed on this node: read them again now."""
-        task = asyncio.create_task(self.refresh(), name="webhook-subscriptions-now")
-        task.add_done_callback(_log_failure)
+    async def changed(self) -> None:
+        """Endpoints changed on this node: read them again now (a failure waits for the
+        periodic refresh)."""
+        try:
+            await self.refresh()
+        except Exception as exc:
+            log.warning("could not read webhook subscriptions: %s", exc)
 
     async def _drain(self) -> None:
         while True:
@@ -106,8 +109,3 @@ class ChannelEventFeed:
                 self._metrics.webhook_events_dropped.inc(len(batch))
                 log.warning("dropped %d channel events for webhooks: %s", len(batch), exc)
                 await asyncio.sleep(1.0)
-
-
-def _log_failure(task: asyncio.Task[None]) -> None:
-    if not task.cancelled() and task.exception() is not None:
-        log.warning("could not read webhook subscriptions: %s", task.exception())

@@ -118,7 +118,7 @@ async def create_endpoint(
         updated_at=now,
     )
     await runtime.webhooks.create(endpoint)
-    runtime.webhook_feed.changed()
+    await runtime.webhook_feed.changed()
     return CreatedEndpoint(**endpoint.snapshot(), secret=endpoint.secret)
 
 
@@ -149,7 +149,7 @@ async def update_endpoint(
     if body.enabled is not None:
         changes["enabled"] = body.enabled
     endpoint = await runtime.webhooks.update(endpoint_id, **changes)
-    runtime.webhook_feed.changed()
+    await runtime.webhook_feed.changed()
     if endpoint.enabled:
         runtime.webhook_sender.wake()
     return EndpointView(**endpoint.snapshot())
@@ -159,7 +159,7 @@ async def update_endpoint(
 async def delete_endpoint(endpoint_id: str, _: WebhookCaller, runtime: RuntimeDep) -> Response:
     """Forget the endpoint and all its deliveries (an attempt under way may still arrive)."""
     await runtime.webhooks.delete(endpoint_id)
-    runtime.webhook_feed.changed()
+    await runtime.webhook_feed.changed()
     return Response(status_code=204)
 
 

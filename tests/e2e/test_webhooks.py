@@ -438,3 +438,42 @@ async def test_a_node_killed_after_the_commit_delivers_after_restart(
             async with http(second) as api:
                 await settled(api, hit.id, lambda d: d["status"] == "delivered")
         assert receiver.applied == [hit.id]
+
+
+async def test_presence_and_occupancy_of_a_namespace(node: LiveServer) -> None:
+    room = f"room:lobby-{uuid.uuid4().hex[:8]}"
+    events = ["presence.join", "presence.leave", "channel.occupied", "channel.vacated"]
+
+    async def next_on(receiver: Receiver, count: int) -> set[tuple[str, str | None]]:
+        """The next ``count`` events on the room: (type, user)."""
+        seen: set[tuple[str, str | None]] = set()
+        async with asyncio.timeout(WITHIN):
+            while len(seen) < count:
+                body = (await receiver.next()).json()
+                assert body["data"]["channel"].startswith("room:"), body  # the namespace filter
+                if body["data"]["channel"] == room:
+                    seen.add((body["type"], body["data"].get("user")))
+        return seen
+
+    def token(user: str) -> str:
+        return node.token(user, channels=[room])
+
+    async with (
+        receiving() as receiver,
+        http(node) as api,
+        registered(api, receiver.url, [f"{event}:room" for event in events]),
+    ):
+        async with Client(node.url, token=token("alice")) as alice:
+            async with alice.subscribe(room, presence=True), alice.subscribe("user:alice"):
+                assert await next_on(receiver, 2) == {
+                    ("channel.occupied", None),
+                    ("presence.join", "alice"),
+                }
+                async with Client(node.url, token=token("bob")) as bob:
+                    async with bob.subscribe(room, presence=True):
+                        assert await next_on(receiver, 1) == {("presence.join", "bob")}
+                    assert await next_on(receiver, 1) == {("presence.leave", "bob")}
+            assert await next_on(receiver, 2) == {
+                ("presence.leave", "alice"),
+                ("channel.vacated", None),
+            }
