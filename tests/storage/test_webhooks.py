@@ -12,10 +12,13 @@ import pytest
 
 from domain.clock import SystemClock
 from domain.errors import Conflict, NotFound
+from domain.flights import FlightService, FlightUpdate
 from domain.jobs import JobService, job_event
+from domain.notifications import NotificationService
 from domain.webhooks import DeliveryStatus, WebhookEndpoint, WebhookEvent
 from storage.database import Database
 from storage.webhooks import SqlWebhookRepository, new_id
+from tests.support.clock import StepClock
 
 LEASE = timedelta(seconds=60)
 
@@ -86,6 +89,32 @@ async def test_a_domain_change_stages_its_deliveries_in_its_transaction(
     assert payload["data"]["id"] == job.id and payload["data"]["result"] == {"receipt": "R-1"}
     assert await repo.deliveries(other.id) == []
     assert await repo.deliveries(off.id) == []
+
+
+async def test_notifications_and_flight_changes_are_staged(
+    repo: SqlWebhookRepository, units: Any
+) -> None:
+    hook = await endpoint(repo, "notification.created", "flight.updated")
+    ids = (f"n-{n}" for n in itertools.count(1))
+    notifications = NotificationService(units, StepClock(), lambda: next(ids))
+    await notifications.create(["alice", "bob"], type="info", title="Hello")
+    flights = FlightService(units, StepClock())
+    fields = {"number": "TD101", "date": "2026-11-23", "origin": "AMS", "destination": "LHR"}
+    at = datetime(2026, 11, 23, 8, tzinfo=UTC)
+    await flights.apply(FlightUpdate("td101", fields), at)
+    await flights.apply(FlightUpdate("td101", {"gate": "B12"}), at + timedelta(minutes=1))
+    staged = [d.payload() for d in reversed(await repo.deliveries(hook.id))]
+    kinds = sorted(
+        (p["type"], p["data"].get("user") or p["data"].get("gate") or "") for p in staged
+    )
+    assert kinds == [
+        ("flight.updated", ""),
+        ("flight.updated", "B12"),
+        ("notification.created", "alice"),
+        ("notification.created", "bob"),
+    ]
+    gate = next(p for p in staged if p["data"].get("gate") == "B12")
+    assert gate["data"]["changes"] == {"gate": [None, "B12"]}
 
 
 async def test_a_rolled_back_change_stages_nothing(
