@@ -41,7 +41,8 @@ class ChannelEventFeed:
         self._repository = repository
         self._metrics = metrics
         self._on_staged = on_staged
-        self._queue: asyncio.Queue[WebhookEvent] = asyncio.Queue(maxsize=max_queued)
+        # None: stop once what came before it is staged.
+        self._queue: asyncio.Queue[WebhookEvent | None] = asyncio.Queue(maxsize=max_queued)
         # None until first read: everything is queued rather than anything missed.
         self._subscriptions: tuple[str, ...] | None = None
         self._refresher = Periodic(self.refresh, refresh_s, name="webhook-subscriptions")
@@ -62,8 +63,11 @@ class ChannelEventFeed:
     ) -> None:
         await self._refresher.stop()
         task, self._task = self._task, None
-        if task is not None:
-            await finish_or_cancel([task], 0.5)
+        if task is None:
+            return
+        with contextlib.suppress(asyncio.QueueFull):  # full: what waits is cut off below
+            self._queue.put_nowait(None)
+        await finish_or_cancel([task], 2.0)
 
     def publish(self, channel: str, event: str, data: dict[str, Any]) -> None:
         """Queue ``event`` on ``channel`` (``<namespace>:<id>``) if an endpoint wants it."""
@@ -96,10 +100,18 @@ class ChannelEventFeed:
             log.warning("could not read webhook subscriptions: %s", exc)
 
     async def _drain(self) -> None:
-        while True:
-            batch = [await self._queue.get()]
-            while len(batch) < _BATCH and not self._queue.empty():
-                batch.append(self._queue.get_nowait())
+        stopping = False
+        while not stopping:
+            batch: list[WebhookEvent] = []
+            item = await self._queue.get()
+            while item is not None:
+                batch.append(item)
+                if len(batch) == _BATCH or self._queue.empty():
+                    break
+                item = self._queue.get_nowait()
+            stopping = item is None
+            if not batch:
+                continue
             try:
                 if await self._repository.stage(batch):
                     self._on_staged()
@@ -108,4 +120,5 @@ class ChannelEventFeed:
             except Exception as exc:
                 self._metrics.webhook_events_dropped.inc(len(batch))
                 log.warning("dropped %d channel events for webhooks: %s", len(batch), exc)
-                await asyncio.sleep(1.0)
+                if not stopping:
+                    await asyncio.sleep(1.0)  # the database is down: do not spin

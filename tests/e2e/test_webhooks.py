@@ -23,6 +23,7 @@ import httpx
 import pytest
 
 from client_sdk import Client, Message
+from tests.support.cluster import shared_stores
 from tests.support.live import API_KEY, LiveServer, live_server
 
 WITHIN = 10.0
@@ -440,20 +441,26 @@ async def test_a_node_killed_after_the_commit_delivers_after_restart(
         assert receiver.applied == [hit.id]
 
 
+CHANNEL_EVENTS = [
+    f"{event}:room"
+    for event in ("presence.join", "presence.leave", "channel.occupied", "channel.vacated")
+]
+
+
+async def next_on(receiver: Receiver, room: str, count: int) -> set[tuple[str, str | None]]:
+    """The next ``count`` events on ``room``: (type, user)."""
+    seen: set[tuple[str, str | None]] = set()
+    async with asyncio.timeout(WITHIN):
+        while len(seen) < count:
+            body = (await receiver.next()).json()
+            assert body["data"]["channel"].startswith("room:"), body  # the namespace filter
+            if body["data"]["channel"] == room:
+                seen.add((body["type"], body["data"].get("user")))
+    return seen
+
+
 async def test_presence_and_occupancy_of_a_namespace(node: LiveServer) -> None:
     room = f"room:lobby-{uuid.uuid4().hex[:8]}"
-    events = ["presence.join", "presence.leave", "channel.occupied", "channel.vacated"]
-
-    async def next_on(receiver: Receiver, count: int) -> set[tuple[str, str | None]]:
-        """The next ``count`` events on the room: (type, user)."""
-        seen: set[tuple[str, str | None]] = set()
-        async with asyncio.timeout(WITHIN):
-            while len(seen) < count:
-                body = (await receiver.next()).json()
-                assert body["data"]["channel"].startswith("room:"), body  # the namespace filter
-                if body["data"]["channel"] == room:
-                    seen.add((body["type"], body["data"].get("user")))
-        return seen
 
     def token(user: str) -> str:
         return node.token(user, channels=[room])
@@ -461,19 +468,69 @@ async def test_presence_and_occupancy_of_a_namespace(node: LiveServer) -> None:
     async with (
         receiving() as receiver,
         http(node) as api,
-        registered(api, receiver.url, [f"{event}:room" for event in events]),
+        registered(api, receiver.url, CHANNEL_EVENTS),
     ):
         async with Client(node.url, token=token("alice")) as alice:
             async with alice.subscribe(room, presence=True), alice.subscribe("user:alice"):
-                assert await next_on(receiver, 2) == {
+                assert await next_on(receiver, room, 2) == {
                     ("channel.occupied", None),
                     ("presence.join", "alice"),
                 }
                 async with Client(node.url, token=token("bob")) as bob:
                     async with bob.subscribe(room, presence=True):
-                        assert await next_on(receiver, 1) == {("presence.join", "bob")}
-                    assert await next_on(receiver, 1) == {("presence.leave", "bob")}
-            assert await next_on(receiver, 2) == {
+                        assert await next_on(receiver, room, 1) == {("presence.join", "bob")}
+                    assert await next_on(receiver, room, 1) == {("presence.leave", "bob")}
+            assert await next_on(receiver, room, 2) == {
                 ("presence.leave", "alice"),
                 ("channel.vacated", None),
             }
+
+
+async def test_two_nodes_share_deliveries_and_occupancy(tmp_path: Path) -> None:
+    room = f"room:shared-{uuid.uuid4().hex[:8]}"
+    async with receiving() as jobs_receiver, receiving() as rooms_receiver:
+        with shared_stores(tmp_path) as env, live_server(tmp_path / "a", {**FAST, **env}) as a:
+            async with http(a) as api:
+                for url, events in (
+                    (jobs_receiver.url, ["job.completed"]),
+                    (rooms_receiver.url, CHANNEL_EVENTS),
+                ):
+                    response = await api.post("/api/webhooks", json={"url": url, "events": events})
+                    assert response.status_code == 201, response.text
+                hook = response.json()
+            with live_server(tmp_path / "b", {**FAST, **env}) as b:
+                async with http(a) as api_a, http(b) as api_b:
+                    jobs = [await complete_job(api) for api in (api_a, api_b) * 10]
+                    hits = [await jobs_receiver.next() for _ in jobs]
+                    assert sorted(hit.json()["data"]["id"] for hit in hits) == sorted(jobs)
+                    for hit in hits:
+                        # Recorded once: no other node attempted it too.
+                        found = await settled(api_b, hit.id, lambda d: d["status"] == "delivered")
+                        assert found["attempts"] == 1, found
+
+                    def token(user: str) -> str:
+                        return a.token(user, channels=[room])
+
+                    async with (
+                        Client(a.url, token=token("alice")) as alice,
+                        Client(b.url, token=token("bob")) as bob,
+                    ):
+                        async with alice.subscribe(room, presence=True):
+                            assert await next_on(rooms_receiver, room, 2) == {
+                                ("channel.occupied", None),
+                                ("presence.join", "alice"),
+                            }
+                            async with bob.subscribe(room, presence=True):
+                                # Occupied already: node b announces only bob.
+                                assert await next_on(rooms_receiver, room, 1) == {
+                                    ("presence.join", "bob")
+                                }
+                            assert await next_on(rooms_receiver, room, 1) == {
+                                ("presence.leave", "bob")
+                            }
+                        assert await next_on(rooms_receiver, room, 2) == {
+                            ("presence.leave", "alice"),
+                            ("channel.vacated", None),
+                        }
+                    listed = await api_a.get(f"/api/webhooks/{hook['id']}/deliveries")
+                    assert len(listed.json()["deliveries"]) == 6
