@@ -173,6 +173,9 @@ class WebhookSender:
             )
         else:
             self._metrics.webhook_deliveries.labels("failed").inc()
+            if retry_in is not None and retry_in < self._options.poll_interval_s:
+                # Due before the next poll: look again then rather than a poll later.
+                asyncio.get_running_loop().call_later(retry_in, self._wake.set)
             log.info(
                 "webhook delivery %s failed (attempt %d, %s); retrying in %.1fs",
                 delivery.id,
