@@ -95,6 +95,9 @@ class DeliveryView(BaseModel):
 
 class DeliveryList(BaseModel):
     deliveries: list[DeliveryView]
+    next_cursor: str | None = Field(
+        default=None, description="Pass as `before` for the next (older) page."
+    )
 
 
 class Replayed(BaseModel):
@@ -170,10 +173,14 @@ async def list_deliveries(
     runtime: RuntimeDep,
     status: DeliveryStatus | None = None,
     limit: Annotated[int, Query(ge=1, le=500)] = 100,
+    before: Annotated[str | None, Query(max_length=64)] = None,
 ) -> DeliveryList:
-    """The endpoint's deliveries, newest first; ``status`` filters."""
-    found = await runtime.webhooks.deliveries(endpoint_id, status, limit)
-    return DeliveryList(deliveries=[DeliveryView(**d.snapshot()) for d in found])
+    """The endpoint's deliveries, newest first; ``status`` filters, ``before`` pages."""
+    found = await runtime.webhooks.deliveries(endpoint_id, status, limit, before=before)
+    return DeliveryList(
+        deliveries=[DeliveryView(**d.snapshot()) for d in found],
+        next_cursor=found[-1].id if len(found) == limit else None,
+    )
 
 
 @router.post("/{endpoint_id}/deliveries/replay", response_model=Replayed)

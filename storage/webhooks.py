@@ -153,18 +153,36 @@ class SqlWebhookRepository:
             return _delivery(row)
 
     async def deliveries(
-        self, endpoint_id: str, status: DeliveryStatus | None = None, limit: int = 100
+        self,
+        endpoint_id: str,
+        status: DeliveryStatus | None = None,
+        limit: int = 100,
+        *,
+        before: str | None = None,
     ) -> list[WebhookDelivery]:
-        """An endpoint's deliveries, newest first."""
+        """An endpoint's deliveries, newest first; ``before``: those older than that one."""
         query = select(WebhookOutboxRow).where(WebhookOutboxRow.endpoint_id == endpoint_id)
         if status is not None:
             query = query.where(WebhookOutboxRow.status == status.value)
-        query = query.order_by(
-            WebhookOutboxRow.created_at.desc(), WebhookOutboxRow.id.desc()
-        ).limit(limit)
         async with self._db.transaction() as session:
             if await session.get(WebhookEndpointRow, endpoint_id) is None:
                 raise NotFound(f"no webhook endpoint {endpoint_id!r}")
+            if before is not None:
+                cursor = await session.get(WebhookOutboxRow, before)
+                if cursor is None or cursor.endpoint_id != endpoint_id:
+                    raise NotFound(f"no delivery {before!r} to endpoint {endpoint_id!r}")
+                query = query.where(
+                    or_(
+                        WebhookOutboxRow.created_at < cursor.created_at,
+                        and_(
+                            WebhookOutboxRow.created_at == cursor.created_at,
+                            WebhookOutboxRow.id < cursor.id,
+                        ),
+                    )
+                )
+            query = query.order_by(
+                WebhookOutboxRow.created_at.desc(), WebhookOutboxRow.id.desc()
+            ).limit(limit)
             return [_delivery(row) for row in await session.scalars(query)]
 
     async def claim(

@@ -365,6 +365,13 @@ async def test_dead_letters_are_replayed(node: LiveServer) -> None:
         assert dead["attempts"] == 4 and dead["last_status"] == 500
         listed = await api.get(f"/api/webhooks/{hook['id']}/deliveries", params={"status": "dead"})
         assert [d["id"] for d in listed.json()["deliveries"]] == [hits[0].id]
+        assert listed.json()["next_cursor"] is None
+        paged = await api.get(f"/api/webhooks/{hook['id']}/deliveries", params={"limit": 1})
+        assert paged.json()["next_cursor"] == hits[0].id
+        after = await api.get(
+            f"/api/webhooks/{hook['id']}/deliveries", params={"before": hits[0].id}
+        )
+        assert after.json() == {"deliveries": [], "next_cursor": None}
         metrics = (await api.get("/metrics")).text
         assert 'tandem_webhook_deliveries_total{outcome="dead"}' in metrics
         assert "tandem_webhook_dead_letters 1.0" in metrics

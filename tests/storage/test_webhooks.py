@@ -228,3 +228,24 @@ async def test_deleting_an_endpoint_deletes_its_deliveries(repo: SqlWebhookRepos
         await repo.delivery(delivery)
     with pytest.raises(NotFound):
         await repo.deliveries(hook.id)
+
+
+async def test_deliveries_are_listed_newest_first_in_pages(repo: SqlWebhookRepository) -> None:
+    hook = await endpoint(repo, "job.completed")
+    for _ in range(5):
+        await repo.stage([event()])
+    everything = [d.id for d in await repo.deliveries(hook.id)]
+    assert len(everything) == 5
+    pages: list[str] = []
+    before = None
+    for _ in range(5):
+        page = await repo.deliveries(hook.id, limit=2, before=before)
+        if not page:
+            break
+        pages.extend(d.id for d in page)
+        before = page[-1].id
+    assert pages == everything
+    created = [(await repo.delivery(i)).created_at for i in everything]
+    assert created == sorted(created, reverse=True)
+    with pytest.raises(NotFound):
+        await repo.deliveries(hook.id, before="nope")
