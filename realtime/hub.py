@@ -24,6 +24,9 @@ log = logging.getLogger(__name__)
 Deliver = Callable[[Publication, Collection[str]], Awaitable[None]]
 # Told which local connections must resynchronize a channel whose stream could not be continued.
 Resync = Callable[[str, Collection[str]], Awaitable[None]]
+# Told (channel, True) when a channel gets its first local connection, (channel, False) when
+# it loses its last; called synchronously where that happens, so the calls alternate.
+Occupancy = Callable[[str, bool], None]
 
 # Publications buffered for one joining subscriber; a join that would need more is retried by
 # the client from its position instead of buffering without bound.
@@ -40,6 +43,7 @@ class Hub:
         self._deliver = deliver
         # Set by the owner of the connections; without it a broken stream is only logged.
         self.resync: Resync | None = None
+        self.on_occupancy: Occupancy | None = None
         self._live: dict[str, set[str]] = defaultdict(set)
         self._joining: dict[str, dict[str, list[Publication] | None]] = defaultdict(dict)
         self._by_conn: dict[str, set[str]] = defaultdict(set)
@@ -109,6 +113,8 @@ class Hub:
         self._leave_local(conn, channel)
         self._joining[channel][conn] = []
         self._by_conn[conn].add(channel)
+        if self.on_occupancy is not None and self.connection_count(channel) == 1:
+            self.on_occupancy(channel, True)
         try:
             await self._ensure_subscribed(channel)
         except BaseException:
@@ -162,6 +168,12 @@ class Hub:
         return len(self._live.keys() | self._joining.keys())
 
     def _leave_local(self, conn: str, channel: str) -> None:
+        before = self.connection_count(channel)
+        self._drop_local(conn, channel)
+        if self.on_occupancy is not None and before and not self.connection_count(channel):
+            self.on_occupancy(channel, False)
+
+    def _drop_local(self, conn: str, channel: str) -> None:
         ahead = self._ahead.get(channel)
         if ahead is not None:
             ahead.pop(conn, None)

@@ -42,6 +42,9 @@ JOIN_EVENT = "presence.join"
 LEAVE_EVENT = "presence.leave"
 # Told "join", "leave" or "expired" for every event this node publishes (for metrics).
 EventHook = Callable[[str], None]
+# Told (channel, event type, data) of every event this node publishes, once it is published
+# (for outgoing webhooks); must not block.
+ChangeHook = Callable[[str, str, dict[str, Any]], None]
 
 
 class PresenceTracker:
@@ -54,8 +57,10 @@ class PresenceTracker:
         ttl: float,
         on_event: EventHook | None = None,
         statuses: StatusBoard | None = None,
+        on_change: ChangeHook | None = None,
     ) -> None:
         self._store = store
+        self._on_change = on_change
         self._statuses = statuses
         self._broker = broker
         self._node_id = node_id
@@ -227,10 +232,14 @@ class PresenceTracker:
         data = {"user": entry.user, "name": entry.name, "status": entry.status, "info": entry.info}
         await self._broker.publish(channel, JOIN_EVENT, data)
         self._count("join")
+        if self._on_change is not None:
+            self._on_change(channel, JOIN_EVENT, data)
 
     async def _publish_leave(self, channel: str, user: str, reason: str) -> None:
         await self._broker.publish(channel, LEAVE_EVENT, {"user": user})
         self._count(reason)
+        if self._on_change is not None:
+            self._on_change(channel, LEAVE_EVENT, {"user": user, "reason": reason})
 
     def _count(self, kind: str) -> None:
         if self._on_event is not None:

@@ -27,6 +27,7 @@ from server import (
     jobs_api,
     keys_api,
     notifications_api,
+    webhooks_api,
 )
 from server.config import Settings
 from server.correlation import RequestId
@@ -131,6 +132,7 @@ def _build_api(runtime: Runtime) -> FastAPI:
     api.include_router(notifications_api.router)
     api.include_router(flights_api.router)
     api.include_router(flights_api.webhooks)
+    api.include_router(webhooks_api.router)
     api.include_router(docs_api.router)
     api.include_router(keys_api.router)
     api.include_router(health.router)

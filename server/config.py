@@ -115,6 +115,18 @@ class Settings(BaseSettings):
     demo_step_s: float = Field(default=0.8, ge=0, le=10)
     demo_failure_rate: float = Field(default=0.1, ge=0, le=1)
     log_level: str = "info"
+    # Outgoing webhooks: a failed delivery is retried after a random delay of up to
+    # base * 2^(attempt-1) seconds (at most the max), and dead after max_attempts attempts.
+    webhook_backoff_base_s: float = Field(default=1.0, gt=0)
+    webhook_backoff_max_s: float = Field(default=600.0, gt=0)
+    webhook_max_attempts: int = Field(default=15, ge=1, le=100)
+    webhook_timeout_s: float = Field(default=10.0, gt=0, le=300)
+    # Requests in flight per node, and per endpoint per node.
+    webhook_concurrency: int = Field(default=16, ge=1, le=1000)
+    webhook_per_endpoint: int = Field(default=4, ge=1, le=1000)
+    webhook_poll_interval_s: float = Field(default=1.0, gt=0, le=60)
+    # Delivered and dead deliveries are deleted this long after they were made.
+    webhook_retention_s: float = Field(default=7 * 86_400, ge=60)
 
     @field_validator("jwt_algorithms", "cors_origins", "latest_value_events", mode="before")
     @classmethod

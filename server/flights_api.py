@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import hashlib
-import hmac
 import json
 import time
 from datetime import UTC, datetime
@@ -19,7 +17,7 @@ from pydantic import (
     ValidationError,
 )
 
-from domain.errors import InvalidPayload, NotFound, Unauthorized
+from domain.errors import InvalidPayload, NotFound
 from domain.flights import (
     MAX_AIRPORT,
     MAX_BATCH,
@@ -35,15 +33,13 @@ from domain.flights import (
 from realtime.channels import InvalidChannel, flight_channel, parse_channel
 from server.auth import Principal
 from server.http_api import ERRORS, Caller, RuntimeDep, needs
+from server.signatures import SIGNATURE_WINDOW_S, sign, verify_signature
+
+__all__ = ["router", "sign", "verify_signature", "webhooks"]
 
 router = APIRouter(prefix="/api/flights", tags=["flights"], responses=ERRORS)  # type: ignore[arg-type]
 webhooks = APIRouter(prefix="/api/webhooks", tags=["flights"], responses=ERRORS)  # type: ignore[arg-type]
 FlightsWriter = Annotated[Principal, needs("flights:write", service=True)]
-
-# A signed delivery is accepted this long either side of its timestamp, and remembered
-# (to drop replays) until it could no longer be accepted.
-SIGNATURE_WINDOW_S = 300
-SIGNATURE_PREFIX = "sha256="
 
 Text = Annotated[str, StringConstraints(min_length=1, max_length=MAX_GATE)]
 Airport = Annotated[str, StringConstraints(min_length=1, max_length=MAX_AIRPORT)]
@@ -161,34 +157,12 @@ async def flights_webhook(
         secret, raw, x_tandem_timestamp, x_tandem_signature, now=time.time()
     )
     updates = _parse_delivery(raw)
+    # Remembered (to drop replays) until its timestamp could no longer be accepted.
     expires_at = datetime.fromtimestamp(timestamp + 2 * SIGNATURE_WINDOW_S, UTC)
     applied = await runtime.flights.apply_delivery(updates, key=signature, expires_at=expires_at)
     if applied is None:
         return DeliveryResult(duplicate=True, results=[])
     return DeliveryResult(duplicate=False, results=[_result(a) for a in applied])
-
-
-def sign(secret: bytes, timestamp: int | str, body: bytes) -> str:
-    """The ``X-Tandem-Signature`` value for ``body`` sent at ``timestamp`` (unix seconds)."""
-    digest = hmac.new(secret, f"{timestamp}.".encode() + body, hashlib.sha256).hexdigest()
-    return SIGNATURE_PREFIX + digest
-
-
-def verify_signature(
-    secret: bytes, body: bytes, timestamp: str | None, signature: str | None, *, now: float
-) -> tuple[int, str]:
-    """The delivery's timestamp and (normalized) signature, or Unauthorized."""
-    if not timestamp or not signature:
-        raise Unauthorized("send X-Tandem-Timestamp and X-Tandem-Signature")
-    if not timestamp.isdigit():
-        raise Unauthorized("X-Tandem-Timestamp must be unix seconds")
-    expected = sign(secret, timestamp, body)
-    if not hmac.compare_digest(expected.encode(), signature.strip().lower().encode()):
-        raise Unauthorized("the signature does not match the body")
-    when = int(timestamp)
-    if abs(now - when) > SIGNATURE_WINDOW_S:
-        raise Unauthorized("the delivery's timestamp is outside the 5-minute window")
-    return when, expected
 
 
 def _parse_delivery(raw: bytes) -> list[tuple[FlightUpdate, datetime]]:

@@ -51,6 +51,8 @@ async def metrics(runtime: RuntimeDep) -> Response:
     runtime.metrics.subscriptions_snapshot(runtime.hub.channel_count)
     with contextlib.suppress(Exception):  # the outbox gauges keep their last values
         await asyncio.wait_for(runtime.outbox(), 1.0)
+    with contextlib.suppress(Exception):  # and so do the webhook ones
+        await asyncio.wait_for(runtime.webhook_counts(), 1.0)
     runtime.metrics.documents_snapshot(
         runtime.collab.open_documents, dataclasses.asdict(runtime.collab.stats)
     )

@@ -95,6 +95,42 @@ class Metrics:
             registry=r,
         )
 
+        self.webhook_deliveries = Counter(
+            "tandem_webhook_deliveries",
+            "Outgoing webhook attempts by outcome: delivered, failed (retried later), dead",
+            ["outcome"],
+            registry=r,
+        )
+        self.webhook_attempts = Counter(
+            "tandem_webhook_attempts", "Outgoing webhook requests made by this node", registry=r
+        )
+        self.webhook_request_seconds = Histogram(
+            "tandem_webhook_request_seconds",
+            "Duration of one outgoing webhook request, whatever its outcome",
+            buckets=(0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0),
+            registry=r,
+        )
+        self.webhook_latency = Histogram(
+            "tandem_webhook_delivery_seconds",
+            "Time from an event to its webhook's delivery (retries included)",
+            buckets=(0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 300.0, 3600.0),
+            registry=r,
+        )
+        self.webhook_pending = Gauge(
+            "tandem_webhook_pending", "Outgoing webhook deliveries waiting to be sent", registry=r
+        )
+        self.webhook_dead = Gauge(
+            "tandem_webhook_dead_letters",
+            "Outgoing webhook deliveries that failed too often, waiting for a replay",
+            registry=r,
+        )
+        self.webhook_events_dropped = Counter(
+            "tandem_webhook_events_dropped",
+            "Channel events (presence, occupancy) not staged for webhooks: the queue was full "
+            "or the database down",
+            registry=r,
+        )
+
     def subscriptions_snapshot(self, channel_count: int) -> None:
         self.channels.set(channel_count)
 
@@ -102,6 +138,10 @@ class Metrics:
         self.outbox_pending.set(pending)
         self.outbox_oldest.set(oldest_s)
         self.outbox_dead.set(dead)
+
+    def webhooks_snapshot(self, pending: int, dead: int) -> None:
+        self.webhook_pending.set(pending)
+        self.webhook_dead.set(dead)
 
     def documents_snapshot(self, open_documents: int, counters: dict[str, int]) -> None:
         """The engine keeps plain counters (no metrics on its hot path); they are carried

@@ -17,11 +17,13 @@ from domain.errors import ErrorCode, NotFound
 from domain.flights import FlightService
 from domain.jobs import JobService
 from domain.notifications import NotificationService
+from domain.webhooks import DeliveryStatus, RetryPolicy
 from realtime.broker import Broker, BrokerOptions, BrokerUnavailable, create_broker
 from realtime.channels import Channel, ChannelKind
 from realtime.collab.bus import create_doc_bus
 from realtime.collab.engine import CollabEngine, CollabOptions
 from realtime.hub import Hub
+from realtime.occupancy import OccupancyTracker
 from realtime.periodic import Periodic
 from realtime.presence import PresenceOptions, PresenceStore, create_presence_store
 from realtime.presence_status import StatusBoard
@@ -42,12 +44,15 @@ from server.presence import PresenceEdge
 from server.receipts import DeliveryReceipts
 from server.socket_server import CompatMsgPackPacket, TandemSocketServer
 from server.state import ChannelState
+from server.webhook_feed import ChannelEventFeed
+from server.webhook_sender import WebhookOptions, WebhookSender
 from storage.database import Database, ping
 from storage.documents import SqlDocumentStore
 from storage.jobs import SqlJobRepository
 from storage.notifications import SqlNotificationRepository
 from storage.outbox import OutboxRelay
 from storage.unit_of_work import unit_of_work
+from storage.webhooks import SqlWebhookRepository
 
 log = logging.getLogger(__name__)
 
@@ -80,6 +85,10 @@ class Runtime:
     typing: TypingTracker
     documents: SqlDocumentStore
     collab: CollabEngine
+    webhooks: SqlWebhookRepository
+    webhook_sender: WebhookSender
+    webhook_feed: ChannelEventFeed
+    occupancy: OccupancyTracker
 
     async def readiness(self) -> dict[str, str]:
         """Each dependency's status: "ok", or what is wrong with it (1 s per check)."""
@@ -120,11 +129,20 @@ class Runtime:
             await stack.enter_async_context(self.presence)
             await stack.enter_async_context(self.typing)
             await stack.enter_async_context(self.relay)
+            # Beside the relay, never in it: a slow receiver must not hold up the broker.
+            await stack.enter_async_context(self.webhook_sender)
+            await stack.enter_async_context(self.webhook_feed)
+            # Exits before the feed: this node's last vacancies are still staged.
+            await stack.enter_async_context(self.occupancy)
             # Exits before the database: every open document is flushed and reconciled.
             await stack.enter_async_context(self.collab)
             # Closes before the relay and the database: pending receipts are written.
             stack.push_async_callback(self.receipts.close)
-            for purge in (self._purge_finished_jobs, self._purge_read_notifications):
+            for purge in (
+                self._purge_finished_jobs,
+                self._purge_read_notifications,
+                self._purge_webhook_deliveries,
+            ):
                 name = purge.__name__.lstrip("_")
                 await stack.enter_async_context(Periodic(purge, 600.0, name=name, immediately=True))
             # On the way out (last in, first out): the sessions still ending finish first,
@@ -139,6 +157,17 @@ class Runtime:
             purged = await SqlJobRepository(session).purge_finished(horizon)
         if purged:
             log.info("purged %d finished jobs", purged)
+
+    async def _purge_webhook_deliveries(self) -> None:
+        horizon = datetime.now(UTC) - timedelta(seconds=self.settings.webhook_retention_s)
+        purged = await self.webhooks.purge(horizon)
+        if purged:
+            log.info("purged %d webhook deliveries", purged)
+
+    async def webhook_counts(self) -> None:
+        """Carry the webhook outbox's pending and dead counts over to the metrics."""
+        counts = await self.webhooks.counts()
+        self.metrics.webhooks_snapshot(counts[DeliveryStatus.PENDING], counts[DeliveryStatus.DEAD])
 
     async def _purge_read_notifications(self) -> None:
         horizon = datetime.now(UTC) - timedelta(seconds=self.settings.notification_retention_s)
@@ -196,6 +225,10 @@ def build_runtime(settings: Settings) -> Runtime:
     )
     broker = create_broker(settings.broker_url, options, hub.on_publication, on_reset=hub.on_reset)
     hub.use(broker)
+    db = Database(settings.database_url)
+    webhooks = SqlWebhookRepository(db)
+    webhook_sender = WebhookSender(webhooks, _webhook_options(settings), metrics)
+    webhook_feed = ChannelEventFeed(webhooks, metrics, on_staged=webhook_sender.wake)
     presence_store = create_presence_store(
         settings.broker_url, PresenceOptions(ttl=settings.presence_ttl_s)
     )
@@ -207,22 +240,31 @@ def build_runtime(settings: Settings) -> Runtime:
         ttl=settings.presence_ttl_s,
         on_event=lambda kind: metrics.presence_events.labels(kind).inc(),
         statuses=statuses,
+        on_change=webhook_feed.publish,
     )
     typing = TypingTracker(broker, timeout=settings.typing_timeout_s)
-    db = Database(settings.database_url)
+    occupancy = OccupancyTracker(
+        presence_store, node_id=node_id, ttl=settings.presence_ttl_s, on_change=webhook_feed.publish
+    )
+    hub.on_occupancy = occupancy.changed
 
     async def relay_publish(channel: str, event: str, data: object, key: str) -> None:
         await broker.publish(channel, event, data, idempotency_key=key)
 
     # The broker being down holds every row back; anything else it raises is about the row.
     relay = OutboxRelay(db, relay_publish, transient=(BrokerUnavailable, RuntimeError))
+
+    def committed() -> None:
+        relay.wake()
+        webhook_sender.wake()
+
     jobs = JobService(
-        unit_of_work(db, route_event, relay.wake), SystemClock(), lambda: uuid.uuid4().hex
+        unit_of_work(db, route_event, committed), SystemClock(), lambda: uuid.uuid4().hex
     )
     notifications = NotificationService(
-        unit_of_work(db, route_event, relay.wake), SystemClock(), lambda: uuid.uuid4().hex
+        unit_of_work(db, route_event, committed), SystemClock(), lambda: uuid.uuid4().hex
     )
-    flights = FlightService(unit_of_work(db, route_event, relay.wake), SystemClock())
+    flights = FlightService(unit_of_work(db, route_event, committed), SystemClock())
     verifier = TokenVerifier(settings)
     documents = SqlDocumentStore(db)
     collab = CollabEngine(
@@ -299,6 +341,24 @@ def build_runtime(settings: Settings) -> Runtime:
         typing=typing,
         documents=documents,
         collab=collab,
+        webhooks=webhooks,
+        webhook_sender=webhook_sender,
+        webhook_feed=webhook_feed,
+        occupancy=occupancy,
+    )
+
+
+def _webhook_options(settings: Settings) -> WebhookOptions:
+    return WebhookOptions(
+        retry=RetryPolicy(
+            base_s=settings.webhook_backoff_base_s,
+            max_s=settings.webhook_backoff_max_s,
+            max_attempts=settings.webhook_max_attempts,
+        ),
+        timeout_s=settings.webhook_timeout_s,
+        concurrency=settings.webhook_concurrency,
+        per_endpoint=settings.webhook_per_endpoint,
+        poll_interval_s=settings.webhook_poll_interval_s,
     )
 
 

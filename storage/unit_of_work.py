@@ -1,18 +1,25 @@
-"""One transaction for a domain service: repositories plus the outbox for its events."""
+"""One transaction for a domain service: repositories plus the outbox for its events.
+
+The events are staged twice in that transaction: as publications for the broker, and as
+deliveries to the webhook endpoints that want them (storage/webhooks.py).
+"""
 
 from __future__ import annotations
 
 from collections.abc import AsyncIterator, Callable, Iterable
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
+from datetime import UTC, datetime
 
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from domain.events import DomainEvent
+from domain.webhooks import DOMAIN_EVENT_TYPES, WebhookEvent
 from storage.database import Database
 from storage.flights import SqlFlightRepository
 from storage.jobs import SqlJobRepository
 from storage.notifications import SqlNotificationRepository
 from storage.outbox import OutboxMessage, stage
+from storage.webhooks import new_id, stage as stage_webhooks
 
 # Turns a domain event into the publications it causes (the server knows channel names).
 Route = Callable[[DomainEvent], Iterable[OutboxMessage]]
@@ -24,9 +31,12 @@ class _OutboxSink:
     def __init__(self, route: Route) -> None:
         self._route = route
         self.messages: list[OutboxMessage] = []
+        self.hooks: list[WebhookEvent] = []
 
     def emit(self, event: DomainEvent) -> None:
         self.messages.extend(self._route(event))
+        if event.type in DOMAIN_EVENT_TYPES:
+            self.hooks.append(WebhookEvent(new_id(), event.type, event.data, datetime.now(UTC)))
 
 
 class SqlUnitOfWork:
@@ -40,7 +50,8 @@ class SqlUnitOfWork:
 def unit_of_work(
     db: Database, route: Route, on_commit: Callable[[], None]
 ) -> Callable[[], AbstractAsyncContextManager[SqlUnitOfWork]]:
-    """A factory of units of work; ``on_commit`` runs after each commit (wakes the relay)."""
+    """A factory of units of work; ``on_commit`` runs after each commit (wakes the relay and
+    the webhook workers)."""
 
     @asynccontextmanager
     async def begin() -> AsyncIterator[SqlUnitOfWork]:
@@ -48,6 +59,7 @@ def unit_of_work(
             work = SqlUnitOfWork(session, route)
             yield work
             await stage(session, work.events.messages)
+            await stage_webhooks(session, work.events.hooks)
         on_commit()
 
     return begin

@@ -80,6 +80,7 @@ def test_a_key_does_what_its_scopes_allow_and_names_what_it_lacks(node: LiveServ
             ),
             "tokens": api.post("/api/tokens", json={"sub": "alice"}),
             "docs": api.post("/api/docs", json={"id": "d1"}),
+            "webhooks": api.get("/api/webhooks"),
             "admin": api.get("/api/admin/keys"),
         }
         batch = api.post(
