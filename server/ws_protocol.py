@@ -18,6 +18,7 @@ from typing import Any, Protocol
 
 from uvicorn.protocols.utils import ClientDisconnected
 from uvicorn.protocols.websockets.websockets_sansio_impl import WebSocketsSansIOProtocol
+from websockets.protocol import State
 
 from server.waitables import SlimEvent, SlimQueue
 
@@ -171,6 +172,16 @@ class TandemWebSocketProtocol(WebSocketsSansIOProtocol):
             self.read_paused = False
             self.transport.resume_reading()
         self.close_timer = self.loop.call_later(self.close_timeout, self.transport.close)
+
+    def shutdown(self) -> None:
+        # uvicorn answers a server shutdown with a close frame even when the client's close
+        # got there first; websockets refuses to send a second one (InvalidState), and the
+        # error ended `tandem serve` with status 1 after a clean drain.
+        if self.handshake_complete and not self.close_sent and self.conn.state is not State.OPEN:
+            self.stop_keepalive()
+            self.transport.close()
+            return
+        super().shutdown()
 
     def start_keepalive(self) -> None:
         # uvicorn calls this once the handshake response is written; nothing reads the
