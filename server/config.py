@@ -106,6 +106,12 @@ class Settings(BaseSettings):
     demo_step_s: float = Field(default=0.8, ge=0, le=10)
     demo_failure_rate: float = Field(default=0.1, ge=0, le=1)
     log_level: str = "info"
+    # The admin API: nodes announce themselves this often on the control plane, a request
+    # to every node waits this long for their answers, and every node re-reads the token
+    # revocations this often (besides being told of each new one at once).
+    admin_heartbeat_s: float = Field(default=2.0, gt=0, le=60)
+    admin_request_timeout_s: float = Field(default=2.0, gt=0, le=30)
+    revocation_refresh_s: float = Field(default=30.0, gt=0)
 
     @field_validator("jwt_algorithms", "cors_origins", "latest_value_events", mode="before")
     @classmethod

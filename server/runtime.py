@@ -17,16 +17,24 @@ from domain.errors import ErrorCode, NotFound
 from domain.flights import FlightService
 from domain.jobs import JobService
 from domain.notifications import NotificationService
-from realtime.broker import Broker, BrokerOptions, BrokerUnavailable, create_broker
+from realtime.broker import (
+    Broker,
+    BrokerOptions,
+    BrokerUnavailable,
+    Publication,
+    create_broker,
+)
 from realtime.channels import Channel, ChannelKind
 from realtime.collab.bus import create_doc_bus
 from realtime.collab.engine import CollabEngine, CollabOptions
+from realtime.control import ControlPlane, is_control
 from realtime.hub import Hub
 from realtime.periodic import Periodic
 from realtime.presence import PresenceOptions, PresenceStore, create_presence_store
 from realtime.presence_status import StatusBoard
 from realtime.presence_tracker import PresenceTracker
 from realtime.presence_typing import TypingTracker
+from server.admin_node import NodeAdmin
 from server.auth import TokenVerifier
 from server.authz import Authorizer, OwnerLookup
 from server.config import DOC_FRAME_OVERHEAD, Settings
@@ -39,6 +47,7 @@ from server.gateway import SocketGateway
 from server.metrics import Metrics
 from server.presence import PresenceEdge
 from server.receipts import DeliveryReceipts
+from server.revocations import Revocations
 from server.socket_server import CompatMsgPackPacket, TandemSocketServer
 from server.state import ChannelState
 from storage.database import Database, ping
@@ -78,6 +87,8 @@ class Runtime:
     typing: TypingTracker
     documents: SqlDocumentStore
     collab: CollabEngine
+    control: ControlPlane
+    revocations: Revocations
 
     async def readiness(self) -> dict[str, str]:
         """Each dependency's status: "ok", or what is wrong with it (1 s per check)."""
@@ -112,6 +123,9 @@ class Runtime:
         async with AsyncExitStack() as stack:
             stack.push_async_callback(self.db.dispose)
             await stack.enter_async_context(self.broker)
+            await stack.enter_async_context(self.revocations)
+            # Exits before the broker: the others hear that this node leaves.
+            await stack.enter_async_context(self.control)
             await stack.enter_async_context(self.presence_store)
             await stack.enter_async_context(self.statuses)
             # Exits before the broker: this node's presence leaves are still published.
@@ -191,8 +205,22 @@ def build_runtime(settings: Settings) -> Runtime:
         idempotency_ttl=settings.idempotency_ttl_s,
         node_id=node_id,
     )
-    broker = create_broker(settings.broker_url, options, hub.on_publication, on_reset=hub.on_reset)
+    control = ControlPlane(
+        node_id=node_id,
+        heartbeat_s=settings.admin_heartbeat_s,
+        info=lambda: {
+            "connections": len(gateway.local_connections()),
+            "channels": hub.channel_count,
+        },
+    )
+
+    async def on_publication(pub: Publication) -> None:
+        # The control plane's reserved channels never reach the hub (no client is on them).
+        await (control.on_publication if is_control(pub.channel) else hub.on_publication)(pub)
+
+    broker = create_broker(settings.broker_url, options, on_publication, on_reset=hub.on_reset)
     hub.use(broker)
+    control.use(broker)
     presence_store = create_presence_store(
         settings.broker_url, PresenceOptions(ttl=settings.presence_ttl_s)
     )
@@ -220,7 +248,8 @@ def build_runtime(settings: Settings) -> Runtime:
         unit_of_work(db, route_event, relay.wake), SystemClock(), lambda: uuid.uuid4().hex
     )
     flights = FlightService(unit_of_work(db, route_event, relay.wake), SystemClock())
-    verifier = TokenVerifier(settings)
+    revocations = Revocations(db, refresh_s=settings.revocation_refresh_s)
+    verifier = TokenVerifier(settings, revoked=revocations.revoked)
     documents = SqlDocumentStore(db)
     collab = CollabEngine(
         documents,
@@ -257,6 +286,7 @@ def build_runtime(settings: Settings) -> Runtime:
         metrics=metrics,
     )
     gateway.register()
+    NodeAdmin(node_id=node_id, gateway=gateway, revocations=revocations).register(control)
     DocGateway(engine=collab, store=documents, settings=settings).register(sio, gateway)
 
     async def kick_slow(eio_sid: str) -> None:
@@ -295,6 +325,8 @@ def build_runtime(settings: Settings) -> Runtime:
         typing=typing,
         documents=documents,
         collab=collab,
+        control=control,
+        revocations=revocations,
     )
 
 

@@ -1,0 +1,136 @@
+"""What the admin API asks of every node, run by each node on its own connections.
+
+The admin API (server/admin_api.py) sends these as control-plane requests (realtime/control.py)
+to every node; each runs them here. Arguments arrive from the broker, so they are validated
+again: a bad one is answered with an error and changes nothing.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable, Mapping
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from domain.errors import ErrorCode
+from realtime.channels import InvalidChannel, parse_channel
+from realtime.control import ControlPlane
+from server.connections import Connection
+from server.gateway import SocketGateway
+from server.revocations import Revocations
+
+USER_MAX = 128
+CONNECTION_MAX = 64
+MESSAGE_MAX = 200
+
+
+class _Args(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class UserArgs(_Args):
+    user: str = Field(min_length=1, max_length=USER_MAX)
+
+
+class DisconnectArgs(_Args):
+    # Exactly one of them: every connection of a user, or one connection.
+    user: str | None = Field(default=None, min_length=1, max_length=USER_MAX)
+    connection: str | None = Field(default=None, min_length=1, max_length=CONNECTION_MAX)
+    reconnect: bool = False
+    message: str = Field(default="disconnected by an administrator", max_length=MESSAGE_MAX)
+
+
+class UnsubscribeArgs(UserArgs):
+    channel: str = Field(min_length=1, max_length=200)
+
+
+class RevokeArgs(UserArgs):
+    before: float
+
+
+class NodeAdmin:
+    """Lists, disconnects and unsubscribes this node's connections for the admin API."""
+
+    def __init__(self, *, node_id: str, gateway: SocketGateway, revocations: Revocations) -> None:
+        self._node_id = node_id
+        self._gateway = gateway
+        self._revocations = revocations
+
+    def register(self, control: ControlPlane) -> None:
+        control.handle("connections", self.connections)
+        control.handle("disconnect", self.disconnect)
+        control.handle("unsubscribe", self.unsubscribe)
+        control.handle("revoke", self.revoke)
+
+    async def connections(self, args: Mapping[str, Any]) -> list[dict[str, Any]]:
+        user = UserArgs.model_validate(args).user
+        return [self.describe(conn) for conn in self._of(lambda c: c.principal.sub == user)]
+
+    def describe(self, conn: Connection) -> dict[str, Any]:
+        return {
+            "node": self._node_id,
+            "connection": conn.sid,
+            "user": conn.principal.sub,
+            "transport": self._gateway.transport_of(conn.sid),
+            "connected_since": conn.connected_since,
+            "channels": sorted(self._gateway.channels_of(conn.sid)),
+            "address": conn.address,
+            "user_agent": conn.user_agent,
+        }
+
+    async def disconnect(self, args: Mapping[str, Any]) -> dict[str, Any]:
+        request = DisconnectArgs.model_validate(args)
+        if (request.user is None) == (request.connection is None):
+            raise ValueError("give a user or a connection")
+        targets = self._of(lambda c: c.principal.sub == request.user or c.sid == request.connection)
+        await asyncio.gather(
+            *(
+                self._gateway.kick(
+                    conn.sid,
+                    ErrorCode.DISCONNECTED_BY_ADMIN,
+                    request.message,
+                    reconnect=request.reconnect,
+                )
+                for conn in targets
+            )
+        )
+        return {"disconnected": len(targets)}
+
+    async def unsubscribe(self, args: Mapping[str, Any]) -> dict[str, Any]:
+        request = UnsubscribeArgs.model_validate(args)
+        try:
+            channel = parse_channel(request.channel)
+        except InvalidChannel as exc:
+            raise ValueError(str(exc)) from None
+        message = f"unsubscribed from {channel} by an administrator"
+        ended = await asyncio.gather(
+            *(
+                self._gateway.end_subscription(
+                    conn.sid, channel, ErrorCode.UNSUBSCRIBED_BY_ADMIN, message
+                )
+                for conn in self._of(lambda c: c.principal.sub == request.user)
+            )
+        )
+        return {"unsubscribed": sum(ended)}
+
+    async def revoke(self, args: Mapping[str, Any]) -> dict[str, Any]:
+        request = RevokeArgs.model_validate(args)
+        self._revocations.note(request.user, request.before)
+        revoked = self._revocations.revoked
+        targets = self._of(lambda c: c.principal.sub == request.user and revoked(c.principal))
+        await asyncio.gather(
+            *(
+                self._gateway.kick(
+                    conn.sid,
+                    ErrorCode.TOKEN_REVOKED,
+                    "this connection's token was revoked; connect with a new token",
+                    reconnect=False,
+                )
+                for conn in targets
+            )
+        )
+        return {"disconnected": len(targets)}
+
+    def _of(self, wanted: Callable[[Connection], bool]) -> list[Connection]:
+        return [conn for conn in self._gateway.local_connections() if wanted(conn)]
