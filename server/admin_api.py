@@ -5,11 +5,12 @@ the nodes that did not answer are named, never waited on longer."""
 
 from __future__ import annotations
 
+import contextlib
 import time
 from datetime import UTC, datetime
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Path
+from fastapi import APIRouter, Path, Query
 from pydantic import AwareDatetime, BaseModel, Field, field_validator
 
 from domain.errors import InvalidPayload, Unavailable
@@ -134,6 +135,88 @@ async def nodes(_: AdminCaller, runtime: RuntimeDep) -> NodesResponse:
             for n in runtime.control.nodes()
         ],
     )
+
+
+class NodeStatsView(BaseModel):
+    node: str
+    ts: float = Field(description="When it was taken (seconds since 1970).")
+    started_at: float
+    connections: int
+    channels: int
+    subscriptions: int
+    publications: int = Field(description="Accepted by this node since it started.")
+    deliveries: int = Field(description="Written to this node's clients since it started.")
+    publish_rate: float = Field(description="Per second, over the last interval.")
+    delivery_rate: float
+    slow_total: int = Field(description="Clients disconnected as slow since it started.")
+    errors_total: int = Field(description="Requests answered with an error since it started.")
+    slow: list[dict[str, Any]] = Field(description="The latest slow clients disconnected.")
+    errors: list[dict[str, Any]] = Field(description="The latest errors.")
+
+
+class StatsResponse(ClusterAnswer):
+    stats: list[NodeStatsView]
+
+
+class ChannelView(BaseModel):
+    channel: str
+    subscribers: int = Field(description="Subscriptions on every node that answered.")
+    nodes: dict[str, int] = Field(description="Subscriptions by node.")
+
+
+class ChannelsResponse(ClusterAnswer):
+    channels: list[ChannelView]
+
+
+class AllConnectionsResponse(ClusterAnswer):
+    connections: list[ConnectionView]
+    total: int = Field(description="Connections on the nodes that answered (not only listed).")
+
+
+Limit = Annotated[int, Query(ge=1, le=1000)]
+
+
+@router.get("/stats", response_model=StatsResponse)
+async def stats(_: AdminCaller, runtime: RuntimeDep) -> StatsResponse:
+    """Every node's current numbers (the snapshot it also publishes on ``admin:stats``)."""
+    gathered = await _ask(runtime, "stats", {})
+    views = []
+    for reply in gathered.replies.values():
+        with contextlib.suppress(ValueError):
+            views.append(NodeStatsView.model_validate(reply))
+    return StatsResponse(stats=sorted(views, key=lambda v: v.node), **_answer(gathered))
+
+
+@router.get("/channels", response_model=ChannelsResponse)
+async def channels(_: AdminCaller, runtime: RuntimeDep, limit: Limit = 200) -> ChannelsResponse:
+    """Channels with subscribers, busiest first (at most ``limit`` from each node)."""
+    gathered = await _ask(runtime, "channels", {"limit": limit})
+    merged: dict[str, dict[str, int]] = {}
+    for node, reply in gathered.replies.items():
+        counts = reply.get("channels") if isinstance(reply, dict) else None
+        for name, count in (counts if isinstance(counts, dict) else {}).items():
+            merged.setdefault(str(name), {})[node] = _count(count)
+    views = [
+        ChannelView(channel=name, subscribers=sum(by_node.values()), nodes=by_node)
+        for name, by_node in merged.items()
+    ]
+    views.sort(key=lambda v: (-v.subscribers, v.channel))
+    return ChannelsResponse(channels=views[:limit], **_answer(gathered))
+
+
+@router.get("/connections", response_model=AllConnectionsResponse)
+async def all_connections(
+    _: AdminCaller, runtime: RuntimeDep, limit: Limit = 200
+) -> AllConnectionsResponse:
+    """Every node's connections, oldest first (at most ``limit`` from each node)."""
+    gathered = await _ask(runtime, "all_connections", {"limit": limit})
+    found, total = [], 0
+    for reply in gathered.replies.values():
+        if isinstance(reply, dict):
+            found.extend(_connections(reply.get("connections")))
+            total += _count(reply.get("total"))
+    found.sort(key=lambda c: (c.connected_since, c.connection))
+    return AllConnectionsResponse(connections=found, total=total, **_answer(gathered))
 
 
 @router.get("/users/{user}/connections", response_model=ConnectionsResponse)

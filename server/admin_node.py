@@ -8,6 +8,7 @@ again: a bad one is answered with an error and changes nothing.
 from __future__ import annotations
 
 import asyncio
+from collections import Counter
 from collections.abc import Callable, Mapping
 from typing import Any
 
@@ -16,6 +17,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from domain.errors import ErrorCode
 from realtime.channels import InvalidChannel, parse_channel
 from realtime.control import ControlPlane
+from server.admin_stats import NodeStats
 from server.connections import Connection
 from server.gateway import SocketGateway
 from server.revocations import Revocations
@@ -49,19 +51,51 @@ class RevokeArgs(UserArgs):
     before: float
 
 
+class ListArgs(_Args):
+    limit: int = Field(default=200, ge=1, le=1000)
+
+
 class NodeAdmin:
     """Lists, disconnects and unsubscribes this node's connections for the admin API."""
 
-    def __init__(self, *, node_id: str, gateway: SocketGateway, revocations: Revocations) -> None:
+    def __init__(
+        self,
+        *,
+        node_id: str,
+        gateway: SocketGateway,
+        revocations: Revocations,
+        stats: NodeStats,
+    ) -> None:
         self._node_id = node_id
         self._gateway = gateway
         self._revocations = revocations
+        self._stats = stats
 
     def register(self, control: ControlPlane) -> None:
+        control.handle("stats", self.stats)
+        control.handle("channels", self.channels)
+        control.handle("all_connections", self.all_connections)
         control.handle("connections", self.connections)
         control.handle("disconnect", self.disconnect)
         control.handle("unsubscribe", self.unsubscribe)
         control.handle("revoke", self.revoke)
+
+    async def stats(self, args: Mapping[str, Any]) -> dict[str, Any]:
+        return self._stats.snapshot()
+
+    async def channels(self, args: Mapping[str, Any]) -> dict[str, Any]:
+        """The channels with subscribers here, busiest first, and how many each has."""
+        limit = ListArgs.model_validate(args).limit
+        counts = Counter(
+            name for conn in self._of(_any) for name in self._gateway.channels_of(conn.sid)
+        )
+        return {"channels": dict(counts.most_common(limit)), "total": len(counts)}
+
+    async def all_connections(self, args: Mapping[str, Any]) -> dict[str, Any]:
+        """This node's connections, oldest first, at most ``limit``."""
+        limit = ListArgs.model_validate(args).limit
+        conns = sorted(self._of(_any), key=lambda c: c.connected_since)
+        return {"connections": [self.describe(c) for c in conns[:limit]], "total": len(conns)}
 
     async def connections(self, args: Mapping[str, Any]) -> list[dict[str, Any]]:
         user = UserArgs.model_validate(args).user
@@ -134,3 +168,7 @@ class NodeAdmin:
 
     def _of(self, wanted: Callable[[Connection], bool]) -> list[Connection]:
         return [conn for conn in self._gateway.local_connections() if wanted(conn)]
+
+
+def _any(conn: Connection) -> bool:
+    return True

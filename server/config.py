@@ -112,6 +112,8 @@ class Settings(BaseSettings):
     admin_heartbeat_s: float = Field(default=2.0, gt=0, le=60)
     admin_request_timeout_s: float = Field(default=2.0, gt=0, le=30)
     revocation_refresh_s: float = Field(default=30.0, gt=0)
+    # Each node publishes its numbers on admin:stats this often (the admin console).
+    admin_stats_interval_s: float = Field(default=2.0, gt=0, le=60)
 
     @field_validator("jwt_algorithms", "cors_origins", "latest_value_events", mode="before")
     @classmethod

@@ -102,6 +102,10 @@ class SocketGateway:
         self.draining = False
         # Told of every connection that ends (the document engine drops its memberships).
         self.on_gone: Callable[[str], Awaitable[None]] | None = None
+        # Told of every error answered and every client the server disconnects (with the
+        # user, code and message): the admin console's recent errors and slow consumers.
+        self.on_error: Callable[[str, str], None] | None = None
+        self.on_kick: Callable[[str, str, ErrorCode, str], None] | None = None
 
     def register(self) -> None:
         sio = self._sio
@@ -184,6 +188,9 @@ class SocketGateway:
         """This node's connections (for the admin API)."""
         return list(self._connections.values())
 
+    def channel_count(self) -> int:
+        return self._hub.channel_count
+
     def channels_of(self, sid: str) -> frozenset[str]:
         return self._hub.channels_of(sid)
 
@@ -227,6 +234,8 @@ class SocketGateway:
         }
         self._metrics.disconnects.labels(code.value).inc()
         conn = self._connections.get(sid)
+        if self.on_kick is not None:
+            self.on_kick(sid, conn.principal.sub if conn else "", code, message)
         token = bind(connection=sid, user=conn.principal.sub if conn else "")
         try:
             # A drain says it once for every client; the node logs that it drains.
@@ -339,6 +348,8 @@ class SocketGateway:
 
     def _error(self, ack: Ack) -> Ack:
         self._metrics.request_errors.labels(ack["error"]["code"]).inc()
+        if self.on_error is not None:
+            self.on_error(ack["error"]["code"], ack["error"]["message"])
         return ack
 
     async def on_unknown_event(self, event: str, sid: str, *args: Any) -> Ack:

@@ -35,6 +35,7 @@ from realtime.presence_status import StatusBoard
 from realtime.presence_tracker import PresenceTracker
 from realtime.presence_typing import TypingTracker
 from server.admin_node import NodeAdmin
+from server.admin_stats import NodeStats
 from server.auth import TokenVerifier
 from server.authz import Authorizer, OwnerLookup
 from server.config import DOC_FRAME_OVERHEAD, Settings
@@ -89,6 +90,7 @@ class Runtime:
     collab: CollabEngine
     control: ControlPlane
     revocations: Revocations
+    stats: NodeStats
 
     async def readiness(self) -> dict[str, str]:
         """Each dependency's status: "ok", or what is wrong with it (1 s per check)."""
@@ -126,6 +128,7 @@ class Runtime:
             await stack.enter_async_context(self.revocations)
             # Exits before the broker: the others hear that this node leaves.
             await stack.enter_async_context(self.control)
+            await stack.enter_async_context(self.stats)
             await stack.enter_async_context(self.presence_store)
             await stack.enter_async_context(self.statuses)
             # Exits before the broker: this node's presence leaves are still published.
@@ -286,7 +289,15 @@ def build_runtime(settings: Settings) -> Runtime:
         metrics=metrics,
     )
     gateway.register()
-    NodeAdmin(node_id=node_id, gateway=gateway, revocations=revocations).register(control)
+    stats = NodeStats(
+        node_id=node_id,
+        metrics=metrics,
+        gateway=gateway,
+        broker=broker,
+        interval_s=settings.admin_stats_interval_s,
+    )
+    admin = NodeAdmin(node_id=node_id, gateway=gateway, revocations=revocations, stats=stats)
+    admin.register(control)
     DocGateway(engine=collab, store=documents, settings=settings).register(sio, gateway)
 
     async def kick_slow(eio_sid: str) -> None:
@@ -327,6 +338,7 @@ def build_runtime(settings: Settings) -> Runtime:
         collab=collab,
         control=control,
         revocations=revocations,
+        stats=stats,
     )
 
 
