@@ -8,7 +8,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from playwright.sync_api import BrowserContext, Page, expect
+from playwright.sync_api import BrowserContext, Page, ViewportSize, expect
 
 from tests.support.cluster import shared_stores
 from tests.support.live import API_KEY, LiveServer, live_server, make_token
@@ -18,7 +18,7 @@ FAST = {
     "TANDEM_ADMIN_STATS_INTERVAL_S": "0.5",
     "TANDEM_ADMIN_REQUEST_TIMEOUT_S": "2",
 }
-PHONE = {"width": 390, "height": 844}
+PHONE: ViewportSize = {"width": 390, "height": 844}
 REGIONS = (
     "#nodes-section",
     "#connections-section",
