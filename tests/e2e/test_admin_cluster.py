@@ -282,6 +282,59 @@ async def test_bad_input_is_refused_and_changes_nothing(
         assert (await anonymous.get("/api/admin/nodes", headers=wrong)).status_code == 401
 
 
+async def test_stats_channels_and_connections_of_every_node(
+    nodes: tuple[LiveServer, LiveServer],
+) -> None:
+    a, b = nodes
+    id_a, id_b = await node_ids(a, b)
+    room = f"room:stats-{uuid.uuid4().hex[:8]}"
+    token = a.token(user(), channels=[room])
+    async with connected(a.url, token) as on_a, connected(b.url, token) as on_b:
+        for client in (on_a, on_b):
+            assert (await client.call("subscribe", {"channel": room}))["ok"]
+        async with admin(a) as http:
+            stats = (await http.get("/api/admin/stats")).json()
+            channels = (await http.get("/api/admin/channels")).json()
+            listed = (await http.get("/api/admin/connections")).json()
+            too_many = await http.get("/api/admin/channels?limit=0")
+        sids = {on_a.client.get_sid(), on_b.client.get_sid()}
+    assert [s["node"] for s in stats["stats"]] == sorted([id_a, id_b]) and stats["missing"] == []
+    assert all(s["connections"] >= 1 and s["subscriptions"] >= 1 for s in stats["stats"])
+    lobby = next(c for c in channels["channels"] if c["channel"] == room)
+    assert lobby["subscribers"] == 2 and lobby["nodes"] == {id_a: 1, id_b: 1}
+    assert sids <= {c["connection"] for c in listed["connections"]}
+    assert listed["total"] >= 2
+    assert too_many.status_code == 422
+
+
+async def test_only_admins_follow_the_stats_channel(nodes: tuple[LiveServer, LiveServer]) -> None:
+    a, b = nodes
+    id_a, id_b = await node_ids(a, b)
+    granted = a.token(user(), channels=["admin:*", "admin:stats"])
+    async with connected(a.url, granted) as client:
+        refused = await client.call("subscribe", {"channel": "admin:stats"})
+        assert refused["error"]["code"] == "permission_denied"
+        published = await client.call(
+            "publish", {"channel": "admin:stats", "event": "admin.stats", "data": {}}
+        )
+        assert published["error"]["code"] == "permission_denied"
+    async with connected(b.url, a.token("ops", scope="admin")) as console:
+        assert (await console.call("subscribe", {"channel": "admin:stats"}))["ok"]
+        seen: set[str] = set()
+        async with asyncio.timeout(10):
+            while seen != {id_a, id_b}:
+                event, snapshot = await console.next(timeout=10)
+                assert event == "admin.stats"
+                seen.add(snapshot["data"]["node"])
+    for name in ("_control:requests", "_control:heartbeat"):
+        async with connected(a.url, a.token("ops", scope="admin")) as console:
+            ack = await console.call("subscribe", {"channel": name})
+            assert ack["error"]["code"] == "unknown_channel"
+        async with admin(a) as http:
+            body = {"channel": name, "event": "control.request", "data": {}}
+            assert (await http.post("/api/publish", json=body)).status_code == 422
+
+
 async def test_a_node_that_is_down_is_reported_missing(
     nodes: tuple[LiveServer, LiveServer], stores: tuple[Path, dict[str, str]]
 ) -> None:
