@@ -162,3 +162,34 @@ def check_layout(page: Page, path: Path, width: int) -> None:
         "document.documentElement.scrollWidth - document.documentElement.clientWidth"
     )
     assert overflow <= 0, f"{overflow}px of horizontal overflow at {width}px"
+
+
+def test_console_unsubscribes_a_user_and_revokes_their_tokens(
+    page: Page, context: BrowserContext, nodes: tuple[LiveServer, LiveServer]
+) -> None:
+    a, b = nodes
+    tab = connect_client(context, b, "hedy")
+    sign_in(page, a, API_KEY)
+    hedy = page.locator('#connections tr[data-user="hedy"]')
+    expect(hedy).to_contain_text("room:lobby")
+
+    page.get_by_label("Channel name").fill("room:lobby")
+    page.get_by_role("button", name="Open", exact=True).click()
+    expect(page.locator("#presence")).to_contain_text("(hedy)")
+    page.get_by_label("Unsubscribe user").fill("hedy")
+    page.get_by_role("button", name="Unsubscribe").click()
+    page.locator("#confirm-ok").click()
+    expect(page.locator("#result")).to_contain_text("Ended 1 subscription(s) of hedy to room:lobby")
+    tab.wait_for_function("window.seen.errors.includes('unsubscribed_by_admin')")
+    expect(hedy).not_to_contain_text("room:lobby")
+    assert tab.evaluate("window.client.connected")
+
+    page.get_by_label("User", exact=True).fill("hedy")
+    page.get_by_role("button", name="Revoke tokens").click()
+    expect(page.locator("#confirm-text")).to_contain_text("Revoke every token of hedy")
+    page.locator("#confirm-ok").click()
+    expect(page.locator("#result")).to_contain_text("Revoked tokens of hedy")
+    expect(page.locator("#result")).to_contain_text("disconnected 1")
+    expect(hedy).to_have_count(0)
+    tab.wait_for_function("window.seen.status.at(-1) === 'closed'")
+    assert "token_revoked" in tab.evaluate("window.seen.errors")
