@@ -331,7 +331,7 @@ async def test_only_admins_follow_the_stats_channel(nodes: tuple[LiveServer, Liv
             ack = await console.call("subscribe", {"channel": name})
             assert ack["error"]["code"] == "unknown_channel"
         async with admin(a) as http:
-            body = {"channel": name, "event": "control.request", "data": {}}
+            body: dict[str, Any] = {"channel": name, "event": "control.request", "data": {}}
             assert (await http.post("/api/publish", json=body)).status_code == 422
 
 
