@@ -20,8 +20,13 @@ async def console(runtime: RuntimeDep) -> HTMLResponse:
     return HTMLResponse(_page(runtime.settings.serializer), headers=_HEADERS)
 
 
-# The key is typed into this page: no framing by other sites, no referrer leaks.
+# The key is typed into this page: only its own scripts run, no other site frames it, no
+# referrer leaks.
 _HEADERS = {
+    "Content-Security-Policy": (
+        "default-src 'self'; connect-src 'self' ws: wss:; img-src 'self' data:; "
+        "frame-ancestors 'none'; base-uri 'none'; form-action 'none'"
+    ),
     "X-Frame-Options": "DENY",
     "Referrer-Policy": "no-referrer",
     "Cache-Control": "no-store",

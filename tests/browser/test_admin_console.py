@@ -99,7 +99,7 @@ def test_console_shows_the_cluster_and_disconnects_a_user(
     # Two nodes, both alive, with live numbers from admin:stats.
     expect(page.locator("#nodes tr")).to_have_count(2)
     expect(page.locator("#nodes .status-alive")).to_have_count(2)
-    page.wait_for_function("window.adminTrace.snapshots >= 4")
+    page.wait_for_function("() => window.adminTrace.snapshots >= 4")
     grace = page.locator('#connections tr[data-user="grace"]')
     expect(grace).to_have_count(1)
     expect(grace).to_contain_text("room:lobby")
