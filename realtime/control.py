@@ -129,7 +129,7 @@ class ControlPlane:
         self._running: set[asyncio.Task[None]] = set()
         self._started_at = time.time()
         self._subscribed = False
-        self._beat = Periodic(self._heartbeat, heartbeat_s, name="control-heartbeat")
+        self._beat = Periodic(self._beat_once, heartbeat_s, name="control-heartbeat")
 
     def use(self, broker: Broker) -> None:
         self._broker = broker
@@ -140,8 +140,7 @@ class ControlPlane:
     # -- lifecycle ----------------------------------------------------------------------------
 
     async def __aenter__(self) -> Self:
-        with contextlib.suppress(BrokerUnavailable):
-            await self._heartbeat()
+        await self._beat_once()
         self._beat.start()
         return self
 
@@ -160,6 +159,13 @@ class ControlPlane:
                 await self._require_broker().publish(
                     HEARTBEAT_CHANNEL, _LEAVING_EVENT, {"node": self.node_id}
                 )
+
+    async def _beat_once(self) -> None:
+        try:
+            await self._heartbeat()
+        except BrokerUnavailable as exc:
+            # The broker logs its outage; the next beat tries again.
+            log.debug("no heartbeat this round: %s", exc)
 
     async def _heartbeat(self) -> None:
         broker = self._require_broker()
