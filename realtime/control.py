@@ -44,6 +44,8 @@ _REPLY_EVENT = "control.reply"
 # error), so a flood on the control channel cannot pile up tasks without limit.
 _MAX_RUNNING = 32
 _MAX_ID = 64
+# Tolerated difference between nodes' clocks when judging a request's deadline.
+_CLOCK_SKEW_S = 5.0
 
 # Runs one request on this node: its ``args`` (unchecked: the handler validates them) to a
 # JSON-able result. ValueError means the arguments were bad.
@@ -222,7 +224,13 @@ class ControlPlane:
         live = {n.node for n in nodes if n.alive} | {self.node_id}
         request_id = secrets.token_hex(8)
         pending = self._pending[request_id] = _Pending(set(live))
-        body = {"id": request_id, "from": self.node_id, "op": op, "args": dict(args)}
+        body = {
+            "id": request_id,
+            "from": self.node_id,
+            "op": op,
+            "args": dict(args),
+            "deadline": time.time() + wait_s,
+        }
         try:
             await broker.publish(REQUEST_CHANNEL, _REQUEST_EVENT, body)
             with contextlib.suppress(TimeoutError):
@@ -267,8 +275,19 @@ class ControlPlane:
 
     def _on_request(self, data: dict[str, Any]) -> None:
         request_id, sender, op, args = (data.get(k) for k in ("id", "from", "op", "args"))
-        if not (_valid_id(request_id) and _valid_id(sender) and isinstance(op, str)):
+        deadline = data.get("deadline")
+        if not (
+            _valid_id(request_id)
+            and _valid_id(sender)
+            and isinstance(op, str)
+            and isinstance(deadline, int | float)
+        ):
             log.warning("dropping a malformed control request")
+            return
+        if time.time() > deadline + _CLOCK_SKEW_S:
+            # Replayed from the stream after this node was cut off: nobody waits for the
+            # answer, and acting now (disconnecting someone minutes later) would surprise.
+            log.info("dropping control request %s: past its deadline", op[:40])
             return
         args = args if isinstance(args, dict) else {}
         if len(self._running) >= _MAX_RUNNING:

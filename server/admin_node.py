@@ -70,6 +70,7 @@ class NodeAdmin:
         self._gateway = gateway
         self._revocations = revocations
         self._stats = stats
+        revocations.on_revoked = self._enforce
 
     def register(self, control: ControlPlane) -> None:
         control.handle("stats", self.stats)
@@ -151,8 +152,12 @@ class NodeAdmin:
     async def revoke(self, args: Mapping[str, Any]) -> dict[str, Any]:
         request = RevokeArgs.model_validate(args)
         self._revocations.note(request.user, request.before)
+        return {"disconnected": await self._enforce({request.user})}
+
+    async def _enforce(self, users: set[str]) -> int:
+        """Disconnect the connections of ``users`` authenticated with a revoked token."""
         revoked = self._revocations.revoked
-        targets = self._of(lambda c: c.principal.sub == request.user and revoked(c.principal))
+        targets = self._of(lambda c: c.principal.sub in users and revoked(c.principal))
         await asyncio.gather(
             *(
                 self._gateway.kick(
@@ -164,7 +169,7 @@ class NodeAdmin:
                 for conn in targets
             )
         )
-        return {"disconnected": len(targets)}
+        return len(targets)
 
     def _of(self, wanted: Callable[[Connection], bool]) -> list[Connection]:
         return [conn for conn in self._gateway.local_connections() if wanted(conn)]

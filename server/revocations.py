@@ -9,6 +9,7 @@ lost while it was cut off from the broker, and a restart reads it afresh.
 from __future__ import annotations
 
 import logging
+from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
 from types import TracebackType
 from typing import Self
@@ -25,7 +26,11 @@ class Revocations:
     def __init__(self, db: Database, *, refresh_s: float = 30.0) -> None:
         self._db = db
         self._before: dict[str, float] = {}
+        self._loaded = False
         self._refresh = Periodic(self.load, refresh_s, name="revocations-refresh")
+        # Told of the users whose revocation a refresh found newer than this node knew (a
+        # message it missed): their connections still open must be cut here too.
+        self.on_revoked: Callable[[set[str]], Awaitable[object]] | None = None
 
     def revoked(self, principal: Principal) -> bool:
         """Issued before its user's revocation time; a token without ``iat`` cannot show it
@@ -38,9 +43,14 @@ class Revocations:
     def before(self, user: str) -> float | None:
         return self._before.get(user)
 
-    def note(self, user: str, before: float) -> None:
-        """A revocation recorded (by any node): enforce it from now on."""
-        self._before[user] = max(before, self._before.get(user, before))
+    def note(self, user: str, before: float) -> bool:
+        """A revocation recorded (by any node): enforce it from now on. True when it is
+        newer than what this node knew."""
+        known = self._before.get(user)
+        if known is not None and known >= before:
+            return False
+        self._before[user] = before
+        return True
 
     async def record(self, user: str, before: datetime) -> float:
         """Store a revocation durably; returns the time in force for ``user`` (a later one
@@ -55,8 +65,12 @@ class Revocations:
     async def load(self) -> None:
         async with self._db.transaction() as session:
             stored = await SqlRevocationRepository(session).all()
-        for user, before in stored.items():
-            self.note(user, before.timestamp())
+        first = not self._loaded
+        newer = {user for user, before in stored.items() if self.note(user, before.timestamp())}
+        self._loaded = True
+        # At start no connection is open yet; later, what was missed is enforced now.
+        if newer and not first and self.on_revoked is not None:
+            await self.on_revoked(newer)
 
     async def __aenter__(self) -> Self:
         try:

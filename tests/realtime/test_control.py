@@ -141,6 +141,13 @@ async def test_malformed_control_messages_are_dropped(cluster: Cluster) -> None:
         control.handle("record", record)
         junk: list[tuple[str, str, Any]] = [
             (REQUEST_CHANNEL, "control.request", "not a dict"),
+            # No deadline, and one long past (replayed after an outage): never run.
+            (REQUEST_CHANNEL, "control.request", {"id": "1", "from": "x", "op": "record"}),
+            (
+                REQUEST_CHANNEL,
+                "control.request",
+                {"id": "1", "from": "x", "op": "record", "deadline": time.time() - 60},
+            ),
             (REQUEST_CHANNEL, "control.request", {"id": 5, "from": "x", "op": "record"}),
             (REQUEST_CHANNEL, "control.request", {"id": "1", "from": "x" * 65, "op": "record"}),
             (REQUEST_CHANNEL, "control.request", {"id": "1", "from": "x", "op": ["record"]}),

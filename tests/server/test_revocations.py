@@ -64,3 +64,22 @@ async def test_the_verifier_refuses_a_revoked_token(db: Database) -> None:
     with pytest.raises(TokenRevoked):
         verifier.verify(old)
     assert verifier.verify(fresh).sub == "alice"
+
+
+async def test_a_refresh_enforces_what_a_node_missed(db: Database) -> None:
+    told: list[set[str]] = []
+
+    async def enforce(users: set[str]) -> None:
+        told.append(users)
+
+    node = Revocations(db)
+    node.on_revoked = enforce
+    await node.load()  # at start: nothing is open yet, nothing to enforce
+    other = Revocations(db)
+    await other.record("alice", datetime.fromtimestamp(T, UTC))
+    await other.record("bob", datetime.fromtimestamp(T, UTC))
+    node.note("bob", T)  # bob's was heard over the control plane
+    await node.load()
+    await node.load()
+    assert told == [{"alice"}]
+    assert node.revoked(Principal("alice", issued_at=T - 1))
