@@ -6,7 +6,7 @@ import asyncio
 import logging
 import secrets
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable
 from contextlib import AsyncExitStack, asynccontextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -217,9 +217,10 @@ def build_runtime(settings: Settings) -> Runtime:
         },
     )
 
-    async def on_publication(pub: Publication) -> None:
+    def on_publication(pub: Publication) -> Awaitable[None]:
         # The control plane's reserved channels never reach the hub (no client is on them).
-        await (control.on_publication if is_control(pub.channel) else hub.on_publication)(pub)
+        # Not a coroutine of its own: no extra frame per publication on the fan-out path.
+        return (control.on_publication if is_control(pub.channel) else hub.on_publication)(pub)
 
     broker = create_broker(settings.broker_url, options, on_publication, on_reset=hub.on_reset)
     hub.use(broker)
