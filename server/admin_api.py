@@ -1,7 +1,8 @@
-"""The admin API: a user's live connections on every node, and acting on them (disconnect,
-unsubscribe, revoke their tokens). Every action reaches whichever node holds the connection,
-over the control plane; answers are gathered within ``TANDEM_ADMIN_REQUEST_TIMEOUT_S`` and
-the nodes that did not answer are named, never waited on longer."""
+"""The admin API: the nodes, their numbers, channels and connections; a user's live
+connections on every node, and acting on them (disconnect, unsubscribe, revoke their tokens).
+Every request reaches whichever node holds the connections, over the control plane; answers
+are gathered within ``TANDEM_ADMIN_REQUEST_TIMEOUT_S`` and the nodes that did not answer are
+named, never waited on longer."""
 
 from __future__ import annotations
 
