@@ -427,6 +427,9 @@ class Client:
 
     def _notify(self, notice: Notice) -> None:
         log.info("server notice: %s (%s)", notice.code, notice.message)
+        sub = self._subs.get(notice.channel) if notice.channel is not None else None
+        if sub is not None:  # the server ended it: not resubscribed after a reconnect
+            self._drop(sub, error_class(notice.code)(notice.message, code=notice.code))
         for callback in self._notice_callbacks:
             try:
                 result = callback(notice)

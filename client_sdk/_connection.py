@@ -170,8 +170,10 @@ class Connection:
         self._closed()
 
     def _handle_notice(self, data: object = None, *_: object) -> None:
-        self.notice = Notice.from_wire(data)
-        self._on_notice(self.notice)
+        notice = Notice.from_wire(data)
+        if notice.channel is None:  # about the connection: it decides how to reconnect
+            self.notice = notice
+        self._on_notice(notice)
 
     def _handle_event(self, event: str, *args: Any) -> None:
         if len(args) == 1 and isinstance(args[0], Mapping):

@@ -42,6 +42,24 @@ class TokenExpired(TandemError):
     default_code = "token_expired"
 
 
+class TokenRevoked(Unauthorized):
+    """An operator revoked the tokens issued to this user before a time; get a new one."""
+
+    default_code = "token_revoked"
+
+
+class DisconnectedByAdmin(TandemError):
+    """An operator disconnected this client (the admin API)."""
+
+    default_code = "disconnected_by_admin"
+
+
+class UnsubscribedByAdmin(TandemError):
+    """An operator ended this client's subscription to a channel (the admin API)."""
+
+    default_code = "unsubscribed_by_admin"
+
+
 class PermissionDenied(TandemError):
     """The caller may not subscribe or publish to that channel."""
 
@@ -166,6 +184,9 @@ _BY_CODE: dict[str, type[TandemError]] = {
     for cls in (
         Unauthorized,
         TokenExpired,
+        TokenRevoked,
+        DisconnectedByAdmin,
+        UnsubscribedByAdmin,
         PermissionDenied,
         UnknownChannel,
         InvalidPayload,

@@ -181,19 +181,23 @@ class Token:
 
 @dataclass(frozen=True, slots=True)
 class Notice:
-    """A ``server.notice``: why the server is about to close the connection.
+    """A ``server.notice``: why the server is about to close the connection (or, with
+    ``channel``, ended that subscription).
 
     Attributes:
         code: An error code such as ``"token_expired"``, ``"shutdown"`` or ``"slow"``.
         message: A human-readable explanation.
         reconnect: Whether the client should reconnect.
         retry_after_ms: How long to wait before reconnecting, in milliseconds.
+        channel: Set when the notice ends one subscription (``unsubscribed_by_admin``), not
+            the connection.
     """
 
     code: str
     message: str
     reconnect: bool
     retry_after_ms: int
+    channel: str | None = None
 
     @classmethod
     def from_wire(cls, body: object) -> Notice:
@@ -205,6 +209,7 @@ class Notice:
             message=str(fields.get("message") or ""),
             reconnect=fields.get("reconnect") is not False,
             retry_after_ms=retry_after if isinstance(retry_after, int) and retry_after > 0 else 0,
+            channel=channel if isinstance(channel := fields.get("channel"), str) else None,
         )
 
 

@@ -27,6 +27,10 @@ class ErrorCode(StrEnum):
     SHUTDOWN = "shutdown"
     BROKER_UNAVAILABLE = "broker_unavailable"
     INTERNAL = "internal"
+    # Server notices of an operator's actions (the admin API); never an ack's error.
+    DISCONNECTED_BY_ADMIN = "disconnected_by_admin"
+    UNSUBSCRIBED_BY_ADMIN = "unsubscribed_by_admin"
+    TOKEN_REVOKED = "token_revoked"
 
 
 class DomainError(Exception):
@@ -46,6 +50,12 @@ class Unauthorized(DomainError):
 
 class TokenExpired(DomainError):
     code = ErrorCode.TOKEN_EXPIRED
+
+
+class TokenRevoked(DomainError):
+    """The token was issued before a revocation of its user's tokens."""
+
+    code = ErrorCode.TOKEN_REVOKED
 
 
 class PermissionDenied(DomainError):

@@ -22,6 +22,8 @@ class ChannelKind(StrEnum):
     AIRPORT = "airport"
     DOC = "doc"
     ROOM = "room"
+    # Operators' channels (``admin:stats``): the admin scope only, never a grant.
+    ADMIN = "admin"
 
 
 @dataclass(frozen=True, slots=True)
@@ -40,6 +42,7 @@ POLICIES: dict[ChannelKind, KindPolicy] = {
     ChannelKind.AIRPORT: KindPolicy(client_publish=False, presence=False, stateful=False),
     ChannelKind.DOC: KindPolicy(client_publish=True, presence=True, stateful=False),
     ChannelKind.ROOM: KindPolicy(client_publish=True, presence=True, stateful=False),
+    ChannelKind.ADMIN: KindPolicy(client_publish=False, presence=False, stateful=False),
 }
 
 

@@ -18,6 +18,8 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 
 from domain.errors import DomainError, ErrorCode
 from server import (
+    admin_api,
+    admin_console,
     demo,
     demo_editor,
     docs_api,
@@ -136,6 +138,8 @@ def _build_api(runtime: Runtime) -> FastAPI:
     api.include_router(docs_api.router)
     api.include_router(keys_api.router)
     api.include_router(health.router)
+    api.include_router(admin_api.router)
+    api.include_router(admin_console.router)
     # tandem.js and the vendored socket.io-client, for any page; the demo only when enabled.
     api.mount("/static", StaticFiles(directory=demo.STATIC_DIR), name="static")
     if runtime.settings.demo_enabled:

@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
 import jwt
 
-from domain.errors import TokenExpired, Unauthorized
+from domain.errors import TokenExpired, TokenRevoked, Unauthorized
 from server.config import Settings
 
 _HMAC = ("HS256", "HS384", "HS512")
@@ -28,15 +29,23 @@ class Principal:
     doc_grants: tuple[tuple[str, str], ...] = ()
     # A named API key's scopes; None for a user and for a key with every scope.
     scopes: tuple[str, ...] | None = None
+    # The ``iat`` claim: tokens issued before a revocation of their user are refused.
+    issued_at: float | None = None
 
 
 SERVICE = Principal(sub="service", admin=True, is_service=True)
 
 
-class TokenVerifier:
-    """Checks signature (allow-listed algorithms only), ``exp``, ``nbf``, ``aud`` and ``iss``."""
+# Whether a principal's token was revoked (issued before its user's revocation time).
+RevocationCheck = Callable[[Principal], bool]
 
-    def __init__(self, settings: Settings) -> None:
+
+class TokenVerifier:
+    """Checks signature (allow-listed algorithms only), ``exp``, ``nbf``, ``aud`` and ``iss``,
+    and, given ``revoked``, that the token was not revoked."""
+
+    def __init__(self, settings: Settings, *, revoked: RevocationCheck | None = None) -> None:
+        self._revoked = revoked
         self._algorithms = list(settings.jwt_algorithms)
         self._secret = settings.jwt_secret.get_secret_value()
         public = settings.jwt_public_key
@@ -72,7 +81,10 @@ class TokenVerifier:
             raise TokenExpired("token has expired; connect again with a fresh token") from None
         except jwt.PyJWTError as exc:
             raise Unauthorized(f"invalid token: {exc}") from None
-        return principal_from_claims(claims)
+        principal = principal_from_claims(claims)
+        if self._revoked is not None and self._revoked(principal):
+            raise TokenRevoked("this token was revoked; get a new one")
+        return principal
 
 
 def principal_from_claims(claims: dict[str, Any]) -> Principal:
@@ -83,6 +95,9 @@ def principal_from_claims(claims: dict[str, Any]) -> Principal:
     channels = claims.get("channels", [])
     if not isinstance(channels, list) or not all(isinstance(c, str) for c in channels):
         raise Unauthorized("token claim 'channels' must be a list of channel names")
+    issued = claims.get("iat")
+    if issued is not None and (isinstance(issued, bool) or not isinstance(issued, int | float)):
+        raise Unauthorized("token claim 'iat' must be a number")
     scope = claims.get("scope", "")
     scopes = scope.split() if isinstance(scope, str) else scope
     if not isinstance(scopes, list):
@@ -94,6 +109,7 @@ def principal_from_claims(claims: dict[str, Any]) -> Principal:
         admin="admin" in scopes,
         expires_at=float(claims["exp"]),
         doc_grants=_doc_grants(claims.get("docs", {})),
+        issued_at=None if issued is None else float(issued),
     )
 
 

@@ -127,6 +127,14 @@ class Settings(BaseSettings):
     webhook_poll_interval_s: float = Field(default=1.0, gt=0, le=60)
     # Delivered and dead deliveries are deleted this long after they were made.
     webhook_retention_s: float = Field(default=7 * 86_400, ge=60)
+    # The admin API: nodes announce themselves this often on the control plane, a request
+    # to every node waits this long for their answers, and every node re-reads the token
+    # revocations this often (besides being told of each new one at once).
+    admin_heartbeat_s: float = Field(default=2.0, gt=0, le=60)
+    admin_request_timeout_s: float = Field(default=2.0, gt=0, le=30)
+    revocation_refresh_s: float = Field(default=30.0, gt=0)
+    # Each node publishes its numbers on admin:stats this often (the admin console).
+    admin_stats_interval_s: float = Field(default=2.0, gt=0, le=60)
 
     @field_validator("jwt_algorithms", "cors_origins", "latest_value_events", mode="before")
     @classmethod

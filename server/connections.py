@@ -22,6 +22,10 @@ class Connection:
     doc_bucket: TokenBucket | None = None
     awareness_bucket: TokenBucket | None = None
     connected_at: float = field(default_factory=time.monotonic)
+    # For operators (the admin API): when, from where and with what the client connected.
+    connected_since: float = field(default_factory=time.time)
+    address: str = ""
+    user_agent: str = ""
     expiry: asyncio.TimerHandle | None = None
 
     def close(self) -> None:

@@ -13,6 +13,7 @@ from domain.errors import DomainError, ErrorCode, RateLimited
 HTTP_STATUS: dict[ErrorCode, int] = {
     ErrorCode.UNAUTHORIZED: 401,
     ErrorCode.TOKEN_EXPIRED: 401,
+    ErrorCode.TOKEN_REVOKED: 401,
     ErrorCode.PERMISSION_DENIED: 403,
     ErrorCode.UNKNOWN_CHANNEL: 422,
     ErrorCode.INVALID_PAYLOAD: 422,

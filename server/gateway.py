@@ -102,6 +102,10 @@ class SocketGateway:
         self.draining = False
         # Told of every connection that ends (the document engine drops its memberships).
         self.on_gone: Callable[[str], Awaitable[None]] | None = None
+        # Told of every error answered and every client the server disconnects (with the
+        # user, code and message): the admin console's recent errors and slow consumers.
+        self.on_error: Callable[[str, str], None] | None = None
+        self.on_kick: Callable[[str, str, ErrorCode, str], None] | None = None
 
     def register(self) -> None:
         sio = self._sio
@@ -126,11 +130,11 @@ class SocketGateway:
         fields = {"request_id": handshake} if handshake else {}
         token = bind(connection=sid, **fields)
         try:
-            await self._connect(sid, auth)
+            await self._connect(sid, auth, _client_of(environ))
         finally:
             unbind(token)
 
-    async def _connect(self, sid: str, auth: Any) -> None:
+    async def _connect(self, sid: str, auth: Any, client: tuple[str, str]) -> None:
         if self.draining:
             self._refuse(
                 "shutdown",
@@ -148,6 +152,8 @@ class SocketGateway:
             bucket=TokenBucket(settings.client_rate_per_s, settings.client_burst),
             presence_bucket=TokenBucket(settings.presence_rate_per_s, settings.presence_burst),
             transport=self._sio.transport(sid),
+            address=client[0],
+            user_agent=client[1],
         )
         if principal.expires_at is not None:
             delay = max(0.0, principal.expires_at - time.time())
@@ -178,6 +184,41 @@ class SocketGateway:
         self._metrics.connections.set(len(self._connections))
         self._metrics.disconnects.labels(str(reason or "unknown")).inc()
 
+    def local_connections(self) -> list[Connection]:
+        """This node's connections (for the admin API)."""
+        return list(self._connections.values())
+
+    def channel_count(self) -> int:
+        return self._hub.channel_count
+
+    def channels_of(self, sid: str) -> frozenset[str]:
+        return self._hub.channels_of(sid)
+
+    def transport_of(self, sid: str) -> str:
+        """The transport now: a polling connection may have upgraded since it connected."""
+        try:
+            return str(self._sio.transport(sid))
+        except Exception:  # gone meanwhile
+            return "unknown"
+
+    async def end_subscription(
+        self, sid: str, channel: Channel, code: ErrorCode, message: str
+    ) -> bool:
+        """Tell the client (a ``server.notice`` naming the channel), then end its
+        subscription to ``channel``; False when it had none."""
+        name = str(channel)
+        if not self._hub.is_subscribed(sid, name):
+            return False
+        notice = {"code": code.value, "message": message, "reconnect": True, "channel": name}
+        try:
+            await self._sio.emit(NOTICE_EVENT, notice, to=sid)
+        except Exception:  # the transport may already be gone; unsubscribe all the same
+            log.debug("could not notify %s before unsubscribing", sid, exc_info=True)
+        if self._hub.is_subscribed(sid, name):
+            await self._leave(sid, channel)
+            self._metrics.subscriptions.dec()
+        return True
+
     def _on_expired(self, sid: str) -> None:
         self._spawn(self.kick(sid, ErrorCode.TOKEN_EXPIRED, "token expired", reconnect=True))
 
@@ -193,6 +234,8 @@ class SocketGateway:
         }
         self._metrics.disconnects.labels(code.value).inc()
         conn = self._connections.get(sid)
+        if self.on_kick is not None:
+            self.on_kick(sid, conn.principal.sub if conn else "", code, message)
         token = bind(connection=sid, user=conn.principal.sub if conn else "")
         try:
             # A drain says it once for every client; the node logs that it drains.
@@ -305,6 +348,8 @@ class SocketGateway:
 
     def _error(self, ack: Ack) -> Ack:
         self._metrics.request_errors.labels(ack["error"]["code"]).inc()
+        if self.on_error is not None:
+            self.on_error(ack["error"]["code"], ack["error"]["message"])
         return ack
 
     async def on_unknown_event(self, event: str, sid: str, *args: Any) -> Ack:
@@ -442,6 +487,16 @@ class SocketGateway:
             "epoch": result.epoch,
             "duplicate": result.duplicate,
         }
+
+
+def _client_of(environ: dict[str, Any]) -> tuple[str, str]:
+    """The client's address and user agent from the handshake, bounded in length."""
+    # Engine.IO's ASGI driver fills REMOTE_ADDR with a constant; the scope has the peer.
+    scope = environ.get("asgi.scope")
+    client = scope.get("client") if isinstance(scope, dict) else None
+    address = client[0] if client else environ.get("REMOTE_ADDR") or ""
+    agent = environ.get("HTTP_USER_AGENT") or ""
+    return str(address)[:64], str(agent)[:256]
 
 
 def _presence_bucket(conn: Connection) -> TokenBucket:

@@ -380,9 +380,14 @@ async def presence(channel: str, caller: Caller, runtime: RuntimeDep) -> Presenc
 
 @router.post("/tokens", response_model=TokenResponse)
 async def create_token(
-    body: TokenRequest, _: Annotated[Principal, needs("tokens", service=True)], runtime: RuntimeDep
+    body: TokenRequest,
+    caller: Annotated[Principal, needs("tokens", service=True)],
+    runtime: RuntimeDep,
 ) -> TokenResponse:
-    """Mint a user token with explicit channel grants (for pages and scripts)."""
+    """Mint a user token with explicit channel grants (for pages and scripts); a token with
+    the ``admin`` scope takes an admin key."""
+    if body.scope and ADMIN in body.scope.split():
+        allowed(caller, ADMIN)
     settings = runtime.settings
     if body.ttl > settings.token_max_ttl_s:
         raise InvalidPayload(f"ttl may be at most {settings.token_max_ttl_s} seconds")

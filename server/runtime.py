@@ -6,7 +6,7 @@ import asyncio
 import logging
 import secrets
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable
 from contextlib import AsyncExitStack, asynccontextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -18,10 +18,17 @@ from domain.flights import FlightService
 from domain.jobs import JobService
 from domain.notifications import NotificationService
 from domain.webhooks import DeliveryStatus, RetryPolicy
-from realtime.broker import Broker, BrokerOptions, BrokerUnavailable, create_broker
+from realtime.broker import (
+    Broker,
+    BrokerOptions,
+    BrokerUnavailable,
+    Publication,
+    create_broker,
+)
 from realtime.channels import Channel, ChannelKind
 from realtime.collab.bus import create_doc_bus
 from realtime.collab.engine import CollabEngine, CollabOptions
+from realtime.control import ControlPlane, is_control
 from realtime.hub import Hub
 from realtime.occupancy import OccupancyTracker
 from realtime.periodic import Periodic
@@ -29,6 +36,8 @@ from realtime.presence import PresenceOptions, PresenceStore, create_presence_st
 from realtime.presence_status import StatusBoard
 from realtime.presence_tracker import PresenceTracker
 from realtime.presence_typing import TypingTracker
+from server.admin_node import NodeAdmin
+from server.admin_stats import NodeStats
 from server.api_keys import KeyRing
 from server.auth import TokenVerifier
 from server.authz import Authorizer, OwnerLookup
@@ -42,6 +51,7 @@ from server.gateway import SocketGateway
 from server.metrics import Metrics
 from server.presence import PresenceEdge
 from server.receipts import DeliveryReceipts
+from server.revocations import Revocations
 from server.socket_server import CompatMsgPackPacket, TandemSocketServer
 from server.state import ChannelState
 from server.webhook_feed import ChannelEventFeed
@@ -89,6 +99,9 @@ class Runtime:
     webhook_sender: WebhookSender
     webhook_feed: ChannelEventFeed
     occupancy: OccupancyTracker
+    control: ControlPlane
+    revocations: Revocations
+    stats: NodeStats
 
     async def readiness(self) -> dict[str, str]:
         """Each dependency's status: "ok", or what is wrong with it (1 s per check)."""
@@ -123,6 +136,10 @@ class Runtime:
         async with AsyncExitStack() as stack:
             stack.push_async_callback(self.db.dispose)
             await stack.enter_async_context(self.broker)
+            await stack.enter_async_context(self.revocations)
+            # Exits before the broker: the others hear that this node leaves.
+            await stack.enter_async_context(self.control)
+            await stack.enter_async_context(self.stats)
             await stack.enter_async_context(self.presence_store)
             await stack.enter_async_context(self.statuses)
             # Exits before the broker: this node's presence leaves are still published.
@@ -223,8 +240,23 @@ def build_runtime(settings: Settings) -> Runtime:
         idempotency_ttl=settings.idempotency_ttl_s,
         node_id=node_id,
     )
-    broker = create_broker(settings.broker_url, options, hub.on_publication, on_reset=hub.on_reset)
+    control = ControlPlane(
+        node_id=node_id,
+        heartbeat_s=settings.admin_heartbeat_s,
+        info=lambda: {
+            "connections": len(gateway.local_connections()),
+            "channels": hub.channel_count,
+        },
+    )
+
+    def on_publication(pub: Publication) -> Awaitable[None]:
+        # The control plane's reserved channels never reach the hub (no client is on them).
+        # Not a coroutine of its own: no extra frame per publication on the fan-out path.
+        return (control.on_publication if is_control(pub.channel) else hub.on_publication)(pub)
+
+    broker = create_broker(settings.broker_url, options, on_publication, on_reset=hub.on_reset)
     hub.use(broker)
+    control.use(broker)
     db = Database(settings.database_url)
     webhooks = SqlWebhookRepository(db)
     webhook_sender = WebhookSender(webhooks, _webhook_options(settings), metrics)
@@ -265,7 +297,8 @@ def build_runtime(settings: Settings) -> Runtime:
         unit_of_work(db, route_event, committed), SystemClock(), lambda: uuid.uuid4().hex
     )
     flights = FlightService(unit_of_work(db, route_event, committed), SystemClock())
-    verifier = TokenVerifier(settings)
+    revocations = Revocations(db, refresh_s=settings.revocation_refresh_s)
+    verifier = TokenVerifier(settings, revoked=revocations.revoked)
     documents = SqlDocumentStore(db)
     collab = CollabEngine(
         documents,
@@ -302,6 +335,15 @@ def build_runtime(settings: Settings) -> Runtime:
         metrics=metrics,
     )
     gateway.register()
+    stats = NodeStats(
+        node_id=node_id,
+        metrics=metrics,
+        gateway=gateway,
+        broker=broker,
+        interval_s=settings.admin_stats_interval_s,
+    )
+    admin = NodeAdmin(node_id=node_id, gateway=gateway, revocations=revocations, stats=stats)
+    admin.register(control)
     DocGateway(engine=collab, store=documents, settings=settings).register(sio, gateway)
 
     async def kick_slow(eio_sid: str) -> None:
@@ -345,6 +387,9 @@ def build_runtime(settings: Settings) -> Runtime:
         webhook_sender=webhook_sender,
         webhook_feed=webhook_feed,
         occupancy=occupancy,
+        control=control,
+        revocations=revocations,
+        stats=stats,
     )
 
 

@@ -58,6 +58,16 @@ class OutboxRow(Base):
     )
 
 
+class TokenRevocationRow(Base):
+    """A user's tokens issued (``iat``) before ``revoked_before`` are refused, on every node."""
+
+    __tablename__ = "token_revocations"
+
+    user_id: Mapped[str] = mapped_column(String(128), primary_key=True)
+    revoked_before: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+
+
 class ApiKeyRow(Base):
     """A named API key: only a hash of its secret is kept. A rotated key's previous secret
     keeps working until ``previous_expires_at``, so callers can roll over without a gap."""

@@ -48,7 +48,7 @@
       });
       socket.on("disconnect", (reason) => this._disconnected(reason));
       socket.on("connect_error", (error) => this._refused(error));
-      socket.on("server.notice", (notice) => (this._notice = notice));
+      socket.on("server.notice", (notice) => this._noticed(notice));
       socket.onAny((event, envelope) => this._publication(envelope));
       // A dead network may show only as missed pings (~45 s); the browser often knows sooner.
       this._offline = () => {
@@ -65,6 +65,19 @@
       };
       global.addEventListener("offline", this._offline);
       global.addEventListener("online", this._online);
+    }
+
+    // A notice naming a channel ended that subscription (unsubscribed_by_admin): it is not
+    // resubscribed on reconnect. Any other is about the connection about to close.
+    _noticed(notice) {
+      if (!notice || typeof notice.channel !== "string") {
+        this._notice = notice;
+        return;
+      }
+      const sub = this._subs.get(notice.channel);
+      if (!sub) return;
+      this._subs.delete(notice.channel);
+      sub.onError(notice);
     }
 
     get connected() {

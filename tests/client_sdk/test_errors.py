@@ -11,6 +11,9 @@ from domain.errors import DomainError, ErrorCode
 WIRE_CODES = {
     "unauthorized": client_sdk.Unauthorized,
     "token_expired": client_sdk.TokenExpired,
+    "token_revoked": client_sdk.TokenRevoked,
+    "disconnected_by_admin": client_sdk.DisconnectedByAdmin,
+    "unsubscribed_by_admin": client_sdk.UnsubscribedByAdmin,
     "permission_denied": client_sdk.PermissionDenied,
     "unknown_channel": client_sdk.UnknownChannel,
     "invalid_payload": client_sdk.InvalidPayload,

@@ -233,3 +233,13 @@ def test_the_cli_manages_keys_a_running_cluster_honours(tmp_path: Path) -> None:
                     break
                 time.sleep(0.1)
             assert statuses == [401, 401]
+
+
+def test_a_tokens_key_cannot_mint_an_admin_token(node: LiveServer) -> None:
+    key = create_key(node, "token-minter", ["tokens"])
+    with httpx.Client(base_url=node.url, headers=bearer(key), timeout=WITHIN) as api:
+        user = api.post("/api/tokens", json={"sub": "alice", "channels": ["room:*"]})
+        admin = api.post("/api/tokens", json={"sub": "alice", "scope": "profile admin"})
+    assert user.status_code == 200, user.text
+    assert admin.status_code == 403, admin.text
+    assert error_of(admin)["message"] == "this API key lacks the scope 'admin'"
