@@ -60,13 +60,30 @@ class History:
 
 
 @dataclass(frozen=True, slots=True)
+class Retention:
+    """How a channel's history is kept: at most ``size`` publications for ``ttl`` seconds, and
+    whether a subscriber may recover from a position (``history(since=...)``)."""
+
+    size: int
+    ttl: float
+    recovery: bool = True
+
+
+@dataclass(frozen=True, slots=True)
 class BrokerOptions:
+    # The retention of channels that ``retention`` does not name (or of all, without it).
     history_size: int = 300
     history_ttl: float = 300.0
     idempotency_ttl: float = 300.0
     # How long a channel's epoch and offset counter outlive its last publication.
     stream_meta_ttl: float = 86_400.0
     node_id: str = field(default="")
+    # Each channel's retention (its namespace's), or None for the default.
+    retention: Callable[[str], Retention | None] | None = None
+
+    def retention_of(self, channel: str) -> Retention:
+        retention = self.retention(channel) if self.retention is not None else None
+        return retention or Retention(self.history_size, self.history_ttl)
 
 
 class UnrecoverablePosition(Exception):
@@ -129,11 +146,13 @@ class Broker(Protocol):
 
         Without ``since``: the ``limit`` most recent (all retained when None, none when 0).
         With ``since``: every publication after it. This never returns a partial answer.
+        What is retained, and whether ``since`` is honoured at all, is the channel's
+        ``Retention`` (``BrokerOptions.retention_of``).
 
         Raises:
             UnrecoverablePosition: ``since`` is from another epoch, is ahead of the stream,
                 or some publication after it has left the history (or there are more than
-                ``limit`` of them).
+                ``limit`` of them), or the channel's retention has recovery off.
             BrokerUnavailable: retry later.
         """
         ...

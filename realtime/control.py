@@ -1,10 +1,11 @@
 """The control plane: requests between nodes, answered by every live node within a deadline.
 
 It rides on the broker's public publish/subscribe, on channel names of a reserved kind
-(``_control:``) that ``parse_channel`` refuses, so no client and no HTTP caller can ever
-subscribe or publish to them. That needs nothing new from either broker: the memory broker
-carries it within one node, the Redis broker across all of them, and both deliver a node's
-own messages back to it, so the node that asks answers like every other.
+(``_control:``) that no namespace may be named (``Namespaces.parse`` refuses them), so no
+client and no HTTP caller can ever subscribe or publish to them. That needs nothing new from
+either broker: the memory broker carries it within one node, the Redis broker across all of
+them, and both deliver a node's own messages back to it, so the node that asks answers like
+every other.
 
 - ``_control:heartbeat``: every node says it is alive every ``heartbeat_s`` (and that it is
   leaving when it stops), so each node knows which nodes exist; the stream's history tells a

@@ -19,6 +19,7 @@ from realtime.broker import (
     Publication,
     PublicationHandler,
     PublishResult,
+    Retention,
     StreamPosition,
     UnrecoverablePosition,
 )
@@ -47,6 +48,7 @@ _Retained = tuple[float, str, Any, int, float]
 @dataclass(slots=True)
 class _Stream:
     epoch: str
+    retention: Retention
     top: int = 0
     retained: deque[_Retained] = field(default_factory=deque)
     last_publish: float = 0.0
@@ -135,6 +137,8 @@ class MemoryBroker:
         if since is None:
             count = len(retained) if limit is None else max(0, min(limit, len(retained)))
             return History(stream.publications(channel, count), position)
+        if not stream.retention.recovery:
+            raise UnrecoverablePosition(f"recovery is off on {channel}")
         if since.epoch != stream.epoch or since.offset > stream.top:
             raise UnrecoverablePosition(
                 f"position {since.epoch}/{since.offset} is not in stream {stream.epoch}"
@@ -158,14 +162,15 @@ class MemoryBroker:
     def _stream(self, channel: str, now: float) -> _Stream:
         stream = self._streams.get(channel)
         if stream is None:
-            stream = self._streams[channel] = _Stream(new_epoch(), last_publish=now)
+            retention = self._options.retention_of(channel)
+            stream = self._streams[channel] = _Stream(new_epoch(), retention, last_publish=now)
         return stream
 
     def _trim(self, stream: _Stream, now: float) -> None:
-        retained = stream.retained
-        while len(retained) > self._options.history_size:
+        retained, retention = stream.retained, stream.retention
+        while len(retained) > retention.size:
             retained.popleft()
-        horizon = now - self._options.history_ttl
+        horizon = now - retention.ttl
         while retained and retained[0][0] < horizon:
             retained.popleft()
 

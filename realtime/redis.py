@@ -156,7 +156,6 @@ class RedisBroker:
         self._history_script: Any = None
         self._publish_command = "SPUBLISH" if self._sharded else "PUBLISH"
         # The scripts' TTL arguments, in ms, computed once rather than per call.
-        self._history_ms = _ms(options.history_ttl)
         self._meta_ms = _ms(options.stream_meta_ttl)
         self._idempotency_ms = _ms(options.idempotency_ttl)
         self._publishes: GroupCommit[tuple[Any, ...], PublishResult] = GroupCommit(
@@ -189,6 +188,7 @@ class RedisBroker:
         self, channel: str, event: str, data: Any, *, idempotency_key: str | None = None
     ) -> PublishResult:
         payload = msgpack.packb([event, data, time.time(), self._options.node_id])
+        retention = self._options.retention_of(channel)
         keys = (
             self._key(channel, "s"),
             self._key(channel, "m"),
@@ -197,8 +197,8 @@ class RedisBroker:
         )
         args = (
             payload,
-            self._options.history_size,
-            self._history_ms,
+            retention.size,
+            _ms(retention.ttl),
             self._meta_ms,
             new_epoch(),
             self._idempotency_ms,
@@ -269,6 +269,15 @@ class RedisBroker:
     async def history(
         self, channel: str, *, since: StreamPosition | None = None, limit: int | None = None
     ) -> History:
+        if since is not None and not self._options.retention_of(channel).recovery:
+            raise UnrecoverablePosition(f"recovery is off on {channel}")
+        return await self._read(channel, since=since, limit=limit)
+
+    async def _read(
+        self, channel: str, *, since: StreamPosition | None = None, limit: int | None = None
+    ) -> History:
+        """``history``, also after a position where recovery is off: this node repairs its
+        own delivery from the stream whatever the channel lets subscribers do."""
         keys = [self._key(channel, "s"), self._key(channel, "m")]
         args = [
             new_epoch(),
@@ -318,7 +327,7 @@ class RedisBroker:
         return script
 
     def _decode_entries(self, channel: str, epoch: str, entries: list[Any]) -> list[Publication]:
-        horizon = time.time() - self._options.history_ttl
+        horizon = time.time() - self._options.retention_of(channel).ttl
         publications = []
         for entry_id, fields in entries:
             offset = int(entry_id.split(b"-")[0])
@@ -371,7 +380,7 @@ class RedisBroker:
     async def _repair(self, channel: str, last: StreamPosition) -> bool:
         """Deliver what is missing after ``last`` from the stream; reset if it cannot."""
         try:
-            history = await self.history(channel, since=last)
+            history = await self._read(channel, since=last)
         except UnrecoverablePosition:
             top = await self.history(channel, limit=0)
             await self._reset(channel, top.position.epoch, top.position.offset)

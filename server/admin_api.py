@@ -18,7 +18,6 @@ from domain.errors import InvalidPayload, Unavailable
 from realtime.broker import BrokerUnavailable
 from realtime.control import Gathered
 from server.admin_node import CONNECTION_MAX, MESSAGE_MAX, USER_MAX
-from server.gateway import parse
 from server.http_api import ERRORS, AdminCaller, RuntimeDep
 from server.runtime import Runtime
 
@@ -253,7 +252,7 @@ async def unsubscribe_user(
     """End ``user``'s subscriptions to a channel on every connection; each gets a
     ``server.notice`` ``unsubscribed_by_admin`` naming the channel. The user may subscribe
     again (revoke their tokens to keep them out)."""
-    channel = str(parse(body.channel))
+    channel = str(runtime.namespaces.parse(body.channel))
     gathered = await _ask(runtime, "unsubscribe", {"user": user, "channel": channel})
     return UnsubscribeResponse(unsubscribed=_total(gathered, "unsubscribed"), **_answer(gathered))
 

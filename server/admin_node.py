@@ -15,7 +15,7 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, Field
 
 from domain.errors import ErrorCode
-from realtime.channels import InvalidChannel, parse_channel
+from realtime.channels import InvalidChannel, UnknownNamespace
 from realtime.control import ControlPlane
 from server.admin_stats import NodeStats
 from server.connections import Connection
@@ -135,9 +135,9 @@ class NodeAdmin:
     async def unsubscribe(self, args: Mapping[str, Any]) -> dict[str, Any]:
         request = UnsubscribeArgs.model_validate(args)
         try:
-            channel = parse_channel(request.channel)
-        except InvalidChannel as exc:
-            raise ValueError(str(exc)) from None
+            channel = self._gateway.namespaces.parse(request.channel)
+        except (InvalidChannel, UnknownNamespace) as exc:
+            raise ValueError(exc.message) from None
         message = f"unsubscribed from {channel} by an administrator"
         ended = await asyncio.gather(
             *(

@@ -1,11 +1,14 @@
-"""Who may do what on which channel and document (DESIGN section 3). Default deny."""
+"""Who may do what on which channel and document (DESIGN section 3). Default deny.
+
+A channel's namespace says who may subscribe (``Access``) and whether clients may publish;
+the built-in namespaces add what their names mean (a job's owner, a document's roles)."""
 
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
 
 from domain.documents import Document, Role, strongest
-from realtime.channels import Channel, ChannelKind, doc_channel, grant_matches
+from realtime.channels import Access, Channel, doc_channel, grant_matches
 from server.auth import Principal
 
 # The owner of the aggregate behind a channel (a job's owner), or None when there is none.
@@ -19,11 +22,6 @@ def _granted(principal: Principal, channel: Channel) -> bool:
         return True
     name = str(channel)
     return any(grant_matches(grant, name) for grant in principal.grants)
-
-
-def can_publish_from_client(principal: Principal, channel: Channel) -> bool:
-    """Clients publish only on kinds that allow it, and only where they are members."""
-    return channel.policy.client_publish and _granted(principal, channel)
 
 
 def granted_doc_role(principal: Principal, doc_id: str) -> Role | None:
@@ -50,36 +48,45 @@ def doc_role(principal: Principal, doc_id: str, document: Document | None) -> Ro
 
 class Authorizer:
     def __init__(
-        self, owners: dict[ChannelKind, OwnerLookup], documents: DocumentLookup | None = None
+        self, owners: dict[str, OwnerLookup], documents: DocumentLookup | None = None
     ) -> None:
+        # Namespaces whose channels' owner is not simply the user of that id (job: its owner).
         self._owners = owners
         self._documents = documents
 
     async def can_subscribe(self, principal: Principal, channel: Channel) -> bool:
-        if channel.kind is ChannelKind.ADMIN:
+        if channel.policy.subscribe is Access.ADMIN:
             return principal.admin  # a channel grant is not enough
-        if _granted(principal, channel):
-            return True
-        match channel.kind:
-            case ChannelKind.USER:
-                return channel.id == principal.sub
-            case ChannelKind.FLIGHT | ChannelKind.AIRPORT:
-                return True
-            case ChannelKind.DOC:
-                return await self.role_on(principal, channel.id) is not None
-        lookup = self._owners.get(channel.kind)
-        # Unknown aggregates and other people's are denied alike: existence does not leak.
-        return lookup is not None and await lookup(channel) == principal.sub
+        return _granted(principal, channel) or await self._admits(principal, channel)
 
     async def can_publish(self, principal: Principal, channel: Channel) -> bool:
-        """A client publishes where its kind allows and it is a member (on a document's
-        channel: an editor)."""
-        if can_publish_from_client(principal, channel):
+        """Clients publish where the namespace allows it, and only where they may subscribe
+        (on a document's channel: as an editor)."""
+        if not channel.policy.client_publish:
+            return False
+        if channel.policy.subscribe is Access.ADMIN:
+            return principal.admin
+        if _granted(principal, channel):
             return True
-        return (
-            channel.kind is ChannelKind.DOC
-            and await self.role_on(principal, channel.id) is Role.EDITOR
-        )
+        if channel.policy.subscribe is Access.MEMBER:
+            return await self.role_on(principal, channel.id) is Role.EDITOR
+        return await self._admits(principal, channel)
+
+    async def _admits(self, principal: Principal, channel: Channel) -> bool:
+        """Whether the namespace's rule lets ``principal`` in without a grant."""
+        match channel.policy.subscribe:
+            case Access.ANY:
+                return True
+            case Access.OWNER:
+                lookup = self._owners.get(channel.kind)
+                if lookup is None:
+                    return channel.id == principal.sub
+                # Unknown aggregates and other people's are denied alike: existence does not
+                # leak.
+                return await lookup(channel) == principal.sub
+            case Access.MEMBER:
+                return await self.role_on(principal, channel.id) is not None
+        return False
 
     async def role_on(self, principal: Principal, doc_id: str) -> Role | None:
         granted = granted_doc_role(principal, doc_id)

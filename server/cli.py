@@ -16,6 +16,7 @@ from server import keys_cli
 from server.auth import mint_token
 from server.config import Settings
 from server.logs import configure_logging
+from server.namespaces import ChannelsFileError
 from server.versions import unsupported
 from server.ws_protocol import TandemWebSocketProtocol
 from storage.migrate import upgrade
@@ -72,9 +73,13 @@ def serve(
             typer.echo(problem, err=True)
         raise typer.Exit(2)
     configure_logging(settings.log_level, json_lines=not settings.is_development)
+    try:
+        app = create_app(settings)  # constructs; nothing connects before the server starts
+    except ChannelsFileError as exc:
+        typer.echo(str(exc), err=True)
+        raise typer.Exit(2) from None
     if migrate if migrate is not None else settings.database_url.startswith("sqlite"):
         upgrade(settings.database_url)
-    app = create_app(settings)
     config = uvicorn.Config(
         app,
         host=settings.host,

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from enum import StrEnum
+from pathlib import Path
 from typing import Annotated, Literal, Self
 
 from pydantic import AliasChoices, Field, SecretStr, field_validator, model_validator
@@ -69,6 +70,9 @@ class Settings(BaseSettings):
     # closed.
     connect_timeout_s: float = Field(default=15.0, gt=0, le=300)
 
+    # A TOML file of channel namespaces (server.namespaces), on top of the built-in ones.
+    channels_file: Path | None = None
+    # The defaults of every namespace that does not set its own (README: Channel namespaces).
     history_size: int = Field(default=300, ge=0)
     history_ttl_s: float = Field(default=300.0, ge=0)
     idempotency_ttl_s: float = Field(default=300.0, ge=0)
@@ -142,6 +146,11 @@ class Settings(BaseSettings):
         if isinstance(value, str):
             return [part.strip() for part in value.split(",") if part.strip()]
         return value
+
+    @field_validator("channels_file", mode="before")
+    @classmethod
+    def _unset_if_empty(cls, value: object) -> object:
+        return None if value == "" else value
 
     @field_validator("api_keys", mode="before")
     @classmethod

@@ -30,22 +30,22 @@ class SocketDelivery:
         fast: FastPath,
         metrics: Metrics,
         *,
-        latest_value_events: Collection[str] = (),
+        latest_value_events: Callable[[str], Collection[str]] = lambda channel: (),
         on_delivered: Callable[[Publication, int], None] | None = None,
     ) -> None:
         self._sio = sio
         self._fast = fast
         self._metrics = metrics
-        # Event types where only the newest value matters (progress, positions): a client
-        # that falls behind may skip to the newest one of its channel.
-        self._latest = frozenset(latest_value_events)
+        # A channel's event types where only the newest value matters (progress, positions):
+        # a client that falls behind may skip to the newest one of its channel.
+        self._latest = latest_value_events
         # Told after each delivery (delivery receipts); must not block.
         self._on_delivered = on_delivered
 
     async def __call__(self, pub: Publication, recipients: Collection[str]) -> None:
         envelope = pub.envelope()
         key = None
-        if pub.event in self._latest:
+        if pub.event in self._latest(pub.channel):
             # Tells clients that an offset gap before this event is coalescing, not loss.
             envelope["latest"] = True
             key = pub.event

@@ -5,11 +5,10 @@ from __future__ import annotations
 from collections.abc import Iterable
 
 from domain.events import DomainEvent
-from realtime.channels import Channel, ChannelKind
+from realtime.channels import channel_name
 from storage.outbox import OutboxMessage
 
 
 def route_event(event: DomainEvent) -> Iterable[OutboxMessage]:
     for kind, ident in event.topics:
-        channel = str(Channel(ChannelKind(kind), ident))
-        yield OutboxMessage(channel, event.type, event.data)
+        yield OutboxMessage(channel_name(kind, ident), event.type, event.data)

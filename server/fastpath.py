@@ -34,7 +34,7 @@ from engineio.async_socket import AsyncSocket
 
 from domain.graceful import finish_or_cancel
 from server.engine_guard import MALFORMED, valid_frame
-from server.outbound import Flusher, Outbound
+from server.outbound import Flusher, MaxLag, Outbound
 from server.pinger import Pinger
 from server.waitables import SlimQueue
 from server.ws_protocol import RAW_SOCKET, RawSocket
@@ -51,9 +51,9 @@ _PONG = "3"
 
 
 class FastPath:
-    def __init__(self, *, limit_bytes: int, max_lag: int = 0) -> None:
+    def __init__(self, *, limit_bytes: int, max_lag: MaxLag = 0) -> None:
         self.limit_bytes = limit_bytes
-        # Publications of one channel that may wait for a lagging client (within history).
+        # Publications of a channel that may wait for a lagging client (within its history).
         self.max_lag = max_lag
         self._flusher = Flusher()
         self._outbounds: dict[str, Outbound] = {}

@@ -30,7 +30,7 @@ from domain.flights import (
     FlightStatus,
     FlightUpdate,
 )
-from realtime.channels import InvalidChannel, flight_channel, parse_channel
+from realtime.channels import InvalidChannel, check_id
 from server.auth import Principal
 from server.http_api import ERRORS, Caller, RuntimeDep, needs
 from server.signatures import SIGNATURE_WINDOW_S, sign, verify_signature
@@ -186,7 +186,7 @@ def _parse_delivery(raw: bytes) -> list[tuple[FlightUpdate, datetime]]:
 
 def _checked_id(flight_id: str) -> str:
     try:
-        return parse_channel(flight_channel(flight_id)).id
+        return check_id(flight_id)
     except InvalidChannel as exc:
         raise InvalidPayload(f"flight id: {exc}") from None
 

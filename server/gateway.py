@@ -12,6 +12,7 @@ import time
 from collections.abc import Awaitable, Callable, Collection
 from typing import Any, TypeVar
 
+import msgpack
 from pydantic import BaseModel, ValidationError
 from socketio.exceptions import ConnectionRefusedError as RefuseConnection
 
@@ -19,10 +20,9 @@ from domain.errors import (
     BadRequest,
     DomainError,
     ErrorCode,
-    InvalidPayload,
+    PayloadTooLarge,
     PermissionDenied,
     Unavailable,
-    UnknownChannel,
 )
 from realtime.broker import (
     Broker,
@@ -31,7 +31,7 @@ from realtime.broker import (
     StreamPosition,
     UnrecoverablePosition as Unrecoverable,
 )
-from realtime.channels import Channel, InvalidChannel, parse_channel
+from realtime.channels import Channel, Namespaces
 from realtime.hub import Hub, JoinOverflow
 from realtime.presence_tracker import PresenceTracker
 from realtime.ratelimit import TokenBucket
@@ -41,7 +41,9 @@ from server.config import Settings
 from server.connections import Connection
 from server.correlation import bind, unbind, valid_request_id
 from server.errors import domain_error_ack, error_ack, error_body, validation_message
+from server.jsonwire import compact_json
 from server.metrics import Metrics
+from server.namespaces import socket_payload_limit
 from server.presence import PresenceEdge, no_presence_message, read_presence
 from server.socket_server import TandemSocketServer
 from server.state import ChannelState
@@ -62,13 +64,19 @@ NOTICE_EVENT = "server.notice"
 M = TypeVar("M", bound=BaseModel)
 
 
-def parse(name: str) -> Channel:
+def check_payload(channel: Channel, data: Any, transport_limit: int | None = None) -> None:
+    """Refuse ``data`` over its namespace's limit, as compact JSON. ``transport_limit``: the
+    size of a whole event that the transport refused already; no namespace limit at least
+    that large needs measuring."""
+    limit = channel.policy.max_payload_bytes
+    if transport_limit is not None and limit >= transport_limit:
+        return
     try:
-        return parse_channel(name)
-    except InvalidChannel as exc:
-        if exc.unknown_kind:
-            raise UnknownChannel(str(exc)) from None
-        raise InvalidPayload(str(exc)) from None
+        size = len(compact_json(data))
+    except TypeError:  # bytes: a binary event's attachments
+        size = len(msgpack.packb(data))
+    if size > limit:
+        raise PayloadTooLarge(f"data is over the {limit}-byte limit of {channel.kind}: channels")
 
 
 class SocketGateway:
@@ -77,6 +85,7 @@ class SocketGateway:
         *,
         sio: TandemSocketServer,
         settings: Settings,
+        namespaces: Namespaces,
         broker: Broker,
         hub: Hub,
         presence: PresenceTracker,
@@ -88,6 +97,8 @@ class SocketGateway:
     ) -> None:
         self._sio = sio
         self._settings = settings
+        self.namespaces = self._namespaces = namespaces
+        self._event_limit = socket_payload_limit(settings, namespaces)
         self._broker = broker
         self._hub = hub
         self._presence = presence
@@ -378,11 +389,11 @@ class SocketGateway:
                 self._joins.pop(key, None)
 
     async def _subscribe(self, conn: Connection, req: SubscribeRequest) -> Ack:
-        channel = parse(req.channel)
+        channel = self._namespaces.parse(req.channel)
         if not await self.authorizer.can_subscribe(conn.principal, channel):
             raise PermissionDenied(f"not allowed to subscribe to {channel}")
         if req.presence and not channel.policy.presence:
-            raise BadRequest(no_presence_message(channel))
+            raise BadRequest(no_presence_message(channel, self._namespaces))
         name, sid, hub = str(channel), conn.sid, self._hub
         fresh = not hub.is_subscribed(sid, name)
         if fresh and len(hub.channels_of(sid)) >= self._settings.max_channels_per_connection:
@@ -450,7 +461,7 @@ class SocketGateway:
             return top
 
     async def unsubscribe(self, conn: Connection, req: UnsubscribeRequest) -> Ack:
-        channel = parse(req.channel)
+        channel = self._namespaces.parse(req.channel)
         if self._hub.is_subscribed(conn.sid, str(channel)):
             await self._leave(conn.sid, channel)
             self._metrics.subscriptions.dec()
@@ -462,20 +473,22 @@ class SocketGateway:
 
     async def presence(self, conn: Connection, req: PresenceRequest) -> Ack:
         limit = self._settings.presence_max_members
+        channel = self._namespaces.parse(req.channel)
         view = await read_presence(
-            self._presence, self.authorizer, conn.principal, parse(req.channel), limit
+            self._presence, self.authorizer, conn.principal, channel, limit, self._namespaces
         )
         return {"ok": True, **view}
 
     async def typing(self, conn: Connection, req: TypingRequest) -> Ack:
-        return await self._edge.typing(conn, req, parse(req.channel))
+        return await self._edge.typing(conn, req, self._namespaces.parse(req.channel))
 
     async def publish(self, conn: Connection, req: PublishRequest) -> Ack:
-        channel = parse(req.channel)
+        channel = self._namespaces.parse(req.channel)
         if not await self.authorizer.can_publish(conn.principal, channel):
             raise PermissionDenied(f"not allowed to publish to {channel}")
         if req.event.startswith(SERVER_EVENT_PREFIXES):
             raise PermissionDenied(f"event type {req.event!r} is reserved for the server")
+        check_payload(channel, req.data, self._event_limit)
         # Idempotency keys are scoped to the user, so one user cannot suppress another's.
         key = f"{conn.principal.sub}:{req.id}" if req.id is not None else None
         result = await self._broker.publish(str(channel), req.event, req.data, idempotency_key=key)

@@ -30,8 +30,7 @@ from realtime.broker import (
 from server.api_keys import INVALID as INVALID_KEY
 from server.auth import Principal, mint_token
 from server.errors import error_body
-from server.gateway import parse
-from server.jsonwire import compact_json
+from server.gateway import check_payload
 from server.presence import read_presence
 from server.runtime import Runtime
 from server.wire import (
@@ -163,7 +162,7 @@ async def publish(
 async def publish_one(
     runtime: Runtime, caller: Principal, body: HttpPublishRequest, idempotency_key: str | None
 ) -> Reply:
-    channel = parse(body.channel)
+    channel = runtime.namespaces.parse(body.channel)
     if caller.is_service:
         if caller.scopes is not None:
             require_publish(caller.scopes, str(channel))
@@ -173,8 +172,7 @@ async def publish_one(
         SERVER_EVENT_PREFIXES
     ):
         raise PermissionDenied(f"not allowed to publish {body.event!r} to {channel}")
-    if len(compact_json(body.data)) > runtime.settings.max_payload_bytes:
-        raise PayloadTooLarge(f"data is over the {runtime.settings.max_payload_bytes}-byte limit")
+    check_payload(channel, body.data)
     key = idempotency_key or body.id
     scoped = None if key is None else f"{caller.sub}:{key}"
     if body.durable:
@@ -241,16 +239,16 @@ async def publish_many(
     body: HttpPublishBatchRequest,
     idempotency_key: str | None,
 ) -> Reply:
-    limit = runtime.settings.max_payload_bytes
     messages: list[OutboxMessage] = []
     keys: list[str | None] = []
     seen: dict[tuple[str, str], int] = {}
     for index, item in enumerate(body.publications):
         where = f"publications[{index}]"
         try:
-            channel = str(parse(item.channel))
+            parsed = runtime.namespaces.parse(item.channel)
         except DomainError as exc:
             raise type(exc)(f"{where}: {exc.message}") from None
+        channel = str(parsed)
         if caller.scopes is not None:
             try:
                 require_publish(caller.scopes, channel)
@@ -258,8 +256,10 @@ async def publish_many(
                 raise type(exc)(f"{where}: {exc.message}") from None
         if item.event.startswith("server."):
             raise PermissionDenied(f"{where}: event types starting with 'server.' are reserved")
-        if len(compact_json(item.data)) > limit:
-            raise PayloadTooLarge(f"{where}: data is over the {limit}-byte limit")
+        try:
+            check_payload(parsed, item.data)
+        except PayloadTooLarge as exc:
+            raise PayloadTooLarge(f"{where}: {exc.message}") from None
         key = item.id or (None if idempotency_key is None else f"{idempotency_key}:{index}")
         if key is not None:
             first = seen.setdefault((channel, key), index)
@@ -341,7 +341,7 @@ async def history(
 ) -> HistoryResponse:
     """Retained publications, oldest first; with ``since_*`` everything after that position."""
     allowed(caller, "history:read")
-    parsed = parse(channel)
+    parsed = runtime.namespaces.parse(channel)
     if not await runtime.authorizer.can_subscribe(caller, parsed):
         raise PermissionDenied(f"not allowed to read {parsed}")
     if (since_epoch is None) != (since_offset is None):
@@ -370,8 +370,9 @@ async def presence(channel: str, caller: Caller, runtime: RuntimeDep) -> Presenc
     allowed(caller, "presence:read")
     limit = runtime.settings.presence_max_members
     try:
+        parsed = runtime.namespaces.parse(channel)
         view = await read_presence(
-            runtime.presence, runtime.authorizer, caller, parse(channel), limit
+            runtime.presence, runtime.authorizer, caller, parsed, limit, runtime.namespaces
         )
     except BrokerUnavailable:
         raise Unavailable("presence is unavailable; retry") from None
@@ -393,7 +394,7 @@ async def create_token(
         raise InvalidPayload(f"ttl may be at most {settings.token_max_ttl_s} seconds")
     for name in body.channels:
         if not name.endswith("*"):
-            parse(name)
+            runtime.namespaces.parse(name)
     token, expires_at = mint_token(
         settings,
         sub=body.sub,

@@ -9,7 +9,7 @@ from pydantic import BaseModel, ConfigDict, Field, StringConstraints
 
 from domain.errors import InvalidPayload, PermissionDenied
 from domain.jobs import Job, JobError
-from realtime.channels import InvalidChannel, job_channel, parse_channel
+from realtime.channels import InvalidChannel, check_id, job_channel
 from server.auth import Principal, mint_token
 from server.http_api import ERRORS, RuntimeDep, needs
 from server.runtime import Runtime
@@ -67,7 +67,7 @@ async def create_job(body: CreateJob, _: JobsService, runtime: RuntimeDep) -> Cr
     """Create a job; the watch token lets one page subscribe to (and poll) just this job."""
     if body.id is not None:
         try:
-            parse_channel(job_channel(body.id))
+            check_id(body.id)
         except InvalidChannel as exc:
             raise InvalidPayload(f"id: {exc}") from None
     job = await runtime.jobs.create(owner=body.owner, kind=body.kind, job_id=body.id)
@@ -151,9 +151,6 @@ def watch_token(runtime: Runtime, job: Job, ttl: int) -> tuple[str, int]:
 async def _may_read(runtime: Runtime, caller: Principal, job_id: str) -> None:
     if caller.is_service:
         return
-    try:
-        channel = parse_channel(job_channel(job_id))
-    except InvalidChannel as exc:
-        raise InvalidPayload(str(exc)) from None
+    channel = runtime.namespaces.parse(job_channel(job_id))
     if not await runtime.authorizer.can_subscribe(caller, channel):
         raise PermissionDenied(f"not allowed to read job {job_id}")

@@ -9,7 +9,7 @@ from pydantic import BaseModel, ConfigDict, Field, StringConstraints, model_vali
 
 from domain.errors import InvalidPayload, PermissionDenied
 from domain.notifications import MAX_BODY, MAX_KEY, MAX_LINK, MAX_PAGE, MAX_TITLE
-from realtime.channels import InvalidChannel, parse_channel, user_channel
+from realtime.channels import InvalidChannel, check_id
 from server.auth import Principal
 from server.http_api import ERRORS, Caller, RuntimeDep, needs
 from server.wire import JsonData
@@ -85,7 +85,7 @@ async def create_notifications(
     recipients = body.recipients()
     for user in recipients:
         try:
-            parse_channel(user_channel(user))
+            check_id(user)
         except InvalidChannel as exc:
             raise InvalidPayload(f"user: {exc}") from None
     created = await runtime.notifications.create(

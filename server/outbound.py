@@ -12,8 +12,8 @@ transport and the kernel hold still reaches it before the notice) when
 - its backlog exceeds its bound: what waits here, in the transport and in the kernel's send
   buffer (capped for that, and counted as full; a frame larger than half the bound, such as
   a big document's sync, does not count against it), or
-- ``max_lag`` publications of one channel wait here: dropping more than the channel's history
-  holds would leave it unable to resume from its position.
+- ``max_lag`` publications of one channel (a number, or a channel's) wait here: dropping more
+  than the channel's history holds would leave it unable to resume from its position.
 """
 
 from __future__ import annotations
@@ -21,6 +21,9 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Callable
 from typing import Protocol
+
+# Publications of one channel that may wait: a number, or a channel's (its history's size).
+MaxLag = int | Callable[[str], int]
 
 
 class Transport(Protocol):
@@ -84,14 +87,14 @@ class Outbound:
         *,
         limit_bytes: int,
         on_overflow: Callable[[Outbound], None],
-        max_lag: int = 0,
+        max_lag: MaxLag = 0,
     ) -> None:
         self._transport = transport
         self._flusher = flusher
         self._limit = limit_bytes
         # What the kernel may hold for this client, counted as full while writing is paused.
         self._kernel = transport.bound_send_buffer(limit_bytes // 4)
-        self._max_lag = max_lag  # 0: no bound by count
+        self._max_lag = max_lag if callable(max_lag) else _bound(max_lag)  # 0: no bound
         # While paused: publications waiting per channel (made on the first; most never lag).
         self._lags: dict[str, int] | None = None
         self._large = 0  # bytes of frames over half the bound handed to the transport
@@ -138,7 +141,7 @@ class Outbound:
                 if lags is None:
                     lags = self._lags = {}
                 lag = lags[channel] = lags.get(channel, 0) + 1
-                lagging = 0 < self._max_lag < lag
+                lagging = 0 < self._max_lag(channel) < lag
             self._tails[channel] = (key, len(frames))
         frames.append(data)
         self._bytes += len(data)
@@ -204,3 +207,7 @@ class Outbound:
         self._lags = None
         self._holes = 0
         self._on_overflow(self)
+
+
+def _bound(count: int) -> Callable[[str], int]:
+    return lambda channel: count

@@ -5,10 +5,11 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Iterable
 from typing import Any
 
 from domain.errors import BadRequest, PermissionDenied
-from realtime.channels import POLICIES, Channel, ChannelKind
+from realtime.channels import Channel, ChannelKind, Namespace, Namespaces
 from realtime.hub import Hub
 from realtime.presence import ONLINE, REPORTED_STATUSES
 from realtime.presence_status import StatusBoard
@@ -21,9 +22,11 @@ from server.wire import StatusRequest, TypingRequest
 
 log = logging.getLogger(__name__)
 
-PRESENCE_KINDS = ", ".join(f"{kind.value}:" for kind, policy in POLICIES.items() if policy.presence)
-# Typing is shown to the others on a shared channel; on one's own user: channel it means nothing.
-TYPING_KINDS = (ChannelKind.DOC, ChannelKind.ROOM)
+
+def has_typing(namespace: Namespace) -> bool:
+    """Typing is shown to the others on a shared channel with presence; on one's own user:
+    channel it means nothing."""
+    return namespace.presence and namespace.name != ChannelKind.USER
 
 
 async def read_presence(
@@ -32,11 +35,12 @@ async def read_presence(
     principal: Principal,
     channel: Channel,
     limit: int,
+    namespaces: Namespaces,
 ) -> dict[str, Any]:
     """``{channel, members: [{user, name, info, connections}], total}`` for whoever may
     subscribe to ``channel``."""
     if not channel.policy.presence:
-        raise BadRequest(no_presence_message(channel))
+        raise BadRequest(no_presence_message(channel, namespaces))
     if not await authorizer.can_subscribe(principal, channel):
         raise PermissionDenied(f"not allowed to see who is on {channel}")
     presence = await tracker.members(str(channel), limit)
@@ -47,8 +51,13 @@ async def read_presence(
     }
 
 
-def no_presence_message(channel: Channel) -> str:
-    return f"{channel} has no presence; presence is kept on {PRESENCE_KINDS} channels"
+def no_presence_message(channel: Channel, namespaces: Namespaces) -> str:
+    kinds = _listed(ns for ns in namespaces if ns.presence)
+    return f"{channel} has no presence; presence is kept on {kinds} channels"
+
+
+def _listed(namespaces: Iterable[Namespace]) -> str:
+    return ", ".join(f"{ns.name}:" for ns in namespaces) or "no"
 
 
 class PresenceEdge:
@@ -62,8 +71,10 @@ class PresenceEdge:
         statuses: StatusBoard,
         typing: TypingTracker,
         grace: float,
+        namespaces: Namespaces,
     ) -> None:
         self._hub = hub
+        self._namespaces = namespaces
         self._tracker = tracker
         self._statuses = statuses
         self._typing = typing
@@ -114,8 +125,8 @@ class PresenceEdge:
         self, conn: Connection, req: TypingRequest, channel: Channel
     ) -> dict[str, Any]:
         name = str(channel)
-        if channel.kind not in TYPING_KINDS:
-            kinds = ", ".join(f"{kind.value}:" for kind in TYPING_KINDS)
+        if not has_typing(channel.policy):
+            kinds = _listed(ns for ns in self._namespaces if has_typing(ns))
             raise BadRequest(f"typing is shown on {kinds} channels, not on {name}")
         if not self._hub.is_subscribed(conn.sid, name):
             raise BadRequest(f"subscribe to {name} before typing on it")

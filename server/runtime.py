@@ -25,7 +25,7 @@ from realtime.broker import (
     Publication,
     create_broker,
 )
-from realtime.channels import Channel, ChannelKind
+from realtime.channels import Channel, ChannelKind, Namespaces
 from realtime.collab.bus import create_doc_bus
 from realtime.collab.engine import CollabEngine, CollabOptions
 from realtime.control import ControlPlane, is_control
@@ -49,6 +49,7 @@ from server.events import route_event
 from server.fastpath import FastPath
 from server.gateway import SocketGateway
 from server.metrics import Metrics
+from server.namespaces import load_namespaces, socket_payload_limit
 from server.presence import PresenceEdge
 from server.receipts import DeliveryReceipts
 from server.revocations import Revocations
@@ -73,6 +74,7 @@ OUTBOX_STUCK_S = 30.0
 @dataclass(eq=False)
 class Runtime:
     settings: Settings
+    namespaces: Namespaces
     metrics: Metrics
     sio: TandemSocketServer
     fast: FastPath
@@ -195,12 +197,17 @@ class Runtime:
 
 
 def build_runtime(settings: Settings) -> Runtime:
-    """Construct (but do not connect) every part of a node."""
+    """Construct (but do not connect) every part of a node.
+
+    Raises:
+        ChannelsFileError: ``TANDEM_CHANNELS_FILE`` is not a valid channels file.
+    """
+    namespaces = load_namespaces(settings)
     metrics = Metrics()
     node_id = settings.node_id or secrets.token_hex(4)
     sio = TandemSocketServer(
         async_mode="asgi",
-        max_payload_bytes=settings.max_payload_bytes,
+        max_payload_bytes=socket_payload_limit(settings, namespaces),
         protocol_error_limit=settings.protocol_error_limit,
         count_error=lambda kind: metrics.protocol_errors.labels(kind).inc(),
         serializer=CompatMsgPackPacket if settings.serializer == "msgpack" else "default",
@@ -216,13 +223,23 @@ def build_runtime(settings: Settings) -> Runtime:
         logger=logging.getLogger("socketio.server"),
         engineio_logger=logging.getLogger("engineio.server"),
     )
+    options = BrokerOptions(
+        history_size=settings.history_size,
+        history_ttl=settings.history_ttl_s,
+        idempotency_ttl=settings.idempotency_ttl_s,
+        node_id=node_id,
+        retention=namespaces.retention,
+    )
     # Late-bound: the notification service needs the relay, which needs the hub.
     receipts = DeliveryReceipts(lambda ids: notifications.mark_delivered(ids))
-    # A client cut off as slow loses what waited for it here; to resume from its position,
-    # that must be within the channel's history (a tenth kept for what comes meanwhile).
-    fast = FastPath(
-        limit_bytes=settings.client_buffer_bytes, max_lag=settings.history_size * 9 // 10
-    )
+
+    def max_lag(channel: str) -> int:
+        # A client cut off as slow loses what waited for it here; to resume from its
+        # position, that must be within the channel's history (a tenth kept for what comes
+        # meanwhile).
+        return options.retention_of(channel).size * 9 // 10
+
+    fast = FastPath(limit_bytes=settings.client_buffer_bytes, max_lag=max_lag)
     sio.eio.fast = fast
     fast.on_text = sio.fast_event
     hub = Hub(
@@ -230,15 +247,9 @@ def build_runtime(settings: Settings) -> Runtime:
             sio,
             fast,
             metrics,
-            latest_value_events=settings.latest_value_events,
+            latest_value_events=namespaces.latest_value,
             on_delivered=receipts.delivered,
         )
-    )
-    options = BrokerOptions(
-        history_size=settings.history_size,
-        history_ttl=settings.history_ttl_s,
-        idempotency_ttl=settings.idempotency_ttl_s,
-        node_id=node_id,
     )
     control = ControlPlane(
         node_id=node_id,
@@ -319,6 +330,7 @@ def build_runtime(settings: Settings) -> Runtime:
     gateway = SocketGateway(
         sio=sio,
         settings=settings,
+        namespaces=namespaces,
         broker=broker,
         hub=hub,
         presence=presence,
@@ -328,6 +340,7 @@ def build_runtime(settings: Settings) -> Runtime:
             statuses=statuses,
             typing=typing,
             grace=settings.presence_grace_s,
+            namespaces=namespaces,
         ),
         authorizer=Authorizer({ChannelKind.JOB: _owner_of(jobs)}, documents=documents.get),
         state=_channel_state(broker, jobs, notifications, flights),
@@ -361,6 +374,7 @@ def build_runtime(settings: Settings) -> Runtime:
     fast.on_slow = kick_slow
     return Runtime(
         settings=settings,
+        namespaces=namespaces,
         metrics=metrics,
         sio=sio,
         fast=fast,
@@ -439,6 +453,7 @@ def _channel_state(
             # No stored flight: a cache channel, as before flights were a service.
             return await state.latest(channel)
 
+    # The built-in namespaces whose subscribers get a state (by name: not configurable).
     state.register(ChannelKind.JOB, job_snapshot)
     state.register(ChannelKind.FLIGHT, flight_snapshot)
     state.register(ChannelKind.USER, inbox)

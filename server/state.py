@@ -1,8 +1,7 @@
 """What a subscriber receives as ``state`` when it cannot (or did not ask to) recover.
 
-Each stateful channel kind has a provider. Until a domain service owns a kind (jobs, flights,
-notifications), its state is the channel's latest publication: a late subscriber still sees
-the last value, like a cache channel.
+The built-in namespaces whose channels have a state (jobs, flights, a user's inbox) each have
+a provider, keyed by the namespace's name; other namespaces have none (``state: null``).
 """
 
 from __future__ import annotations
@@ -11,7 +10,7 @@ from collections.abc import Awaitable, Callable
 from typing import Any
 
 from realtime.broker import Broker
-from realtime.channels import Channel, ChannelKind
+from realtime.channels import Channel
 
 StateProvider = Callable[[Channel], Awaitable[Any]]
 
@@ -19,18 +18,14 @@ StateProvider = Callable[[Channel], Awaitable[Any]]
 class ChannelState:
     def __init__(self, broker: Broker) -> None:
         self._broker = broker
-        self._providers: dict[ChannelKind, StateProvider] = {}
+        self._providers: dict[str, StateProvider] = {}
 
-    def register(self, kind: ChannelKind, provider: StateProvider) -> None:
-        self._providers[kind] = provider
+    def register(self, namespace: str, provider: StateProvider) -> None:
+        self._providers[namespace] = provider
 
     async def __call__(self, channel: Channel) -> Any:
         provider = self._providers.get(channel.kind)
-        if provider is not None:
-            return await provider(channel)
-        if channel.policy.stateful:
-            return await self.latest(channel)
-        return None
+        return None if provider is None else await provider(channel)
 
     async def latest(self, channel: Channel) -> Any:
         """The channel's newest retained publication as ``{"latest": envelope}``, or None."""

@@ -30,10 +30,10 @@ router = APIRouter(prefix="/api/webhooks", tags=["webhooks"], responses=ERRORS) 
 
 WebhookCaller = Annotated[Principal, needs("webhooks", service=True)]
 
-NAMESPACES = tuple(kind.value for kind in ChannelKind)
 _EVENTS_DOC = (
     f"Event types: {', '.join(EVENT_TYPES)}. {', '.join(CHANNEL_EVENT_TYPES)} take an optional "
-    f"':<namespace>' (one of {', '.join(NAMESPACES)}), e.g. 'presence.join:room'."
+    f"':<namespace>' (a configured channel namespace: {', '.join(ChannelKind)} or one from "
+    "TANDEM_CHANNELS_FILE), e.g. 'presence.join:room'."
 )
 Url = Annotated[str, Field(min_length=1, max_length=MAX_URL)]
 Events = Annotated[list[Annotated[str, Field(max_length=80)]], Field(max_length=MAX_EVENTS)]
@@ -114,7 +114,7 @@ async def create_endpoint(
     endpoint = WebhookEndpoint(
         id=new_id(),
         url=check_url(body.url),
-        events=check_events(body.events, NAMESPACES),
+        events=check_events(body.events, (ns.name for ns in runtime.namespaces)),
         description=body.description,
         enabled=body.enabled,
         secret=check_secret(body.secret) if body.secret is not None else _new_secret(),
@@ -147,7 +147,7 @@ async def update_endpoint(
     if body.url is not None:
         changes["url"] = check_url(body.url)
     if body.events is not None:
-        changes["events"] = check_events(body.events, NAMESPACES)
+        changes["events"] = check_events(body.events, (ns.name for ns in runtime.namespaces))
     if body.description is not None:
         changes["description"] = body.description
     if body.enabled is not None:

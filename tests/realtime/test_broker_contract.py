@@ -12,6 +12,7 @@ from realtime.broker import (
     Broker,
     BrokerOptions,
     Publication,
+    Retention,
     StreamPosition,
     UnrecoverablePosition,
     create_broker,
@@ -45,7 +46,7 @@ def make_broker(request: pytest.FixtureRequest) -> BrokerFactory:
     kind = request.param
 
     @asynccontextmanager
-    async def factory(**options: float) -> AsyncIterator[tuple[Broker, Received]]:
+    async def factory(**options: object) -> AsyncIterator[tuple[Broker, Received]]:
         received = Received()
         async with AsyncExitStack() as stack:
             url = "memory://"
@@ -168,6 +169,49 @@ async def test_history_expires_by_ttl(make_broker: BrokerFactory) -> None:
         assert [p.offset for p in history.publications] == [second.offset]
         with pytest.raises(UnrecoverablePosition):
             await broker.history("room:a", since=StreamPosition(first.epoch, 0))
+
+
+def by_namespace(**rules: Retention) -> Callable[[str], Retention | None]:
+    """A retention per namespace, as a node's channel namespaces give one."""
+    return lambda channel: rules.get(channel.partition(":")[0])
+
+
+async def test_retention_is_each_channels_own(make_broker: BrokerFactory) -> None:
+    retention = by_namespace(chat=Retention(2, 300), brief=Retention(50, 0.2))
+    async with make_broker(history_size=4, retention=retention) as (broker, _):
+        for i in range(6):
+            await broker.publish("chat:a", "x.y", i)
+            await broker.publish("room:a", "x.y", i)
+        first = await broker.publish("brief:a", "x.y", 0)
+        await asyncio.sleep(0.3)
+        await broker.publish("brief:a", "x.y", 1)
+        chat, room = await broker.history("chat:a"), await broker.history("room:a")
+        brief = await broker.history("brief:a")
+        assert [p.offset for p in chat.publications] == [5, 6]
+        assert [p.offset for p in room.publications] == [3, 4, 5, 6]  # the default
+        assert [p.offset for p in brief.publications] == [2]
+        with pytest.raises(UnrecoverablePosition):
+            await broker.history("chat:a", since=StreamPosition(chat.position.epoch, 3))
+        with pytest.raises(UnrecoverablePosition):
+            await broker.history("brief:a", since=StreamPosition(first.epoch, 0))
+        recent = await broker.history("room:a", since=StreamPosition(room.position.epoch, 3))
+    assert [p.offset for p in recent.publications] == [4, 5, 6]
+
+
+async def test_recovery_off_refuses_every_position_but_keeps_history(
+    make_broker: BrokerFactory,
+) -> None:
+    retention = by_namespace(live=Retention(10, 300, recovery=False))
+    async with make_broker(retention=retention) as (broker, received):
+        await broker.subscribe("live:a")
+        first = await broker.publish("live:a", "x.y", 0)
+        await broker.publish("live:a", "x.y", 1)
+        assert [p.offset for p in await received.take(2)] == [1, 2]
+        for offset in (0, 1, 2):
+            with pytest.raises(UnrecoverablePosition, match="recovery is off"):
+                await broker.history("live:a", since=StreamPosition(first.epoch, offset))
+        kept = await broker.history("live:a")
+    assert [p.data for p in kept.publications] == [0, 1]
 
 
 async def test_foreign_epoch_or_future_offset_is_unrecoverable(make_broker: BrokerFactory) -> None:

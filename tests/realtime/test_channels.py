@@ -7,41 +7,55 @@ from realtime.channels import (
     Channel,
     ChannelKind,
     InvalidChannel,
+    Namespaces,
+    UnknownNamespace,
     grant_matches,
     job_channel,
-    parse_channel,
     user_channel,
 )
+from server.config import Settings
+from server.namespaces import load_namespaces
+
+
+@pytest.fixture(scope="module")
+def namespaces() -> Namespaces:
+    return load_namespaces(Settings())
 
 
 @pytest.mark.parametrize(
     ("name", "kind", "ident"),
     [("job:42", ChannelKind.JOB, "42"), ("user:alice@x.org", ChannelKind.USER, "alice@x.org")],
 )
-def test_parse_known_channels(name: str, kind: ChannelKind, ident: str) -> None:
-    channel = parse_channel(name)
-    assert channel == Channel(kind, ident)
+def test_parse_known_channels(
+    namespaces: Namespaces, name: str, kind: ChannelKind, ident: str
+) -> None:
+    channel = namespaces.parse(name)
+    assert channel == Channel(namespaces[kind], ident)
+    assert channel.kind == kind and channel.policy.name == kind
     assert str(channel) == name
 
 
-def test_builders_round_trip() -> None:
-    assert parse_channel(job_channel("7")).kind is ChannelKind.JOB
-    assert str(parse_channel(user_channel("bob"))) == "user:bob"
+def test_builders_round_trip(namespaces: Namespaces) -> None:
+    assert namespaces.parse(job_channel("7")).kind == ChannelKind.JOB
+    assert str(namespaces.parse(user_channel("bob"))) == "user:bob"
 
 
 @pytest.mark.parametrize(
     "name", ["job", "job:", "job:../etc", "job:a b", "job:" + "x" * 200, ":42", "job:*", 42, None]
 )
-def test_invalid_names_are_refused(name: object) -> None:
+def test_invalid_names_are_refused(namespaces: Namespaces, name: object) -> None:
     with pytest.raises(InvalidChannel) as info:
-        parse_channel(name)
-    assert not info.value.unknown_kind
+        namespaces.parse(name)
+    assert info.value.code == "invalid_payload"
 
 
-def test_unknown_kind_is_flagged() -> None:
-    with pytest.raises(InvalidChannel) as info:
-        parse_channel("chat:1")
-    assert info.value.unknown_kind
+def test_unknown_kind_is_flagged(namespaces: Namespaces) -> None:
+    with pytest.raises(UnknownNamespace) as info:
+        namespaces.parse("chat:1")
+    assert info.value.code == "unknown_channel"
+    assert info.value.message == (
+        "unknown channel kind 'chat'; known kinds: job, user, flight, airport, doc, room, admin"
+    )
 
 
 @pytest.mark.parametrize(
@@ -59,10 +73,10 @@ def test_grants(grant: str, channel: str, expected: bool) -> None:
     assert grant_matches(grant, channel) is expected
 
 
-@given(st.text(max_size=300))
-def test_parse_never_raises_anything_else(name: str) -> None:
+@given(name=st.text(max_size=300))
+def test_parse_never_raises_anything_else(namespaces: Namespaces, name: str) -> None:
     try:
-        channel = parse_channel(name)
-    except InvalidChannel:
+        channel = namespaces.parse(name)
+    except (InvalidChannel, UnknownNamespace):
         return
     assert str(channel) == name

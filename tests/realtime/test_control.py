@@ -12,7 +12,7 @@ from typing import Any
 import pytest
 
 from realtime.broker import Broker, BrokerOptions, Publication, create_broker
-from realtime.channels import InvalidChannel, parse_channel
+from realtime.channels import UnknownNamespace
 from realtime.control import (
     HEARTBEAT_CHANNEL,
     REQUEST_CHANNEL,
@@ -20,6 +20,8 @@ from realtime.control import (
     is_control,
     reply_channel,
 )
+from server.config import Settings
+from server.namespaces import load_namespaces
 from tests.realtime.test_broker_contract import wait_ready
 from tests.support.redis import broker_url, redis_prefix
 
@@ -168,5 +170,5 @@ async def test_malformed_control_messages_are_dropped(cluster: Cluster) -> None:
 
 def test_no_client_can_name_a_control_channel() -> None:
     for name in (HEARTBEAT_CHANNEL, REQUEST_CHANNEL, reply_channel("n0")):
-        with pytest.raises(InvalidChannel):
-            parse_channel(name)
+        with pytest.raises(UnknownNamespace):
+            load_namespaces(Settings()).parse(name)

@@ -11,7 +11,7 @@ import msgpack
 import pytest
 from redis import asyncio as aioredis
 
-from realtime.broker import BrokerOptions, BrokerUnavailable, Publication
+from realtime.broker import BrokerOptions, BrokerUnavailable, Publication, Retention
 from realtime.redis import RedisBroker
 from tests.support.redis import broker_url, redis_prefix, redis_url
 from tests.support.services import private_redis
@@ -49,9 +49,14 @@ async def prefix() -> AsyncIterator[str]:
         yield value
 
 
-async def test_a_lost_pubsub_message_is_repaired_from_the_stream(prefix: str) -> None:
+@pytest.mark.parametrize("recovery", [True, False])
+async def test_a_lost_pubsub_message_is_repaired_from_the_stream(
+    prefix: str, recovery: bool
+) -> None:
+    """Also where subscribers may not recover: the node's own delivery is repaired."""
     inbox = Inbox()
-    async with RedisBroker(broker_url(prefix), BrokerOptions(), inbox) as broker:
+    options = BrokerOptions(retention=lambda channel: Retention(10, 300, recovery))
+    async with RedisBroker(broker_url(prefix), options, inbox) as broker:
         await ready(broker)
         await broker.subscribe("room:gap")
         await broker.publish("room:gap", "x.y", 1)

@@ -8,7 +8,7 @@ import pytest
 from websockets.frames import Frame, Opcode
 from websockets.streams import StreamReader
 
-from server.outbound import Flusher, Outbound
+from server.outbound import Flusher, MaxLag, Outbound
 from server.wsframe import engineio_frame, frame
 
 
@@ -31,7 +31,7 @@ class FakeTransport:
 
 
 def make(
-    limit: int = 10_000, *, max_lag: int = 0, kernel: int = 0
+    limit: int = 10_000, *, max_lag: MaxLag = 0, kernel: int = 0
 ) -> tuple[Outbound, FakeTransport, list[Outbound]]:
     transport = FakeTransport(kernel)
     overflowed: list[Outbound] = []
@@ -153,6 +153,22 @@ def test_a_client_is_cut_off_before_it_lags_past_what_history_can_replay() -> No
         outbound.write(b"t" * 100, "room:c", key="demo.tick")  # coalesced: never lags
     assert not overflowed
     outbound.write(b"a" * 100, "room:a")  # 271 waiting on room:a: no longer resumable
+    assert overflowed == [outbound]
+
+
+def test_each_channel_may_lag_as_far_as_its_own_history_reaches() -> None:
+    """A namespace's history size bounds its channels' lag (chat: 10, the rest: 270)."""
+    outbound, transport, overflowed = make(
+        10_000_000, max_lag=lambda channel: 9 if channel.startswith("chat:") else 270
+    )
+    outbound.pause()
+    for _ in range(9):
+        outbound.write(b"c" * 100, "chat:a")
+        outbound.write(b"r" * 100, "room:a")
+    for _ in range(100):
+        outbound.write(b"r" * 100, "room:a")
+    assert not overflowed
+    outbound.write(b"c" * 100, "chat:a")  # the 10th waiting on chat:a
     assert overflowed == [outbound]
 
 
