@@ -10,6 +10,7 @@ protocol error of the session instead, and the usual three strikes apply.
 from __future__ import annotations
 
 import binascii
+import json
 from collections.abc import Awaitable, Callable
 from urllib.parse import parse_qs
 
@@ -56,7 +57,15 @@ class EngineGuard:
             return
         if scope["type"] == "websocket":
             await self._app(scope, _checked_frames(receive), send)
-        elif scope["method"] == "POST":
+            return
+        # The Engine.IO spec answers these 400 (python-engineio opens a long-polling session
+        # for a GET that names no transport, and answers other methods 405).
+        method = scope["method"]
+        if method not in ("GET", "POST", "OPTIONS"):
+            await _refuse(send, 2, "Bad handshake method")
+        elif method != "OPTIONS" and _transport(scope) not in ("polling", "websocket"):
+            await _refuse(send, 0, "Transport unknown")
+        elif method == "POST":
             await self._post(scope, receive, send)
         else:
             await self._app(scope, receive, send)
@@ -85,6 +94,19 @@ class EngineGuard:
             return await receive()
 
         await self._app(scope, again, send)
+
+
+def _transport(scope: Scope) -> str:
+    query: dict[str, list[str]] = parse_qs(scope.get("query_string", b"").decode("latin-1"))
+    return query.get("transport", [""])[0]
+
+
+async def _refuse(send: Send, code: int, message: str) -> None:
+    """Engine.IO's error answer: 400 with ``{"code", "message"}``."""
+    body = json.dumps({"code": code, "message": message}).encode()
+    headers = [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]
+    await send({"type": "http.response.start", "status": 400, "headers": headers})
+    await send({"type": "http.response.body", "body": body})
 
 
 def _checked_frames(receive: Receive) -> Receive:

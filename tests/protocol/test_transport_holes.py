@@ -91,3 +91,16 @@ def test_a_polling_session_that_never_connects_is_closed(http: httpx.Client) -> 
 @pytest.fixture(scope="module")
 def token(server: LiveServer) -> str:
     return server.token("alice", channels=["room:*"])
+
+
+def test_requests_the_spec_refuses_are_400(http: httpx.Client) -> None:
+    # A GET without a transport must not open a session; other methods are a bad handshake.
+    no_transport = http.get("/socket.io/", params={"EIO": "4"})
+    assert no_transport.status_code == 400, no_transport.text
+    assert no_transport.json() == {"code": 0, "message": "Transport unknown"}
+    for method in ("PUT", "DELETE", "PATCH"):
+        refused = http.request(method, "/socket.io/", params=POLLING)
+        assert refused.status_code == 400, (method, refused.text)
+        assert refused.json() == {"code": 2, "message": "Bad handshake method"}
+    # The handshake itself still works.
+    assert open_polling(http)
