@@ -1,4 +1,4 @@
-"""The ASGI application: FastAPI for HTTP, python-socketio for /socket.io, one lifespan."""
+"""The ASGI application: FastAPI for HTTP, Tandem's transport for /socket.io, one lifespan."""
 
 from __future__ import annotations
 
@@ -6,7 +6,6 @@ import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
-import socketio
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.openapi.docs import get_swagger_ui_html
@@ -33,13 +32,13 @@ from server import (
 )
 from server.config import Settings
 from server.correlation import RequestId
-from server.engine_guard import EngineGuard
 from server.errors import describe_errors, http_domain_error, http_error
 from server.express import Express
 from server.limits import BodySizeLimit
 from server.runtime import Runtime, build_runtime
 
 log = logging.getLogger(__name__)
+ENGINE_PATH = "/socket.io"
 
 
 class TandemApp:
@@ -48,14 +47,8 @@ class TandemApp:
     def __init__(self, settings: Settings) -> None:
         self.runtime = build_runtime(settings)
         self.api = _build_api(self.runtime)
-        combined = socketio.ASGIApp(self.runtime.sio, other_asgi_app=self.api)
-        guarded = EngineGuard(
-            combined,
-            path="/socket.io",
-            on_bad_post=self.runtime.sio.bad_post,
-        )
         app: ASGIApp = BodySizeLimit(
-            Express(guarded, self.runtime),
+            Express(EnginePath(self.runtime.sio.engine, self.api), self.runtime),
             default_limit=settings.max_body_bytes,
             engine_limit=settings.engine_max_bytes,
         )
@@ -65,6 +58,20 @@ class TandemApp:
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         await self._app(scope, receive, send)
+
+
+class EnginePath:
+    """``/socket.io/`` to the Engine.IO server, the rest (and the lifespan) to FastAPI."""
+
+    def __init__(self, engine: ASGIApp, api: ASGIApp) -> None:
+        self._engine = engine
+        self._api = api
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "lifespan" and scope["path"].rstrip("/") == ENGINE_PATH:
+            await self._engine(scope, receive, send)
+        else:
+            await self._api(scope, receive, send)
 
 
 class HttpCors:

@@ -17,8 +17,8 @@ from server.auth import mint_token
 from server.config import Settings
 from server.logs import configure_logging
 from server.namespaces import ChannelsFileError
+from server.transport.websocket import WebSocketProtocol
 from server.versions import unsupported
-from server.ws_protocol import TandemWebSocketProtocol
 from storage.migrate import upgrade
 
 cli = typer.Typer(no_args_is_help=True, add_completion=False, help="Tandem real-time server.")
@@ -84,8 +84,8 @@ def serve(
         app,
         host=settings.host,
         port=settings.port,
-        # uvicorn's websockets-sansio protocol plus the fan-out fast path's frame writer.
-        ws=TandemWebSocketProtocol,
+        # Tandem's own websocket protocol (server.transport.websocket): the fan-out writes frames.
+        ws=WebSocketProtocol,
         # Compressing each message for each recipient would cost more CPU than all the rest
         # of a delivery (Node's socket.io turns it off by default for the same reason).
         ws_per_message_deflate=False,

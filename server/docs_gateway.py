@@ -21,7 +21,7 @@ from server.authz import doc_role, granted_doc_role
 from server.config import Settings
 from server.connections import Connection
 from server.gateway import SocketGateway
-from server.socket_server import TandemSocketServer
+from server.transport.sockets import SocketServer
 from server.wire import (
     DocAwarenessRequest,
     DocJoinRequest,
@@ -45,7 +45,7 @@ class DocGateway:
         self._store = store
         self._settings = settings
 
-    def register(self, sio: TandemSocketServer, gateway: SocketGateway) -> None:
+    def register(self, sio: SocketServer, gateway: SocketGateway) -> None:
         docs, awareness = self._doc_bucket, self._awareness_bucket
         for event, model, handler, limit in (
             ("doc.join", DocJoinRequest, self.join, docs),

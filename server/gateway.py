@@ -14,7 +14,6 @@ from typing import Any, TypeVar
 
 import msgpack
 from pydantic import BaseModel, ValidationError
-from socketio.exceptions import ConnectionRefusedError as RefuseConnection
 
 from domain.errors import (
     BadRequest,
@@ -45,8 +44,8 @@ from server.jsonwire import compact_json
 from server.metrics import Metrics
 from server.namespaces import socket_payload_limit
 from server.presence import PresenceEdge, no_presence_message, read_presence
-from server.socket_server import TandemSocketServer
 from server.state import ChannelState
+from server.transport.sockets import ConnectionRefused, SocketServer
 from server.wire import (
     SERVER_EVENT_PREFIXES,
     PresenceRequest,
@@ -83,7 +82,7 @@ class SocketGateway:
     def __init__(
         self,
         *,
-        sio: TandemSocketServer,
+        sio: SocketServer,
         settings: Settings,
         namespaces: Namespaces,
         broker: Broker,
@@ -178,7 +177,7 @@ class SocketGateway:
         self._metrics.connects.labels(code).inc()
         log.info("connection refused: %s (%s)", code, body["message"])
         # The JS client shows `message`; `data` carries our {code, message, retryable}.
-        raise RefuseConnection(body["message"], body)
+        raise ConnectionRefused(body["message"], body)
 
     async def on_disconnect(self, sid: str, reason: Any = None) -> None:
         conn = self._connections.pop(sid, None)
@@ -504,10 +503,7 @@ class SocketGateway:
 
 def _client_of(environ: dict[str, Any]) -> tuple[str, str]:
     """The client's address and user agent from the handshake, bounded in length."""
-    # Engine.IO's ASGI driver fills REMOTE_ADDR with a constant; the scope has the peer.
-    scope = environ.get("asgi.scope")
-    client = scope.get("client") if isinstance(scope, dict) else None
-    address = client[0] if client else environ.get("REMOTE_ADDR") or ""
+    address = environ.get("REMOTE_ADDR") or ""
     agent = environ.get("HTTP_USER_AGENT") or ""
     return str(address)[:64], str(agent)[:256]
 

@@ -46,15 +46,17 @@ from server.delivery import SocketDelivery
 from server.doc_delivery import DocDelivery
 from server.docs_gateway import LARGE_EVENTS, DocGateway
 from server.events import route_event
-from server.fastpath import FastPath
 from server.gateway import SocketGateway
+from server.jsonwire import JsonWire
 from server.metrics import Metrics
 from server.namespaces import load_namespaces, socket_payload_limit
 from server.presence import PresenceEdge
 from server.receipts import DeliveryReceipts
 from server.revocations import Revocations
-from server.socket_server import CompatMsgPackPacket, TandemSocketServer
 from server.state import ChannelState
+from server.transport.engine import EngineOptions
+from server.transport.packets import JsonCodec, MsgPackCodec
+from server.transport.sockets import SocketOptions, SocketServer
 from server.webhook_feed import ChannelEventFeed
 from server.webhook_sender import WebhookOptions, WebhookSender
 from storage.database import Database, ping
@@ -76,8 +78,7 @@ class Runtime:
     settings: Settings
     namespaces: Namespaces
     metrics: Metrics
-    sio: TandemSocketServer
-    fast: FastPath
+    sio: SocketServer
     broker: Broker
     hub: Hub
     presence_store: PresenceStore
@@ -165,9 +166,8 @@ class Runtime:
                 name = purge.__name__.lstrip("_")
                 await stack.enter_async_context(Periodic(purge, 600.0, name=name, immediately=True))
             # On the way out (last in, first out): the sessions still ending finish first,
-            # while all they use still runs; then Engine.IO's timers (pings, service task).
-            stack.push_async_callback(self.sio.shutdown)
-            await stack.enter_async_context(self.fast)
+            # while all they use still runs; then the heartbeat stops.
+            stack.push_async_callback(self.sio.engine.shutdown)
             yield self
 
     async def _purge_finished_jobs(self) -> None:
@@ -205,24 +205,6 @@ def build_runtime(settings: Settings) -> Runtime:
     namespaces = load_namespaces(settings)
     metrics = Metrics()
     node_id = settings.node_id or secrets.token_hex(4)
-    sio = TandemSocketServer(
-        async_mode="asgi",
-        max_payload_bytes=socket_payload_limit(settings, namespaces),
-        protocol_error_limit=settings.protocol_error_limit,
-        count_error=lambda kind: metrics.protocol_errors.labels(kind).inc(),
-        serializer=CompatMsgPackPacket if settings.serializer == "msgpack" else "default",
-        large_events=LARGE_EVENTS,
-        max_large_payload_bytes=settings.doc_max_bytes + DOC_FRAME_OVERHEAD,
-        cors_allowed_origins=settings.cors_origins or None,
-        max_http_buffer_size=settings.engine_max_bytes,
-        ping_interval=settings.ping_interval_s,
-        ping_timeout=settings.ping_timeout_s,
-        connect_timeout_s=settings.connect_timeout_s,
-        # Explicit loggers: they propagate to the handler configured by the CLI instead of
-        # python-socketio attaching a stream handler of its own.
-        logger=logging.getLogger("socketio.server"),
-        engineio_logger=logging.getLogger("engineio.server"),
-    )
     options = BrokerOptions(
         history_size=settings.history_size,
         history_ttl=settings.history_ttl_s,
@@ -239,13 +221,28 @@ def build_runtime(settings: Settings) -> Runtime:
         # meanwhile).
         return options.retention_of(channel).size * 9 // 10
 
-    fast = FastPath(limit_bytes=settings.client_buffer_bytes, max_lag=max_lag)
-    sio.eio.fast = fast
-    fast.on_text = sio.fast_event
+    sio = SocketServer(
+        SocketOptions(
+            max_payload_bytes=socket_payload_limit(settings, namespaces),
+            protocol_error_limit=settings.protocol_error_limit,
+            connect_timeout_s=settings.connect_timeout_s,
+            large_events=frozenset(LARGE_EVENTS),
+            max_large_payload_bytes=settings.doc_max_bytes + DOC_FRAME_OVERHEAD,
+        ),
+        EngineOptions(
+            ping_interval_s=settings.ping_interval_s,
+            ping_timeout_s=settings.ping_timeout_s,
+            max_payload_bytes=settings.engine_max_bytes,
+            cors_origins=tuple(settings.cors_origins),
+            client_buffer_bytes=settings.client_buffer_bytes,
+            max_lag=max_lag,
+        ),
+        MsgPackCodec() if settings.serializer == "msgpack" else JsonCodec(JsonWire()),
+        count_error=lambda kind: metrics.protocol_errors.labels(kind).inc(),
+    )
     hub = Hub(
         SocketDelivery(
             sio,
-            fast,
             metrics,
             latest_value_events=namespaces.latest_value,
             on_delivered=receipts.delivered,
@@ -316,7 +313,7 @@ def build_runtime(settings: Settings) -> Runtime:
         lambda on_message, on_reconnect: create_doc_bus(
             settings.broker_url, node_id, on_message, on_reconnect
         ),
-        DocDelivery(sio, fast, metrics),
+        DocDelivery(sio, metrics),
         CollabOptions(
             node_id=node_id,
             max_doc_bytes=settings.doc_max_bytes,
@@ -362,7 +359,7 @@ def build_runtime(settings: Settings) -> Runtime:
     async def kick_slow(eio_sid: str) -> None:
         sid = sio.sid_of(eio_sid)
         if sid is None:
-            await sio.eio.disconnect(eio_sid)
+            sio.close_transport(eio_sid)
             return
         await gateway.kick(
             sid,
@@ -371,13 +368,12 @@ def build_runtime(settings: Settings) -> Runtime:
             reconnect=True,
         )
 
-    fast.on_slow = kick_slow
+    sio.on_slow = kick_slow
     return Runtime(
         settings=settings,
         namespaces=namespaces,
         metrics=metrics,
         sio=sio,
-        fast=fast,
         broker=broker,
         hub=hub,
         presence_store=presence_store,

@@ -1,10 +1,12 @@
-"""The releases of the libraries whose internals Tandem's transport builds on.
+"""The releases of the libraries Tandem's transport is built on.
 
-The websocket fast path and the Socket.IO server subclass python-engineio, python-socketio
-and uvicorn beneath their public API (server/fastpath.py, socket_server.py, ws_protocol.py):
-a release the suite has not run against may change what they rely on. ``pyproject.toml``
-admits only these ranges, and ``tandem serve`` refuses to start outside them rather than fail
-later, on a client's packet.
+uvicorn hands websocket upgrades to the protocol class given as its ``ws`` setting
+(server/transport/websocket.py), constructed with its config and server state; the protocol
+speaks RFC 6455 through websockets' sans-I/O ``ServerProtocol``. Both are public, but the
+constructor's arguments and the server state's fields are a contract between uvicorn's own
+protocols that a release may change: ``pyproject.toml`` admits only the releases the suite
+has run against, and ``tandem serve`` refuses to start outside them rather than fail later,
+on a client's handshake.
 """
 
 from __future__ import annotations
@@ -15,9 +17,8 @@ from importlib import metadata
 
 # distribution -> (lowest supported, first unsupported); pyproject.toml states the same.
 SUPPORTED: Mapping[str, tuple[str, str]] = {
-    "python-engineio": ("4.15.1", "4.16"),
-    "python-socketio": ("5.18.1", "5.19"),
     "uvicorn": ("0.54", "0.55"),
+    "websockets": ("17.4", "18"),
 }
 
 

@@ -1,4 +1,4 @@
-"""Established websockets are detached from ASGI (server.fastpath): an idle connection holds
+"""Established websockets are detached from ASGI (server.transport): an idle connection holds
 no task and no suspended call, and everything Engine.IO's own loop did still happens:
 heartbeats, a dead client's timeout, the end of the session when the socket goes, upgrades
 from long-polling, messages pipelined behind the upgrade.
@@ -21,7 +21,7 @@ import uvicorn
 
 from server.app import TandemApp, create_app
 from server.config import Settings
-from server.ws_protocol import TandemWebSocketProtocol
+from server.transport.websocket import WebSocketProtocol
 from storage.migrate import upgrade
 from tests.protocol.raw import Closed, RawClient
 from tests.support.live import API_KEY, TEST_SECRET, free_port, make_token
@@ -36,11 +36,11 @@ class Node:
 
     @property
     def sessions(self) -> int:
-        return len(self.app.runtime.sio.eio.sockets)
+        return len(self.app.runtime.sio.engine.sessions)
 
     @property
     def detached(self) -> int:
-        return self.app.runtime.fast.connections
+        return self.app.runtime.sio.engine.websockets
 
     async def until(self, check: Callable[[], bool], timeout: float = 5.0) -> None:
         deadline = time.monotonic() + timeout
@@ -66,7 +66,7 @@ async def node(tmp_path: Path) -> AsyncIterator[Node]:
         app,
         host="127.0.0.1",
         port=port,
-        ws=TandemWebSocketProtocol,
+        ws=WebSocketProtocol,
         ws_per_message_deflate=False,
         ws_ping_interval=None,
         lifespan="on",
@@ -110,7 +110,7 @@ async def test_idle_websockets_hold_no_task_and_end_with_their_socket(node: Node
         # writer and the writer's queue wait, its reader's wait, and the ping: 150 here.
         assert len(asyncio.all_tasks()) - before <= 3
         # Nor the request it came with: what python-socketio keeps of it is a few strings.
-        environs = list(node.app.runtime.sio.environ.values())
+        environs = [s.environ for s in node.app.runtime.sio.engine.sessions.values()]
         assert len(environs) == CLIENTS
         assert all("asgi.scope" not in env for env in environs), environs[0]
         assert environs[0]["REMOTE_ADDR"] == "127.0.0.1" and len(environs[0]) <= 5
