@@ -31,7 +31,7 @@ def test_the_installed_releases_are_supported() -> None:
 
 
 def test_a_release_outside_the_range_is_named_with_the_fix() -> None:
-    releases = {"python-engineio": "4.16.0", "python-socketio": "5.18.1", "uvicorn": "0.53.2"}
+    releases = {"websockets": "18.0", "uvicorn": "0.53.2"}
 
     def installed(name: str) -> str:
         if name not in releases:
@@ -39,20 +39,20 @@ def test_a_release_outside_the_range_is_named_with_the_fix() -> None:
         return releases[name]
 
     assert unsupported(installed) == [
-        "python-engineio 4.16.0 is not supported; Tandem runs on >=4.15.1,<4.16 "
-        "(pip install 'python-engineio>=4.15.1,<4.16')",
         "uvicorn 0.53.2 is not supported; Tandem runs on >=0.54,<0.55 "
         "(pip install 'uvicorn>=0.54,<0.55')",
+        "websockets 18.0 is not supported; Tandem runs on >=17.4,<18 "
+        "(pip install 'websockets>=17.4,<18')",
     ]
     del releases["uvicorn"]
-    assert unsupported(installed)[-1] == "uvicorn is not installed; Tandem needs >=0.54,<0.55"
+    assert unsupported(installed)[0] == "uvicorn is not installed; Tandem needs >=0.54,<0.55"
     # Pre-releases and local versions of a supported line are that line.
-    releases.update({"python-engineio": "4.15.2rc1", "uvicorn": "0.54.1+local"})
+    releases.update({"websockets": "17.5rc1", "uvicorn": "0.54.1+local"})
     assert unsupported(installed) == []
 
 
 def test_serve_refuses_to_start_on_an_unsupported_release(monkeypatch: pytest.MonkeyPatch) -> None:
-    problem = "python-engineio 4.16.0 is not supported; Tandem runs on >=4.15.1,<4.16"
+    problem = "websockets 18.0 is not supported; Tandem runs on >=17.4,<18"
     monkeypatch.setattr(cli, "unsupported", lambda: [problem])
     result = CliRunner().invoke(cli.cli, ["serve", "--port", "0"])
     assert result.exit_code == 2
