@@ -347,8 +347,9 @@ class EngineServer:
         pending = session.polled
         session.polled = []
         session.outbound = outbound
-        for packet in pending:  # what waited for a poll goes first
-            session.send(packet)
+        for packet in pending:  # what waited for a poll goes first (not the poll's NOOP)
+            if packet != NOOP:
+                session.send(packet)
         socket.listener = outbound
         socket.detach(_Reader(self, session))
 

@@ -221,7 +221,10 @@ class SocketServer:
         sid = session.sio_sid
         data = packet.data
         if sid is None:
-            return  # not connected (yet, or any more): as python-socketio, ignored
+            # The spec: a server that does not get a CONNECT first closes the connection.
+            self._count_error("event_before_connect")
+            self.engine.close(session, "event before connect")
+            return
         if not isinstance(data, list) or not data or not isinstance(data[0], str):
             self._spawn_result(self.malformed(session, "an event is a list starting with a name"))
             return
