@@ -51,6 +51,19 @@ class Target:
     def has_echo(self) -> bool:
         return self.name == "echo"
 
+    def ack_request(self) -> tuple[str, list[Any]]:
+        """An event the target answers with an ack: an echo, or a Tandem subscribe."""
+        if self.has_echo:
+            return "message-with-ack", [1, "2", {"3": [False]}]
+        return "subscribe", [{"channel": "room:conformance"}]
+
+    def check_ack(self, data: Any) -> None:
+        """``data`` is the ACK's payload for ``ack_request``."""
+        if self.has_echo:
+            assert data == [1, "2", {"3": [False]}], data
+        else:
+            assert isinstance(data, list) and len(data) == 1 and data[0]["ok"] is True, data
+
 
 @contextmanager
 def tandem_target(tmp: Path) -> Iterator[Target]:

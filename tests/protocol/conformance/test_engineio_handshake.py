@@ -15,8 +15,7 @@ SUB_SECOND_MS = "the handshake rounds pingInterval to whole seconds: 0.3 s is se
 
 
 def test_polling_handshake_opens_a_session(target: Target) -> None:
-    """"the server MUST respond with an open packet" with sid, upgrades, pingInterval,
-    pingTimeout, maxPayload."""
+    """EIO "Handshake": "MUST respond with an open packet" (sid, upgrades, pingInterval...)."""
     with Polling(target) as session:
         handshake = session.open()
     assert sorted(handshake) == HANDSHAKE_KEYS
@@ -26,7 +25,7 @@ def test_polling_handshake_opens_a_session(target: Target) -> None:
 
 
 def test_websocket_handshake_opens_a_session(target: Target) -> None:
-    """WebSocket-only session: the open packet offers no upgrade."""
+    """EIO "Handshake", WebSocket-only session: the open packet, upgrades []."""
     with websocket(target) as client:
         handshake = client.handshake
     assert sorted(handshake) == HANDSHAKE_KEYS
@@ -36,7 +35,7 @@ def test_websocket_handshake_opens_a_session(target: Target) -> None:
 
 @pytest.mark.xfail(strict=True, reason=SUB_SECOND_MS)
 def test_handshake_intervals_are_milliseconds(target: Target) -> None:
-    """"pingInterval ... (in milliseconds)", "pingTimeout ... (in milliseconds)": 300 and 200."""
+    """EIO "Handshake": pingInterval, pingTimeout "(in milliseconds)": 300 and 200."""
     with Polling(target) as session:
         handshake = session.open()
     assert handshake["pingTimeout"] == round(PING_TIMEOUT_S * 1000)
@@ -44,7 +43,7 @@ def test_handshake_intervals_are_milliseconds(target: Target) -> None:
 
 
 def test_handshake_ping_timeout_is_milliseconds(target: Target) -> None:
-    """"pingTimeout ... (in milliseconds)": the sub-second 0.2 s is sent as 200."""
+    """EIO "Handshake": pingTimeout "(in milliseconds)", sub-second 0.2 s as 200."""
     with websocket(target) as client:
         assert client.handshake["pingTimeout"] == round(PING_TIMEOUT_S * 1000)
 
@@ -61,8 +60,7 @@ def test_handshake_ping_timeout_is_milliseconds(target: Target) -> None:
     ids=["no-EIO", "EIO-abc", "EIO-3", "no-transport", "transport-abc"],
 )
 def test_polling_handshake_refuses_bad_query(target: Target, query: dict[str, str]) -> None:
-    """"If a mandatory query parameter is missing, then the server MUST respond with an HTTP
-    400 error status."""
+    """EIO polling: "If a mandatory query parameter is missing ... MUST respond ... 400"."""
     with httpx.Client(base_url=target.url, timeout=5) as http:
         refused = http.get("/socket.io/", params=query)
     assert refused.status_code == 400, refused.text
@@ -70,7 +68,7 @@ def test_polling_handshake_refuses_bad_query(target: Target, query: dict[str, st
 
 @pytest.mark.parametrize("method", ["POST", "PUT", "DELETE", "PATCH"])
 def test_handshake_refuses_other_methods(target: Target, method: str) -> None:
-    """test-suite "fails with an invalid request method": a handshake is a GET; else 400."""
+    """EIO test-suite "fails with an invalid request method": 400."""
     with httpx.Client(base_url=target.url, timeout=5) as http:
         refused = http.request(method, "/socket.io/", params=POLLING)
     assert refused.status_code == 400, (method, refused.text)
@@ -82,8 +80,7 @@ def test_handshake_refuses_other_methods(target: Target, method: str) -> None:
     ids=["no-EIO", "EIO-abc", "no-transport", "transport-abc"],
 )
 def test_websocket_handshake_refuses_bad_query(target: Target, query: str) -> None:
-    """"If a mandatory query parameter is missing, then the server MUST close the WebSocket
-    connection": refused, or closed before any open packet."""
+    """EIO WebSocket: "If a mandatory query parameter is missing ... MUST close"."""
     url = f"{target.ws_url}/socket.io/?{query}"
     try:
         client = connect(url, open_timeout=5, close_timeout=2, compression=None, legacy=True)
@@ -101,7 +98,7 @@ def test_websocket_handshake_refuses_bad_query(target: Target, query: str) -> No
 
 @pytest.mark.parametrize("method", ["GET", "POST"])
 def test_unknown_sid_is_400(target: Target, method: str) -> None:
-    """"The server MUST return an HTTP 400 response if the session ID ... is not known."""
+    """EIO polling: "MUST return an HTTP 400 response if the session ID ... is not known"."""
     with httpx.Client(base_url=target.url, timeout=5) as http:
         refused = http.request(method, "/socket.io/", params={**POLLING, "sid": "unknown"})
     assert refused.status_code == 400, refused.text

@@ -20,8 +20,7 @@ PINGS = 3
 
 
 def test_websocket_pings_are_answered_with_pongs(target: Target) -> None:
-    """"At a given interval (the pingInterval value sent in the handshake) the server sends a
-    ping packet and the client ... send[s] a pong packet back"."""
+    """EIO "Heartbeat": "At a given interval (the pingInterval ...) the server sends a ping"."""
     with websocket(target, answer_pings=False) as client:
         ws_connect(client, target)
         started = time.monotonic()
@@ -35,8 +34,7 @@ def test_websocket_pings_are_answered_with_pongs(target: Target) -> None:
 
 
 def test_websocket_without_pongs_is_closed(target: Target) -> None:
-    """"If the server does not receive a pong packet back, then it SHOULD consider that the
-    connection is closed"; test-suite "closes the session upon ping timeout"."""
+    """EIO "Heartbeat": no pong within pingTimeout, "the connection is closed"."""
     with websocket(target, answer_pings=False) as client:
         ws_connect(client, target)
         assert client.recv(timeout=PING_INTERVAL_S + PING_SLACK_S) == "2"
@@ -48,7 +46,7 @@ def test_websocket_without_pongs_is_closed(target: Target) -> None:
 
 
 def test_polling_pings_are_answered_with_pongs(target: Target) -> None:
-    """test-suite "sends ping/pong packets" over long-polling: GET brings '2', POST '3'."""
+    """EIO test-suite "sends ping/pong packets" over polling: GET "2", POST "3"."""
     with Polling(target) as session:
         session.open()
         session.connect()
@@ -71,8 +69,7 @@ def _unanswered_ping(session: Polling) -> tuple[float, str]:
 
 
 def test_polling_without_pongs_is_closed(target: Target) -> None:
-    """test-suite "closes the session upon ping timeout": after pingInterval + pingTimeout
-    the session is gone (GET 400)."""
+    """EIO test-suite "closes the session upon ping timeout": then GET 400."""
     with Polling(target) as session:
         waited, _ = _unanswered_ping(session)
         after = session.get()
@@ -82,8 +79,7 @@ def test_polling_without_pongs_is_closed(target: Target) -> None:
 
 @pytest.mark.xfail(strict=True, reason=PENDING_POLL_AT_CLOSE)
 def test_polling_ping_timeout_ends_the_poll_with_close(target: Target) -> None:
-    """A session the server closes hands its pending GET the CLOSE packet '1' (test-suite:
-    "pollResponse.status == 400 || ... == '1'")."""
+    """EIO test-suite ping timeout: a poll gets "400 || ... == '1'" (CLOSE)."""
     with Polling(target) as session:
         _, body = _unanswered_ping(session)
     assert body.split(SEP)[-1] == "1", repr(body)

@@ -32,8 +32,7 @@ def upgraded(target: Target, session: Polling) -> RawClient:
 
 
 def test_upgrade_from_polling(target: Target) -> None:
-    """"The server MUST send a noop packet to any pending GET request ... respond with a pong
-    packet with the string probe"; then the websocket carries the session."""
+    """EIO "Upgrade": "send a noop packet to any pending GET", "3probe", then "5"."""
     with Polling(target) as session:
         session.open()
         with websocket(target, sid=session.sid) as client:
@@ -46,8 +45,7 @@ def test_upgrade_from_polling(target: Target) -> None:
 
 
 def test_polling_after_upgrade_is_refused(target: Target) -> None:
-    """test-suite "ignores HTTP requests with same sid after upgrade": GET 400, and the
-    websocket goes on."""
+    """EIO test-suite "ignores HTTP requests with same sid after upgrade": 400."""
     with Polling(target) as session:
         session.open()
         with upgraded(target, session) as client:
@@ -58,8 +56,7 @@ def test_polling_after_upgrade_is_refused(target: Target) -> None:
 
 @pytest.mark.xfail(strict=True, reason=STRAY_NOOP)
 def test_no_noop_on_the_websocket(target: Target) -> None:
-    """test-suite "successfully upgrades": after the UPGRADE, the next frame on the websocket
-    answers the client's next packet."""
+    """EIO test-suite "successfully upgrades": next ws frame answers the next packet."""
     with Polling(target) as session:
         session.open()
         with upgraded(target, session) as client:
@@ -96,8 +93,7 @@ def _second_websocket(target: Target, sid: str) -> int | None:
 
 
 def test_second_websocket_is_refused(target: Target) -> None:
-    """"A client MUST NOT open more than one WebSocket connection per session. Should it
-    happen, the server MUST close the WebSocket connection"; the first one goes on."""
+    """EIO WebSocket: "more than one WebSocket connection per session ... MUST close"."""
     with Polling(target) as session:
         session.open()
         with upgraded(target, session) as client:
@@ -108,16 +104,18 @@ def test_second_websocket_is_refused(target: Target) -> None:
 
 @pytest.mark.xfail(strict=True, reason=SECOND_WEBSOCKET_400)
 def test_second_websocket_is_400(target: Target) -> None:
-    """The reference server refuses it as a bad request (engine.io's verify: HTTP 400)."""
+    """EIO "more than one WebSocket ... per session": refused 400, as the reference server."""
     with Polling(target) as session:
         session.open()
         with upgraded(target, session):
             status = _second_websocket(target, session.sid)
+    # The spec only asks for the close; the reference server (engine.io's verify) refuses
+    # the handshake as a bad request.
     assert status == 400
 
 
 def test_close_packet_closes_the_websocket(target: Target) -> None:
-    """test-suite "forcefully closes the session": the client's CLOSE '1' closes the socket."""
+    """EIO test-suite "forcefully closes the session": CLOSE "1" closes the socket."""
     with websocket(target) as client:
         client.send("1")
         _, frames = client.wait_closed(timeout=2)
@@ -126,7 +124,7 @@ def test_close_packet_closes_the_websocket(target: Target) -> None:
 
 @pytest.mark.parametrize("frame", ["abc", "", "9"], ids=["abc", "empty", "unknown-type"])
 def test_invalid_frame_closes_the_websocket(target: Target, frame: str) -> None:
-    """test-suite "closes the session upon invalid packet format"."""
+    """EIO test-suite "closes the session upon invalid packet format"."""
     with websocket(target) as client:
         started = time.monotonic()
         client.send(frame)

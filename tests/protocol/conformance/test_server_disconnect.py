@@ -72,7 +72,7 @@ def cut_off(node: LiveServer) -> UnreadClient:
 
 
 def test_a_slow_consumer_is_told_and_disconnected(node: LiveServer) -> None:
-    """The cut-off as the client sees it: server.notice "slow", then DISCONNECT '41'."""
+    """SIO "Disconnection": the server's cut-off is notice "slow", then "41"."""
     client = cut_off(node)
     try:
         client.sock.settimeout(CLOSE_WITHIN_S)
@@ -87,7 +87,7 @@ def test_a_slow_consumer_is_told_and_disconnected(node: LiveServer) -> None:
 
 @pytest.mark.xfail(strict=True, reason=SLOW_CONSUMER_OPEN)
 def test_a_slow_consumer_cut_off_is_closed_at_the_transport(node: LiveServer) -> None:
-    """After the server's DISCONNECT of the client's only namespace, the connection closes."""
+    """A server DISCONNECT of the only namespace closes the transport."""
     client = cut_off(node)
     try:
         received = frames_until_closed(client, CLOSE_WITHIN_S)

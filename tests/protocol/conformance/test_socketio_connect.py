@@ -26,8 +26,7 @@ CLOSE_SLACK_S = 2.0
 
 
 def test_connect_to_the_main_namespace(target: Target) -> None:
-    """"The server MUST respond with ... a CONNECT packet ... with the session ID in the
-    payload": 40{"sid": ...}."""
+    """SIO "Connection": "a CONNECT packet ... with the session ID in the payload"."""
     with websocket(target) as client:
         client.send("40" + json.dumps(target.auth))
         answer = client.recv()
@@ -37,21 +36,21 @@ def test_connect_to_the_main_namespace(target: Target) -> None:
 
 
 def test_connect_over_polling(target: Target) -> None:
-    """The sample session: CONNECT in a POST, the CONNECT answer in the next GET."""
+    """SIO "Sample session": CONNECT in a POST, its answer in the next GET."""
     with Polling(target) as session:
         session.open()
         assert session.connect()
 
 
 def test_connect_to_a_custom_namespace(echo: Target) -> None:
-    """"A client MAY be connected to multiple namespaces at the same time": 40/custom,."""
+    """SIO "A client MAY be connected to multiple namespaces at the same time"."""
     with websocket(echo) as client:
         ws_connect(client, echo)
         assert ws_connect(client, echo, CUSTOM_NAMESPACE)
 
 
 def test_refused_connect_is_connect_error(tandem: Target) -> None:
-    """"or a CONNECT_ERROR packet if the connection is not allowed": 44{"message": ...}."""
+    """SIO "or a CONNECT_ERROR packet if the connection is not allowed"."""
     with websocket(tandem) as client:
         client.send('40{"token":"not-a-token"}')
         answer = client.recv()
@@ -62,7 +61,7 @@ def test_refused_connect_is_connect_error(tandem: Target) -> None:
 
 @pytest.mark.xfail(strict=True, reason=INVALID_NAMESPACE)
 def test_unknown_namespace_is_refused(target: Target) -> None:
-    """test-suite "should disallow connection to an unknown namespace"."""
+    """SIO test-suite "should disallow connection to an unknown namespace"."""
     with websocket(target) as client:
         client.send("40/random,")
         answer = client.recv()
@@ -70,8 +69,7 @@ def test_unknown_namespace_is_refused(target: Target) -> None:
 
 
 def test_unknown_namespace_is_connect_error(target: Target) -> None:
-    """The part of the rule that holds today: a CONNECT_ERROR for that namespace, and the
-    connection goes on."""
+    """SIO unknown namespace: what holds today, a CONNECT_ERROR for it."""
     with websocket(target) as client:
         client.send("40/random,")
         answer = client.recv()
@@ -80,7 +78,7 @@ def test_unknown_namespace_is_connect_error(target: Target) -> None:
 
 
 def test_invalid_connect_closes_the_connection(target: Target) -> None:
-    """test-suite "should disallow connection with an invalid handshake": 4abc closes."""
+    """SIO test-suite "should disallow connection with an invalid handshake"."""
     with websocket(target) as client:
         started = time.monotonic()
         client.send("4abc")
@@ -90,8 +88,7 @@ def test_invalid_connect_closes_the_connection(target: Target) -> None:
 
 @pytest.mark.xfail(strict=True, reason=EVENT_BEFORE_CONNECT)
 def test_event_before_connect_closes_the_connection(target: Target) -> None:
-    """"If the server does not receive a CONNECT packet first, then it MUST close the
-    connection immediately"."""
+    """SIO "If the server does not receive a CONNECT packet first ... MUST close"."""
     with websocket(target) as client:
         started = time.monotonic()
         client.send('42["message",1]')
@@ -100,8 +97,7 @@ def test_event_before_connect_closes_the_connection(target: Target) -> None:
 
 
 def test_websocket_without_connect_is_closed(target: Target) -> None:
-    """A transport that never sends CONNECT is closed after the CONNECT timeout (Tandem's
-    rule on top of the spec's "CONNECT packet first"), pongs notwithstanding."""
+    """SIO "CONNECT packet first": Tandem closes a silent websocket at its timeout."""
     with websocket(target) as client:
         opened = time.monotonic()
         _, frames = client.wait_closed(timeout=CONNECT_TIMEOUT_S + CLOSE_SLACK_S)
@@ -110,7 +106,7 @@ def test_websocket_without_connect_is_closed(target: Target) -> None:
 
 
 def test_polling_without_connect_is_closed(target: Target) -> None:
-    """The CONNECT timeout over long-polling: the session ends though it answers its pings."""
+    """SIO "CONNECT packet first": Tandem closes a silent polling session too."""
     with Polling(target) as session:
         opened = time.monotonic()
         session.open()
@@ -126,8 +122,7 @@ def test_polling_without_connect_is_closed(target: Target) -> None:
 
 
 def test_disconnect_from_the_main_namespace_keeps_engineio(target: Target) -> None:
-    """test-suite "should disconnect from the main namespace": after 41 the Engine.IO
-    connection goes on (the next packet is a PING)."""
+    """SIO test-suite "should disconnect from the main namespace": then a PING."""
     with websocket(target, answer_pings=False) as client:
         ws_connect(client, target)
         client.send("41")
@@ -137,8 +132,7 @@ def test_disconnect_from_the_main_namespace_keeps_engineio(target: Target) -> No
 
 
 def test_disconnect_from_a_custom_namespace(echo: Target) -> None:
-    """test-suite "should connect then disconnect from a custom namespace": the main one
-    stays."""
+    """SIO test-suite "should connect then disconnect from a custom namespace"."""
     with websocket(echo) as client:
         ws_connect(client, echo)
         ws_connect(client, echo, CUSTOM_NAMESPACE)

@@ -11,27 +11,19 @@ import pytest
 
 from tests.protocol.conformance.echo_app import CUSTOM_NAMESPACE
 from tests.protocol.conformance.targets import CONNECT_TIMEOUT_S, Target
-from tests.protocol.conformance.wire import PLACEHOLDER_0, PLACEHOLDER_1, frames, websocket, ws_connect
+from tests.protocol.conformance.wire import (
+    PLACEHOLDER_0,
+    PLACEHOLDER_1,
+    frames,
+    websocket,
+    ws_connect,
+)
 
 PLACEHOLDERS = f"{PLACEHOLDER_0},{PLACEHOLDER_1}"
 
 
-def ack_request(target: Target) -> tuple[str, list[object]]:
-    """An event each target answers with an ack: an echo, or a Tandem subscribe."""
-    if target.has_echo:
-        return "message-with-ack", [1, "2", {"3": [False]}]
-    return "subscribe", [{"channel": "room:conformance"}]
-
-
-def check_ack_data(target: Target, data: object) -> None:
-    if target.has_echo:
-        assert data == [1, "2", {"3": [False]}]
-    else:
-        assert isinstance(data, list) and len(data) == 1 and data[0]["ok"] is True, data
-
-
 def test_plain_text_event(echo: Target) -> None:
-    """test-suite "should send a plain-text packet": EVENT 42[...] both ways."""
+    """SIO test-suite "should send a plain-text packet"."""
     with websocket(echo) as client:
         ws_connect(client, echo)
         client.send('42["message",1,"2",{"3":[true]}]')
@@ -39,7 +31,7 @@ def test_plain_text_event(echo: Target) -> None:
 
 
 def test_event_on_a_custom_namespace(echo: Target) -> None:
-    """"with a custom namespace": 2/admin,["bar"] (prefixed by the namespace and a comma)."""
+    """SIO encoding "with a custom namespace": 2/admin,["bar"]."""
     with websocket(echo) as client:
         ws_connect(client, echo)
         ws_connect(client, echo, CUSTOM_NAMESPACE)
@@ -49,19 +41,18 @@ def test_event_on_a_custom_namespace(echo: Target) -> None:
 
 @pytest.mark.parametrize("ack_id", [0, 456, 2**31])
 def test_ack_carries_the_event_id(target: Target, ack_id: int) -> None:
-    """"The receiver MUST respond with an ACK packet with the same event ID"; "The payload is
-    mandatory and MUST be an array"."""
-    event, args = ack_request(target)
+    """SIO "MUST respond with an ACK packet with the same event ID"."""
+    event, args = target.ack_request()
     with websocket(target) as client:
         ws_connect(client, target)
         client.send(f"42{ack_id}{json.dumps([event, *args])}")
         answer = client.recv()
     assert isinstance(answer, str) and answer.startswith(f"43{ack_id}["), answer
-    check_ack_data(target, json.loads(answer[2 + len(str(ack_id)) :]))
+    target.check_ack(json.loads(answer[2 + len(str(ack_id)) :]))
 
 
 def test_ack_on_a_custom_namespace(echo: Target) -> None:
-    """ACK on a custom namespace: 3/admin,13[...]."""
+    """SIO encoding, ACK "with a custom namespace": 3/admin,13["bar"]."""
     with websocket(echo) as client:
         ws_connect(client, echo)
         ws_connect(client, echo, CUSTOM_NAMESPACE)
@@ -70,8 +61,8 @@ def test_ack_on_a_custom_namespace(echo: Target) -> None:
 
 
 def test_acks_of_several_events_keep_their_ids(target: Target) -> None:
-    """Each ACK names its own event: ids are not reused nor swapped."""
-    event, args = ack_request(target)
+    """SIO "an ACK packet with the same event ID", for several events at once."""
+    event, args = target.ack_request()
     ids = [3, 1, 2]
     with websocket(target) as client:
         ws_connect(client, target)
@@ -82,8 +73,7 @@ def test_acks_of_several_events_keep_their_ids(target: Target) -> None:
 
 
 def test_binary_event(echo: Target) -> None:
-    """test-suite "should send a packet with binary attachments": 452-[...] then each
-    attachment in its own binary frame."""
+    """SIO test-suite "should send a packet with binary attachments"."""
     with websocket(echo) as client:
         ws_connect(client, echo)
         client.send(f'452-["message",1,{PLACEHOLDERS}]')
@@ -98,8 +88,7 @@ def test_binary_event(echo: Target) -> None:
 
 
 def test_binary_event_with_ack(echo: Target) -> None:
-    """test-suite "should send a packet with binary attachments and an ack": BINARY_ACK
-    462-789[...] and the attachments."""
+    """SIO test-suite "should send a packet with binary attachments and an ack"."""
     with websocket(echo) as client:
         ws_connect(client, echo)
         client.send(f'452-789["message-with-ack",1,{PLACEHOLDERS}]')
@@ -110,7 +99,7 @@ def test_binary_event_with_ack(echo: Target) -> None:
 
 
 def test_binary_event_reaches_tandem(tandem: Target) -> None:
-    """A BINARY_EVENT with an ack id is answered by Tandem with an ACK of the same id."""
+    """SIO "BINARY_EVENT" with an id: Tandem answers an ACK of the same id."""
     with websocket(tandem) as client:
         ws_connect(client, tandem)
         client.send(f'451-5["subscribe",{{"channel":"room:conformance","x":{PLACEHOLDER_0}}}]')
@@ -125,9 +114,7 @@ def test_binary_event_reaches_tandem(tandem: Target) -> None:
     ids=["unknown-type", "payload-not-array", "ack-id-abc", "empty-array"],
 )
 def test_malformed_packet_closes_the_connection(target: Target, frame: str) -> None:
-    """test-suite "should close the connection upon invalid format"; "The payload is mandatory
-    and MUST be a non-empty array. If that's not the case, then the receiver MUST close the
-    connection"."""
+    """SIO "MUST be a non-empty array ... MUST close the connection"."""
     with websocket(target) as client:
         ws_connect(client, target)
         started = time.monotonic()
