@@ -109,10 +109,10 @@ class SocketServer:
 
     # -- what the gateway calls ---------------------------------------------------------------
 
-    async def emit(self, event: str, data: Any, *, to: str) -> None:
+    async def emit(self, event: str, *args: Any, to: str) -> None:
         session = self.connections.get(to)
         if session is not None:
-            self._send(session, Packet(EVENT, data=[event, data]))
+            self._send(session, Packet(EVENT, data=[event, *args]))
 
     async def disconnect(self, sid: str) -> None:
         """Tell the client (DISCONNECT), end its connection, and close its transport: a

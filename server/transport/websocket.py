@@ -296,7 +296,8 @@ class WebSocketProtocol(asyncio.Protocol):
             (name.decode("latin-1"), value.decode("latin-1")) for name, value in headers
         )
         content = b"".join(body)
-        fields["Content-Length"] = str(len(content))
+        if "Content-Length" not in fields:  # (Headers adds a value; it never replaces one)
+            fields["Content-Length"] = str(len(content))
         self._respond(Response(status, _phrase(status), fields, content))
 
     def _respond(self, response: Response) -> None:

@@ -12,21 +12,20 @@ protocol class ``tandem serve`` uses.
 from __future__ import annotations
 
 import argparse
-import logging
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
 
-import socketio
 import uvicorn
 from starlette.types import Receive, Scope, Send
 
-from server.engine_guard import EngineGuard
-from server.fastpath import FastPath
-from server.socket_server import TandemSocketServer
-from server.ws_protocol import TandemWebSocketProtocol
+from server.jsonwire import JsonWire
+from server.transport.engine import EngineOptions
+from server.transport.packets import JsonCodec
+from server.transport.sockets import SocketOptions, SocketServer
+from server.transport.websocket import WebSocketProtocol
 
-# A namespace of the echo app besides "/", for the namespace tests.
+# A namespace the protocols' suites use; the transport serves "/" only, and refuses it.
 CUSTOM_NAMESPACE = "/custom"
 
 
@@ -43,7 +42,7 @@ class EchoSettings:
 Handler = Callable[..., Awaitable[Any]]
 
 
-def register_echo_handlers(server: Any, namespace: str = "/") -> None:
+def register_echo_handlers(server: SocketServer) -> None:
     """``message`` is emitted back as ``message-back`` with the same arguments (binary ones
     included); ``message-with-ack`` answers its ack with its arguments."""
 
@@ -51,7 +50,7 @@ def register_echo_handlers(server: Any, namespace: str = "/") -> None:
         return None
 
     async def message(sid: str, *args: Any) -> None:
-        await server.emit("message-back", args, to=sid, namespace=namespace)
+        await server.emit("message-back", *args, to=sid)
 
     async def message_with_ack(sid: str, *args: Any) -> Any:
         return args
@@ -62,36 +61,50 @@ def register_echo_handlers(server: Any, namespace: str = "/") -> None:
         "message-with-ack": message_with_ack,
     }
     for event, handler in handlers.items():
-        server.on(event, handler, namespace=namespace)
+        server.on(event, handler)
 
 
 def build_echo_app(settings: EchoSettings) -> Any:
-    """The ASGI app: the transport exactly as ``server.runtime`` and ``server.app`` build it
-    (socket server, fan-out fast path, Engine.IO guard), with echo handlers."""
-    sio = TandemSocketServer(
-        async_mode="asgi",
-        max_payload_bytes=settings.max_payload_bytes,
-        protocol_error_limit=1,  # the profile: a malformed packet ends its session
+    """The ASGI app: the transport exactly as ``server.runtime`` and ``server.app`` build it,
+    with echo handlers. Like Tandem, it serves the default namespace only."""
+    sio = SocketServer(
+        SocketOptions(
+            max_payload_bytes=settings.max_payload_bytes,
+            protocol_error_limit=1,  # the profile: a malformed packet ends its session
+            connect_timeout_s=settings.connect_timeout_s,
+        ),
+        EngineOptions(
+            ping_interval_s=settings.ping_interval_s,
+            ping_timeout_s=settings.ping_timeout_s,
+            max_payload_bytes=settings.engine_max_bytes,
+            client_buffer_bytes=settings.client_buffer_bytes,
+        ),
+        JsonCodec(JsonWire()),
         count_error=lambda kind: None,
-        max_http_buffer_size=settings.engine_max_bytes,
-        ping_interval=settings.ping_interval_s,
-        ping_timeout=settings.ping_timeout_s,
-        connect_timeout_s=settings.connect_timeout_s,
-        logger=logging.getLogger("socketio.server"),
-        engineio_logger=logging.getLogger("engineio.server"),
     )
-    fast = FastPath(limit_bytes=settings.client_buffer_bytes)
-    sio.eio.fast = fast
-    fast.on_text = sio.fast_event
-    for namespace in ("/", CUSTOM_NAMESPACE):
-        register_echo_handlers(sio, namespace)
+    register_echo_handlers(sio)
+    engine = sio.engine
 
-    async def shutdown() -> None:
-        await fast.__aexit__(None, None, None)
-        await sio.shutdown()
+    async def app(scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "lifespan":
+            await _lifespan(receive, send, engine.shutdown)
+        elif scope["path"].startswith("/socket.io"):
+            await engine(scope, receive, send)
+        else:
+            await _health(scope, receive, send)
 
-    combined = socketio.ASGIApp(sio, other_asgi_app=_health, on_shutdown=shutdown)
-    return EngineGuard(combined, path="/socket.io", on_bad_post=sio.bad_post)
+    return app
+
+
+async def _lifespan(receive: Receive, send: Send, shutdown: Callable[[], Awaitable[None]]) -> None:
+    while True:
+        message = await receive()
+        if message["type"] == "lifespan.startup":
+            await send({"type": "lifespan.startup.complete"})
+        elif message["type"] == "lifespan.shutdown":
+            await shutdown()
+            await send({"type": "lifespan.shutdown.complete"})
+            return
 
 
 async def _health(scope: Scope, receive: Receive, send: Send) -> None:
@@ -116,7 +129,7 @@ def main() -> None:
         build_echo_app(settings),
         host="127.0.0.1",
         port=args.port,
-        ws=TandemWebSocketProtocol,
+        ws=WebSocketProtocol,
         ws_per_message_deflate=False,
         ws_max_size=settings.engine_max_bytes,
         ws_ping_interval=None,

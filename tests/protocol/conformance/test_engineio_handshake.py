@@ -33,7 +33,6 @@ def test_websocket_handshake_opens_a_session(target: Target) -> None:
     assert handshake["upgrades"] == []
 
 
-@pytest.mark.xfail(strict=True, reason=SUB_SECOND_MS)
 def test_handshake_intervals_are_milliseconds(target: Target) -> None:
     """EIO "Handshake": pingInterval, pingTimeout "(in milliseconds)": 300 and 200."""
     with Polling(target) as session:

@@ -8,8 +8,6 @@ from __future__ import annotations
 
 import time
 
-import pytest
-
 from tests.protocol.conformance.targets import PING_INTERVAL_S, PING_TIMEOUT_S, Target
 from tests.protocol.conformance.wire import SEP, Polling, websocket, ws_connect
 
@@ -77,7 +75,6 @@ def test_polling_without_pongs_is_closed(target: Target) -> None:
     assert after.status_code == 400, after.text
 
 
-@pytest.mark.xfail(strict=True, reason=PENDING_POLL_AT_CLOSE)
 def test_polling_ping_timeout_ends_the_poll_with_close(target: Target) -> None:
     """EIO test-suite ping timeout: a poll gets "400 || ... == '1'" (CLOSE)."""
     with Polling(target) as session:

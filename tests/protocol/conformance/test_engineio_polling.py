@@ -9,7 +9,6 @@ import time
 from concurrent.futures import Future, ThreadPoolExecutor
 
 import httpx
-import pytest
 
 from tests.protocol.conformance.targets import PING_INTERVAL_S, Target
 from tests.protocol.conformance.wire import PLACEHOLDER_0, SEP, Polling
@@ -26,7 +25,6 @@ FORCED_CLOSE = "the pending GET of a session the client closes is answered with 
 ORDERING_DELAY_S = 0.05
 
 
-@pytest.mark.xfail(strict=True, reason=POST_OK)
 def test_post_is_answered_ok(target: Target) -> None:
     """EIO polling: "HTTP 200 response, with the string ok in the response body"."""
     with Polling(target) as session:
@@ -87,7 +85,6 @@ def _concurrently(first: httpx.Client, request: dict[str, object]) -> Future[htt
     return future
 
 
-@pytest.mark.xfail(strict=True, reason=DUPLICATE_POLL)
 def test_duplicate_poll_closes_the_session(target: Target) -> None:
     """EIO polling: "more than one active GET ... MUST return ... 400 and close the session"."""
     with Polling(target) as session, httpx.Client(base_url=target.url, timeout=5) as other:
@@ -105,7 +102,6 @@ def test_duplicate_poll_closes_the_session(target: Target) -> None:
     assert after.status_code == 400, after.text
 
 
-@pytest.mark.xfail(strict=True, reason=FORCED_CLOSE)
 def test_close_packet_ends_the_pending_poll(target: Target) -> None:
     """EIO test-suite "forcefully closes the session": the pending GET gets a packet."""
     with Polling(target) as session:

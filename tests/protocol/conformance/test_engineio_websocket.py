@@ -54,7 +54,6 @@ def test_polling_after_upgrade_is_refused(target: Target) -> None:
             assert connect_after_upgrade(client, target).startswith("40{")
 
 
-@pytest.mark.xfail(strict=True, reason=STRAY_NOOP)
 def test_no_noop_on_the_websocket(target: Target) -> None:
     """EIO test-suite "successfully upgrades": next ws frame answers the next packet."""
     with Polling(target) as session:
@@ -102,7 +101,6 @@ def test_second_websocket_is_refused(target: Target) -> None:
             assert connect_after_upgrade(client, target).startswith("40{")
 
 
-@pytest.mark.xfail(strict=True, reason=SECOND_WEBSOCKET_400)
 def test_second_websocket_is_400(target: Target) -> None:
     """EIO "more than one WebSocket ... per session": refused 400, as the reference server."""
     with Polling(target) as session:

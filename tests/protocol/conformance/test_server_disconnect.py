@@ -85,7 +85,6 @@ def test_a_slow_consumer_is_told_and_disconnected(node: LiveServer) -> None:
     assert notice.startswith('42["server.notice",{"code":"slow",'), received[-3:]
 
 
-@pytest.mark.xfail(strict=True, reason=SLOW_CONSUMER_OPEN)
 def test_a_slow_consumer_cut_off_is_closed_at_the_transport(node: LiveServer) -> None:
     """A server DISCONNECT of the only namespace closes the transport."""
     client = cut_off(node)

@@ -9,7 +9,6 @@ import time
 
 import pytest
 
-from tests.protocol.conformance.echo_app import CUSTOM_NAMESPACE
 from tests.protocol.conformance.targets import CONNECT_TIMEOUT_S, Target
 from tests.protocol.conformance.wire import (
     PLACEHOLDER_0,
@@ -30,15 +29,6 @@ def test_plain_text_event(echo: Target) -> None:
         assert client.recv() == '42["message-back",1,"2",{"3":[true]}]'
 
 
-def test_event_on_a_custom_namespace(echo: Target) -> None:
-    """SIO encoding "with a custom namespace": 2/admin,["bar"]."""
-    with websocket(echo) as client:
-        ws_connect(client, echo)
-        ws_connect(client, echo, CUSTOM_NAMESPACE)
-        client.send(f'42{CUSTOM_NAMESPACE},["message","x"]')
-        assert client.recv() == f'42{CUSTOM_NAMESPACE},["message-back","x"]'
-
-
 @pytest.mark.parametrize("ack_id", [0, 456, 2**31])
 def test_ack_carries_the_event_id(target: Target, ack_id: int) -> None:
     """SIO "MUST respond with an ACK packet with the same event ID"."""
@@ -49,15 +39,6 @@ def test_ack_carries_the_event_id(target: Target, ack_id: int) -> None:
         answer = client.recv()
     assert isinstance(answer, str) and answer.startswith(f"43{ack_id}["), answer
     target.check_ack(json.loads(answer[2 + len(str(ack_id)) :]))
-
-
-def test_ack_on_a_custom_namespace(echo: Target) -> None:
-    """SIO encoding, ACK "with a custom namespace": 3/admin,13["bar"]."""
-    with websocket(echo) as client:
-        ws_connect(client, echo)
-        ws_connect(client, echo, CUSTOM_NAMESPACE)
-        client.send(f'42{CUSTOM_NAMESPACE},13["message-with-ack","bar"]')
-        assert client.recv() == f'43{CUSTOM_NAMESPACE},13["bar"]'
 
 
 def test_acks_of_several_events_keep_their_ids(target: Target) -> None:
