@@ -38,6 +38,8 @@ class EchoSettings:
     max_payload_bytes: int = 64 * 1024
     engine_max_bytes: int = 1_000_000
     client_buffer_bytes: int = 1024 * 1024
+    # As the conformance profile of ``tandem serve``: a malformed packet ends its session.
+    protocol_error_limit: int = 1
 
 
 Handler = Callable[..., Awaitable[Any]]
@@ -71,7 +73,7 @@ def build_echo_app(settings: EchoSettings) -> Any:
     sio = TandemSocketServer(
         async_mode="asgi",
         max_payload_bytes=settings.max_payload_bytes,
-        protocol_error_limit=1,  # the profile: a malformed packet ends its session
+        protocol_error_limit=settings.protocol_error_limit,
         count_error=lambda kind: None,
         max_http_buffer_size=settings.engine_max_bytes,
         ping_interval=settings.ping_interval_s,
