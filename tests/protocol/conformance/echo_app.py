@@ -37,6 +37,8 @@ class EchoSettings:
     max_payload_bytes: int = 64 * 1024
     engine_max_bytes: int = 1_000_000
     client_buffer_bytes: int = 1024 * 1024
+    # As the conformance profile of ``tandem serve``: a malformed packet ends its session.
+    protocol_error_limit: int = 1
 
 
 Handler = Callable[..., Awaitable[Any]]
@@ -70,7 +72,7 @@ def build_echo_app(settings: EchoSettings) -> Any:
     sio = SocketServer(
         SocketOptions(
             max_payload_bytes=settings.max_payload_bytes,
-            protocol_error_limit=1,  # the profile: a malformed packet ends its session
+            protocol_error_limit=settings.protocol_error_limit,
             connect_timeout_s=settings.connect_timeout_s,
         ),
         EngineOptions(

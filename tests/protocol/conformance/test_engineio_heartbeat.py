@@ -12,8 +12,10 @@ from tests.protocol.conformance.targets import PING_INTERVAL_S, PING_TIMEOUT_S, 
 from tests.protocol.conformance.wire import SEP, Polling, websocket, ws_connect
 
 PENDING_POLL_AT_CLOSE = "the pending GET of a session closed by its ping timeout gets an empty body"
-# How late a ping may come: Tandem's pinger fires on a 0.25 s resolution, plus scheduling.
-PING_SLACK_S = 0.4
+# How late a ping or the close after a missed pong may come: Tandem's pinger fires on a
+# 0.25 s resolution, plus scheduling on 2 shared cores. Still well under any other timer
+# that could end a connected session.
+PING_SLACK_S = 1.0
 PINGS = 3
 
 

@@ -21,7 +21,7 @@ SLOW_CONSUMER_OPEN = (
     "after the slow consumer's notice and DISCONNECT '41' the websocket stays open (until the "
     "heartbeat gives up)"
 )
-CLOSE_WITHIN_S = 3.0
+CLOSE_WITHIN_S = 2.0
 
 
 @pytest.fixture(scope="module")
