@@ -11,8 +11,6 @@ from websockets.sync.client import connect
 from tests.protocol.conformance.targets import PING_INTERVAL_S, PING_TIMEOUT_S, Target
 from tests.protocol.conformance.wire import HANDSHAKE_KEYS, POLLING, Polling, websocket
 
-SUB_SECOND_MS = "the handshake rounds pingInterval to whole seconds: 0.3 s is sent as 0 ms"
-
 
 def test_polling_handshake_opens_a_session(target: Target) -> None:
     """EIO "Handshake": "MUST respond with an open packet" (sid, upgrades, pingInterval...)."""

@@ -11,7 +11,6 @@ import time
 from tests.protocol.conformance.targets import PING_INTERVAL_S, PING_TIMEOUT_S, Target
 from tests.protocol.conformance.wire import SEP, Polling, websocket, ws_connect
 
-PENDING_POLL_AT_CLOSE = "the pending GET of a session closed by its ping timeout gets an empty body"
 # How late a ping or the close after a missed pong may come: Tandem's pinger fires on a
 # 0.25 s resolution, plus scheduling on 2 shared cores. Still well under any other timer
 # that could end a connected session.

@@ -13,13 +13,6 @@ import httpx
 from tests.protocol.conformance.targets import PING_INTERVAL_S, PING_TIMEOUT_S, Target
 from tests.protocol.conformance.wire import PLACEHOLDER_0, SEP, Polling
 
-POST_OK = "the polling POST is answered 'OK', not 'ok'"
-DUPLICATE_POLL = (
-    "a second concurrent GET is not refused: it waits until the session dies of its ping "
-    "timeout (~0.55 s) and gets 400 then, while the pending GET gets the next PING '2' "
-    "instead of CLOSE '1'"
-)
-FORCED_CLOSE = "the pending GET of a session the client closes is answered with an empty body"
 # The reference test suite leaves 5 ms between two requests it wants in that order: a
 # request's arrival at the server cannot be observed from here.
 ORDERING_DELAY_S = 0.05

@@ -15,12 +15,6 @@ from tests.protocol.conformance.targets import Target
 from tests.protocol.conformance.wire import Polling, websocket
 from tests.protocol.raw import RawClient
 
-SECOND_WEBSOCKET_400 = "a second websocket for an upgraded session is refused with HTTP 403"
-STRAY_NOOP = (
-    "the client's UPGRADE '5' is answered with a NOOP '6' on the websocket, before the answer "
-    "to the client's next packet"
-)
-
 
 def upgraded(target: Target, session: Polling) -> RawClient:
     """Upgrade ``session`` to a websocket: probe, then UPGRADE (no GET pending)."""
@@ -65,12 +59,10 @@ def test_no_noop_on_the_websocket(target: Target) -> None:
 
 
 def connect_after_upgrade(client: RawClient, target: Target) -> str:
-    """CONNECT on an upgraded websocket; returns the answer, past one NOOP (STRAY_NOOP,
-    tested on its own)."""
+    """CONNECT on an upgraded websocket; returns the answer (no NOOP comes first: tested on
+    its own)."""
     client.send("40" + json.dumps(target.auth))
     answer = client.recv()
-    if answer == "6":
-        answer = client.recv()
     assert isinstance(answer, str), answer
     return answer
 

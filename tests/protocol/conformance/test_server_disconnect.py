@@ -17,10 +17,6 @@ import pytest
 from tests.server.test_slow_clients import PAD, RawClient as UnreadClient, publish_all
 from tests.support.live import LiveServer, live_server
 
-SLOW_CONSUMER_OPEN = (
-    "after the slow consumer's notice and DISCONNECT '41' the websocket stays open (until the "
-    "heartbeat gives up)"
-)
 CLOSE_WITHIN_S = 2.0
 
 

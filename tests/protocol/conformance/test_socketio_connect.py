@@ -10,14 +10,6 @@ import time
 from tests.protocol.conformance.targets import CONNECT_TIMEOUT_S, Target
 from tests.protocol.conformance.wire import Polling, websocket, ws_connect
 
-INVALID_NAMESPACE = (
-    'an unknown namespace is refused with 44/random,"Unable to connect" (a bare string, not '
-    '{"message":"Invalid namespace"})'
-)
-EVENT_BEFORE_CONNECT = (
-    "a packet other than CONNECT first is ignored: the connection stays open until the CONNECT "
-    "timeout"
-)
 # How late the CONNECT timeout may close a session (timer, event loop, 2 loaded cores).
 CLOSE_SLACK_S = 2.0
 
