@@ -1,4 +1,5 @@
-"""Faults injected into a private Redis under two real nodes (notes F1, F6, F7)."""
+"""Faults injected into a private Redis under two real nodes: a restart, a stall, a killed
+pub/sub connection."""
 
 from __future__ import annotations
 
@@ -95,7 +96,7 @@ async def test_killed_pubsub_connection_is_resubscribed_and_the_gap_repaired(
 async def test_redis_restart_loses_nothing_silently(
     cluster: tuple[PrivateRedis, LiveServer, LiveServer],
 ) -> None:
-    """SHUTDOWN NOSAVE at 50 publications/s, back after 4 s (notes F1).
+    """SHUTDOWN NOSAVE at 50 publications/s, back after 4 s.
 
     Durable (outbox) publications are all accepted and published once Redis is back; direct
     ones are refused with 503 while it is down. Every accepted publication reaches every

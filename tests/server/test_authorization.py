@@ -1,4 +1,5 @@
-"""Default deny on every subscribe and publish, and canaries that must never leak (notes B6)."""
+"""Default deny on every subscribe and publish, and canaries published where a client was refused
+that must never reach it."""
 
 from __future__ import annotations
 
