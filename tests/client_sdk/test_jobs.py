@@ -489,7 +489,7 @@ async def test_wait_survives_a_dropped_connection(server: LiveServer) -> None:
         await wait_disconnected(client)
         await api.jobs.progress(job_id, 60)
         await api.jobs.complete(job_id, "after the drop")
-        await asyncio.sleep(0.2)
+        await eventually(lambda: proxy.refused >= 1)  # a reconnect attempt failed meanwhile
         proxy.resume()
         final = await waiting
         assert final.result == "after the drop"
