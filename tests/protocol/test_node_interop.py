@@ -177,8 +177,9 @@ async def test_connect_errors_carry_codes(setup: Setup) -> None:
             assert data["code"] == code, f"{label}: {record}"
             assert set(data) >= ERROR_KEYS, f"{label}: {record}"
             assert data["retryable"] is False, f"{label}: {record}"
-        # socket.io-client does not retry a rejection by the server on its own.
-        await client.settle(0.7)
+        # socket.io-client does not retry a rejection by the server on its own: a retry
+        # would be due 200 ms after the last rejection (reconnectionDelay), before this tick.
+        await client.tick(400)
         assert not client.seen("reconnect_attempt"), client.describe()
         assert len(client.seen("connect_error")) == len(BAD_TOKENS), client.describe()
         state = await client.state()
@@ -209,8 +210,9 @@ async def test_server_disconnect_is_seen_as_io_server_disconnect(setup: Setup) -
         assert disconnect["reason"] == "io server disconnect", client.describe()
         assert disconnect["active"] is False, client.describe()
 
-        # No parse error, no automatic reconnect loop (reconnectionDelay is 200 ms here).
-        await client.settle(1.0)
+        # No parse error, no automatic reconnect loop: an attempt would be due 200 ms after
+        # the disconnect (reconnectionDelay), before this tick.
+        await client.tick(400)
         assert not client.seen("reconnect_attempt"), client.describe()
         assert len(client.seen("connect")) == 1, client.describe()
         assert len(client.seen("disconnect")) == 1, client.describe()
