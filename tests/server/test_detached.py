@@ -141,7 +141,9 @@ async def test_detached_websockets_keep_their_heartbeat(node: Node) -> None:
         closed, frames = await asyncio.to_thread(silent.wait_closed, 6.0)
         assert "2" in frames and closed == Closed(1000, ""), (frames, closed)
         await node.until(lambda: node.sessions == 1)
-        await asyncio.sleep(2.5)
+        # Three more rounds answered: each would have closed it, had its answers been lost.
+        rounds = alive.pings_answered
+        await node.until(lambda: alive.pings_answered >= rounds + 3, timeout=10)
         await asyncio.to_thread(alive.probe)
         assert node.sessions == node.detached == 1
     finally:

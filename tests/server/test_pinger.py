@@ -9,6 +9,7 @@ from typing import Any
 from engineio import packet
 
 from server.pinger import Pinger
+from tests.support.waiting import eventually
 
 
 class Session:
@@ -30,12 +31,12 @@ async def test_each_session_is_pinged_once_its_interval_has_passed() -> None:
     first, second = Session("a"), Session("b")
     start = time.monotonic()
     pinger.schedule(first)
-    await asyncio.sleep(0.1)
+    await asyncio.sleep(0.1)  # the scenario: the second session comes 0.1 s later
     pinger.schedule(second)
-    await asyncio.sleep(0.15)
+    await eventually(lambda: first.sent, within=2)
     assert [p for _, p in first.sent] == [packet.PING] and second.sent == []
     assert first.last_ping is not None
-    await asyncio.sleep(0.1)
+    await eventually(lambda: second.sent, within=2)
     assert [p for _, p in second.sent] == [packet.PING]
     assert first.sent[0][0] - start >= 0.2 and second.sent[0][0] - start >= 0.3
     assert len(pinger) == 0
@@ -48,7 +49,7 @@ async def test_closed_sessions_are_skipped_and_one_failure_spares_the_rest() -> 
     closed.closed = True
     for session in (closed, broken, fine):
         pinger.schedule(session)
-    await asyncio.sleep(0.15)
+    await eventually(lambda: fine.sent, within=2)  # the same round as the others
     assert closed.sent == [] and closed.last_ping is None
     assert [p for _, p in fine.sent] == [packet.PING]
     pinger.close()
@@ -59,5 +60,14 @@ async def test_close_stops_every_pending_ping() -> None:
     session = Session("a")
     pinger.schedule(session)
     pinger.close()
-    await asyncio.sleep(0.1)
+    # A timer of our own, due after the ping was: the loop runs timers in due order, and a
+    # ping's task would then have run first.
+    await loop_time_passed(asyncio.get_running_loop().time() + 0.1)
     assert session.sent == [] and len(pinger) == 0
+
+
+async def loop_time_passed(when: float) -> None:
+    done = asyncio.get_running_loop().create_future()
+    asyncio.get_running_loop().call_at(when, done.set_result, None)
+    await done
+    await asyncio.sleep(0)  # tasks a timer due before ``when`` created have run too
