@@ -32,7 +32,7 @@ class Node:
         self.received = received
         self.broker = broker
 
-    async def nothing_more(self) -> None:
+    async def nothing_before_sentinel(self) -> None:
         """A sentinel comes next: nothing was published before it (see Received)."""
         await self.received.nothing_before(self.broker, "room:a")
 
@@ -80,7 +80,7 @@ async def test_a_user_is_away_only_when_every_connection_is(make_node: NodesFact
         await node.tracker.join("room:a", "t1", "alice", "Alice")
         await node.events(1)  # the join
         assert await board.set_status("t1", "away") == "online"
-        await node.nothing_more()
+        await node.nothing_before_sentinel()
         assert await board.set_status("t2", "away") == "away"
         assert await node.events(2) == [update("room:a", "away"), update("user:alice", "away")]
         assert await board.set_status("t2", "busy") == "busy"
@@ -108,7 +108,7 @@ async def test_joins_carry_the_status_and_going_offline_is_no_update(
         await node.tracker.leave_all("t1")
         await node.board.disconnect("t1")
         assert [e for _, e, _ in await node.events(1)] == ["presence.leave"]
-        await node.nothing_more()
+        await node.nothing_before_sentinel()
         assert await node.board.status("alice") == "offline"
 
 

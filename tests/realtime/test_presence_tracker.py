@@ -25,7 +25,7 @@ class Node:
         self.received = received
         self.broker = broker
 
-    async def nothing_more(self) -> None:
+    async def nothing_before_sentinel(self) -> None:
         """A sentinel on the channel comes next: nothing was published before it."""
         await self.received.nothing_before(self.broker, "room:a")
 
@@ -73,11 +73,11 @@ async def test_first_join_and_last_leave_are_published(make_node: NodesFactory) 
         assert [(m.user, m.connections) for m in presence.members] == [("alice", 3)]
         await tracker.leave("room:a", "t1")
         await tracker.leave_all("t2")
-        await node.nothing_more()
+        await node.nothing_before_sentinel()
         await tracker.leave("room:a", "t3")
         await tracker.leave("room:a", "t3")
         assert await node.events(1) == [("presence.leave", {"user": "alice"})]
-        await node.nothing_more()
+        await node.nothing_before_sentinel()
         assert tracker.channels_of("t3") == frozenset()
 
 
@@ -88,7 +88,7 @@ async def test_heartbeats_keep_entries_past_the_ttl(make_node: NodesFactory) -> 
         # Reading sweeps first: had the entry expired, its leave would be published by now.
         assert (await node.tracker.members("room:a", 10)).total == 1
         assert [e for e, _ in await node.events(1)] == ["presence.join"]
-        await node.nothing_more()
+        await node.nothing_before_sentinel()
 
 
 async def test_a_lost_entry_is_added_back_by_the_heartbeat(make_node: NodesFactory) -> None:
@@ -135,7 +135,7 @@ async def test_leave_node_removes_everything_at_once(make_cluster: NodesFactory)
         await b.events(2)
         await a.tracker.leave_node()
         assert await b.events(1) == [("presence.leave", {"user": "alice"})]
-        await b.nothing_more()
+        await b.nothing_before_sentinel()
         presence = await b.tracker.members("room:a", 10)
     assert [(m.user, m.connections) for m in presence.members] == [("bob", 1)]
 
@@ -156,4 +156,4 @@ async def test_a_failed_removal_still_ends_in_one_leave(make_node: NodesFactory)
         assert await node.events(1) == [("presence.leave", {"user": "alice"})]
         # A read sweeps, after any sweep under way: a second leave would come before this.
         await node.tracker.members("room:a", 10)
-        await node.nothing_more()
+        await node.nothing_before_sentinel()

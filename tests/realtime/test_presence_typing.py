@@ -22,7 +22,7 @@ class Typing:
         self.received = received
         self.broker = broker
 
-    async def nothing_more(self) -> None:
+    async def nothing_before_sentinel(self) -> None:
         """A sentinel on room:a comes next: nothing was published before it."""
         await self.received.nothing_before(self.broker, "room:a")
 
@@ -55,12 +55,12 @@ async def test_start_renew_and_stop(typing: Typing) -> None:
     (pub,) = await typing.received.take(1)
     assert pub.data == {"user": "alice", "name": "Alice", "typing": True, "timeout_ms": 400}
     await tracker.start("room:a", "t1", "alice", "Alice")  # a renewal is no news
-    await typing.nothing_more()
+    await typing.nothing_before_sentinel()
     await tracker.stop("room:a", "t1")
     assert await typing.events(1) == [("room:a", "alice", False)]
     await tracker.stop("room:a", "t1")  # stopping twice, or never started: nothing
     await tracker.stop("room:b", "t9")
-    await typing.nothing_more()
+    await typing.nothing_before_sentinel()
     await typing.nothing_expires()  # and nothing of alice's expires later
 
 
@@ -71,7 +71,7 @@ async def test_an_indicator_without_renewal_expires(typing: Typing) -> None:
     assert await typing.events(1) == [("room:a", "alice", False)]
     assert TIMEOUT - 0.05 <= time.monotonic() - started < TIMEOUT + 0.3
     await typing.tracker.stop("room:a", "t1")  # already over
-    await typing.nothing_more()
+    await typing.nothing_before_sentinel()
 
 
 async def test_renewals_are_announced_again_after_half_the_timeout(typing: Typing) -> None:
@@ -97,7 +97,7 @@ async def test_one_user_in_two_tabs_stops_with_the_last_one(typing: Typing) -> N
         ("room:b", "alice", True),
     ]
     await tracker.stop("room:a", "t1")
-    await typing.nothing_more()
+    await typing.nothing_before_sentinel()
     await tracker.stop_all("t2")  # t2 disconnected
     assert sorted(await typing.events(2)) == [
         ("room:a", "alice", False),
