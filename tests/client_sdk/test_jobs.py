@@ -400,8 +400,9 @@ async def test_wait_raises_job_failed_and_job_cancelled(server: LiveServer) -> N
         assert calls == [1, 2, 3]
 
         cancelled = (await create(api, "wait-cancel")).job.id
-        waiting = asyncio.create_task(client.jobs.wait(cancelled, timeout=WITHIN))
-        await asyncio.sleep(0.2)
+        seen = FirstSeen()
+        waiting = asyncio.create_task(client.jobs.wait(cancelled, on_progress=seen, timeout=WITHIN))
+        await seen.wait_first()  # the waiter has the job's first snapshot: it is watching
         await api.jobs.cancel(cancelled)
         with pytest.raises(JobCancelled) as stopped:
             await waiting

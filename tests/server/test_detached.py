@@ -105,10 +105,10 @@ async def test_idle_websockets_hold_no_task_and_end_with_their_socket(node: Node
     )
     try:
         await node.until(lambda: node.detached == CLIENTS)
-        await asyncio.sleep(0.2)  # handlers' tasks end
         # Engine.IO's loop held 5 tasks per connection: uvicorn's ASGI task running it, its
-        # writer and the writer's queue wait, its reader's wait, and the ping: 150 here.
-        assert len(asyncio.all_tasks()) - before <= 3
+        # writer and the writer's queue wait, its reader's wait, and the ping: 150 here. The
+        # handlers' tasks end shortly after the connections are detached.
+        await node.until(lambda: len(asyncio.all_tasks()) - before <= 3)
         # Nor the request it came with: what python-socketio keeps of it is a few strings.
         environs = list(node.app.runtime.sio.environ.values())
         assert len(environs) == CLIENTS
