@@ -7,7 +7,7 @@ PORT ?= 8000
 NODE_DIR := tests/protocol/node
 WEB_DIR := server/web
 
-.PHONY: run test check lint format pytest install node-deps system-deps bench clean web web-check
+.PHONY: run test check lint format pytest install node-deps system-deps bench clean web web-check deps-bounds
 
 $(BIN)/python:
 	@$(PYTHON) -c 'import sys; assert sys.version_info >= (3, 11), "Tandem needs Python 3.11+"'
@@ -79,6 +79,11 @@ pytest: install node-deps system-deps
 	$(BIN)/pytest $(PYTEST_ARGS)
 
 test: lint web-check pytest
+
+# The lowest and the highest releases pyproject.toml admits, each in a throwaway venv (needs
+# PyPI). pytest runs the same script (tests/deps), so `make test` covers it.
+deps-bounds: install
+	$(BIN)/python .ci/deps_bounds.py
 
 bench: install
 	$(BIN)/tandem bench

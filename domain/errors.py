@@ -1,4 +1,4 @@
-"""Errors with stable codes: the vocabulary every client sees (DESIGN section 4).
+"""Errors with stable codes: the vocabulary every client sees, in acks and HTTP answers alike.
 
 The edge (server/errors.py) turns them into ``{"code", "message", "retryable"}`` acks and HTTP
 responses; nothing else decides what a client is told.

@@ -33,7 +33,7 @@ class Publication:
     ts: float
 
     def envelope(self) -> dict[str, Any]:
-        """The wire envelope (DESIGN section 4)."""
+        """What a client receives: ``{channel, type, offset, epoch, ts, data}``."""
         return {
             "channel": self.channel,
             "type": self.event,

@@ -1,4 +1,4 @@
-"""Who may do what on which channel and document (DESIGN section 3). Default deny.
+"""Who may do what on which channel and document. Default deny.
 
 A channel's namespace says who may subscribe (``Access``) and whether clients may publish;
 the built-in namespaces add what their names mean (a job's owner, a document's roles)."""

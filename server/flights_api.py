@@ -18,18 +18,16 @@ from pydantic import (
 )
 
 from domain.errors import InvalidPayload, NotFound
-from domain.flights import (
+from domain.flight_fields import (
     MAX_AIRPORT,
     MAX_BATCH,
     MAX_DELAY,
     MAX_GATE,
     MAX_LIST,
     MAX_NUMBER,
-    Applied,
-    FlightQuery,
     FlightStatus,
-    FlightUpdate,
 )
+from domain.flights import Applied, FlightQuery, FlightUpdate
 from realtime.channels import InvalidChannel, check_id
 from server.auth import Principal
 from server.http_api import ERRORS, Caller, RuntimeDep, needs

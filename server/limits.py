@@ -1,6 +1,7 @@
 """An ASGI guard that answers 413 before an oversized body reaches the app.
 
-python-engineio leaves a long-polling POST over its limit unanswered (notes F4), and FastAPI
+python-engineio leaves a long-polling POST over its limit unanswered (for 60 s and more, and
+uvicorn then cannot shut down gracefully), and FastAPI
 turns a body that fails mid-read into a 400; this reads the body first, up to the limit,
 then hands the app the whole of it.
 """

@@ -11,7 +11,9 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from domain.errors import Conflict
-from domain.flights import TIMES, Flight, FlightQuery, FlightStatus, HistoryEntry, Position
+from domain.flight import Flight
+from domain.flight_fields import TIMES, FlightStatus, Position
+from domain.flights import FlightQuery, HistoryEntry
 from storage.tables import Base, FlightHistoryRow, FlightRow, WebhookDeliveryRow
 
 _FLIGHTS = Base.metadata.tables[FlightRow.__tablename__]

@@ -16,9 +16,10 @@ from tests.support.live import LiveServer
 # Connects with the first token, then the next ones on each reconnect (the last one sticks).
 START = """([channel, tokens]) => {
   window.received = []; window.states = []; window.connection = []; window.errors = [];
+  window.receivedAt = [];  // how many had been received at each connection state
   window.client = Tandem.connect("", {
     token: () => (tokens.length > 1 ? tokens.shift() : tokens[0]),
-    onConnection: (state) => connection.push(state),
+    onConnection: (state) => { connection.push(state); receivedAt.push(received.length); },
     onError: (error) => errors.push(error.code),
   });
   client.subscribe(channel, (e) => received.push({n: e.data.n, offset: e.offset}), {
@@ -91,15 +92,18 @@ def test_publications_made_while_offline_arrive_once_in_order_after_reconnect(
     context.set_offline(True)
     harness.wait_for_function("window.connection.at(-1) === 'offline'")
     publish(shop, channel, range(4, 9))
-    time.sleep(0.3)  # nothing may trickle in while offline
-    assert len(received(harness)) == 3
 
     context.set_offline(False)
     assert_once_in_order(wait_received(harness, 8), range(1, 9))
+    # Nothing trickled in while offline: when it was connected again, it still had 3.
+    connection, at = harness.evaluate("[window.connection, window.receivedAt]")
+    back = connection.index("connected", len(connection) - connection[::-1].index("offline"))
+    assert at[back] == 3, (connection, at)
     publish(shop, channel, range(9, 10))
     assert_once_in_order(wait_received(harness, 9), range(1, 10))
-    time.sleep(0.2)  # and no late duplicates
-    assert_once_in_order(received(harness), range(1, 10))
+    # And no late duplicates: a sentinel after them is the next to arrive.
+    publish(shop, channel, range(10, 11))
+    assert_once_in_order(wait_received(harness, 10), range(1, 11))
     # Recovered from history: onState only for the first subscribe.
     assert [s["recovered"] for s in harness.evaluate("window.states")] == [False]
 

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from typing import Any
 
 from client_sdk import Client, Message, Resync, Subscription
@@ -35,14 +35,24 @@ async def take(sub: Subscription, count: int, within: float = 10.0) -> list[Mess
     return items
 
 
-async def nothing_more(sub: Subscription, wait: float = 0.3) -> None:
-    """Assert that no further item arrives within ``wait`` seconds."""
-    try:
-        async with asyncio.timeout(wait):
-            item = await anext(sub)
-    except TimeoutError:
-        return
-    raise AssertionError(f"unexpected extra item {item!r}")
+SENTINEL = "test.sentinel"
+
+
+async def nothing_before(
+    sub: Subscription, sentinel: Awaitable[object], within: float = 10.0
+) -> Message:
+    """Assert that the next item of ``sub`` is the sentinel that awaiting ``sentinel``
+    publishes (event type ``SENTINEL``, on ``sub``'s channel, after the action under test).
+
+    A channel's publications reach a subscriber in order, so anything the action caused
+    would arrive before the sentinel: nothing arriving first means nothing came of it.
+    Returns the sentinel's message (it moves the subscription's position).
+    """
+    await sentinel
+    async with asyncio.timeout(within):
+        item = await anext(sub)
+    assert isinstance(item, Message) and item.type == SENTINEL, f"unexpected item {item!r}"
+    return item
 
 
 def messages(items: Sequence[Message | Resync]) -> list[Message]:

@@ -18,7 +18,7 @@ from client_sdk import (
     Unauthorized,
     UnknownChannel,
 )
-from tests.client_sdk.helpers import fast_client, messages, nothing_more, take
+from tests.client_sdk.helpers import SENTINEL, fast_client, messages, nothing_before, take
 from tests.support.live import API_KEY, LiveServer
 
 
@@ -47,7 +47,7 @@ async def test_subscribe_then_receive_publications_in_order(server: LiveServer) 
             ("room:order", "chat.message", sub.epoch)
         }
         assert sub.offset == start + 20
-        await nothing_more(sub)
+        await nothing_before(sub, api.publish("room:order", SENTINEL, None))
 
 
 async def test_publish_from_the_sdk_reaches_subscribers(server: LiveServer) -> None:
@@ -76,7 +76,7 @@ async def test_publish_with_id_is_idempotent(server: LiveServer) -> None:
         assert again.duplicate
         assert (again.offset, again.epoch) == (first.offset, first.epoch)
         assert len(await take(sub, 1)) == 1
-        await nothing_more(sub)
+        await nothing_before(sub, client.publish("room:idem", SENTINEL, None))
 
 
 async def test_request_errors_are_typed(server: LiveServer) -> None:
@@ -159,7 +159,7 @@ async def test_resume_from_a_saved_position(server: LiveServer) -> None:
             got = messages(await take(sub, 5))
             assert [m.data for m in got] == [3, 4, 5, 6, 7]
             assert got[0].offset == saved.offset + 1
-            await nothing_more(sub)
+            await nothing_before(sub, api.publish("room:resume", SENTINEL, None))
 
 
 async def test_one_subscription_per_channel_and_client(server: LiveServer) -> None:

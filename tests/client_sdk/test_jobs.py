@@ -400,8 +400,9 @@ async def test_wait_raises_job_failed_and_job_cancelled(server: LiveServer) -> N
         assert calls == [1, 2, 3]
 
         cancelled = (await create(api, "wait-cancel")).job.id
-        waiting = asyncio.create_task(client.jobs.wait(cancelled, timeout=WITHIN))
-        await asyncio.sleep(0.2)
+        seen = FirstSeen()
+        waiting = asyncio.create_task(client.jobs.wait(cancelled, on_progress=seen, timeout=WITHIN))
+        await seen.wait_first()  # the waiter has the job's first snapshot: it is watching
         await api.jobs.cancel(cancelled)
         with pytest.raises(JobCancelled) as stopped:
             await waiting
@@ -489,7 +490,7 @@ async def test_wait_survives_a_dropped_connection(server: LiveServer) -> None:
         await wait_disconnected(client)
         await api.jobs.progress(job_id, 60)
         await api.jobs.complete(job_id, "after the drop")
-        await asyncio.sleep(0.2)
+        await eventually(lambda: proxy.refused >= 1)  # a reconnect attempt failed meanwhile
         proxy.resume()
         final = await waiting
         assert final.result == "after the drop"

@@ -9,7 +9,7 @@ from datetime import UTC, datetime
 
 import client_sdk
 from client_sdk import _docs_api, _status
-from domain import documents, flights, jobs
+from domain import documents, flight, flight_fields, jobs
 from realtime.presence import REPORTED_STATUSES
 
 NOW = datetime(2026, 12, 6, 9, tzinfo=UTC)
@@ -17,7 +17,9 @@ NOW = datetime(2026, 12, 6, 9, tzinfo=UTC)
 
 def test_statuses_roles_and_formats_are_the_servers() -> None:
     assert {s.value for s in client_sdk.JobStatus} == {s.value for s in jobs.JobStatus}
-    assert {s.value for s in client_sdk.FlightStatus} == {s.value for s in flights.FlightStatus}
+    assert {s.value for s in client_sdk.FlightStatus} == {
+        s.value for s in flight_fields.FlightStatus
+    }
     assert set(typing.get_args(_docs_api.DocRole)) == {r.value for r in documents.Role}
     assert set(typing.get_args(_docs_api.DocFormat)) == {f.value for f in documents.DocFormat}
     assert set(typing.get_args(_status.Status)) == set(REPORTED_STATUSES)
@@ -45,8 +47,8 @@ def test_a_flight_snapshot_has_exactly_the_sdk_flights_fields() -> None:
         "gate": "D7",
         "position": {"lat": 52.3, "lon": 4.7},
     }
-    flight = flights.Flight.create("td1", fields, provider_ts=NOW, now=NOW)
-    snapshot = flight.snapshot()
+    record = flight.Flight.create("td1", fields, provider_ts=NOW, now=NOW)
+    snapshot = record.snapshot()
     assert set(snapshot) == {f.name for f in dataclasses.fields(client_sdk.Flight)}
     assert set(snapshot["position"]) == {
         f.name for f in dataclasses.fields(client_sdk.AircraftPosition)

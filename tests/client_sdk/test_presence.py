@@ -7,7 +7,7 @@ from collections.abc import Iterator
 import pytest
 
 from client_sdk import BadRequest, Message, PermissionDenied
-from tests.client_sdk.helpers import eventually, fast_client, nothing_more, take
+from tests.client_sdk.helpers import eventually, fast_client, take
 from tests.support.live import LiveServer, live_server
 from tests.support.proxy import TcpProxy
 
@@ -75,5 +75,17 @@ async def test_a_member_is_back_after_a_reconnect(server: LiveServer) -> None:
         # see no leave and no join, also after the grace has run out (had the SDK not entered
         # again, the leave would come then).
         await eventually(lambda: carol.connected and proxy.accepted == 2)
-        await nothing_more(watch, GRACE_S + 1.0)
+        # Erin joins and closes after the cut: her leave comes when her grace period runs
+        # out, after that of carol's old connection, so a leave or join of carol's would come
+        # before it.
+        erin = fast_client(server.url, server.token("erin", channels=["room:*"]))
+        await erin.connect()
+        await erin.subscribe(room, presence=True).__aenter__()
+        await erin.close()  # a closed connection, not an unsubscribe: the grace period
+        for event in ("presence.join", "presence.leave"):
+            (item,) = await take(watch, 1, within=GRACE_S + 5)
+            assert isinstance(item, Message) and (item.type, item.data["user"]) == (
+                event,
+                "erin",
+            ), item
         assert [m.user for m in (await dave.presence(room)).members] == ["carol"]

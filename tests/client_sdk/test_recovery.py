@@ -10,10 +10,12 @@ import pytest
 
 from client_sdk import Client, ClientClosed, Message, Notice, Resync, ServerAPI, TokenExpired
 from tests.client_sdk.helpers import (
+    SENTINEL,
     assert_contiguous,
+    eventually,
     fast_client,
     messages,
-    nothing_more,
+    nothing_before,
     take,
     wait_disconnected,
 )
@@ -47,7 +49,7 @@ async def test_dropped_transport_recovers_every_publication_once(server: LiveSer
         await wait_disconnected(client)
         for i in range(5, 55):
             await api.publish("room:drop", "chat.message", i)
-        await asyncio.sleep(0.2)  # a few refused reconnect attempts
+        await eventually(lambda: proxy.refused >= 2)  # a few refused reconnect attempts
         proxy.resume()
 
         after = await take(sub, 50)
@@ -60,7 +62,7 @@ async def test_dropped_transport_recovers_every_publication_once(server: LiveSer
         await api.publish("room:drop", "chat.message", 55)
         (last,) = messages(await take(sub, 1))
         assert last.data == 55 and last.offset == after[-1].offset + 1
-        await nothing_more(sub)
+        await nothing_before(sub, api.publish("room:drop", SENTINEL, None))
 
 
 async def test_repeated_drops_while_publishing(server: LiveServer) -> None:
@@ -87,7 +89,7 @@ async def test_repeated_drops_while_publishing(server: LiveServer) -> None:
             got = await take(sub, 60)
             assert_contiguous(got)
             assert [m.data for m in messages(got)] == list(range(60))
-            await nothing_more(sub, 0.2)
+            await nothing_before(sub, api.publish(sub.channel, SENTINEL, None))
 
 
 async def test_expired_token_is_refreshed_and_the_stream_continues(server: LiveServer) -> None:
@@ -125,7 +127,7 @@ async def test_expired_token_is_refreshed_and_the_stream_continues(server: LiveS
             assert notices[0].code == "token_expired"
             assert notices[0].reconnect is True
             assert client.connected
-            await nothing_more(sub)
+            await nothing_before(sub, api.publish("room:expiry", SENTINEL, None))
 
 
 async def test_expired_plain_token_stops_the_client(server: LiveServer) -> None:
@@ -166,7 +168,7 @@ async def test_beyond_history_yields_resync(short_history: LiveServer) -> None:
         await api.publish("room:short", "chat.message", 9)
         (msg,) = messages(await take(sub, 1))
         assert msg.data == 9 and msg.offset == resync.offset + 1
-        await nothing_more(sub)
+        await nothing_before(sub, api.publish("room:short", SENTINEL, None))
 
 
 async def test_beyond_history_on_a_stateful_channel_carries_the_state(
@@ -263,7 +265,7 @@ async def test_live_gap_is_repaired_from_history(server: LiveServer) -> None:
         await api.publish("room:gap", "chat.message", 4)
         (live,) = messages(await take(sub, 1))
         assert live.data == 4 and live.offset == got[-1].offset + 1
-        await nothing_more(sub)
+        await nothing_before(sub, api.publish("room:gap", SENTINEL, None))
 
 
 async def test_gap_the_server_cannot_fill_ends_in_resync(server: LiveServer) -> None:
@@ -333,7 +335,9 @@ async def test_requests_wait_for_the_reconnect(server: LiveServer) -> None:
         await proxy.cut()
         await wait_disconnected(client)
         publish = asyncio.create_task(client.publish("room:wait", "chat.message", "later"))
-        await asyncio.sleep(0.2)
+        # Two reconnect attempts refused after the publish was made: it waits for the next.
+        refused = proxy.refused
+        await eventually(lambda: proxy.refused >= refused + 2)
         assert not publish.done()
         proxy.resume()
         result = await asyncio.wait_for(publish, 5)
@@ -350,7 +354,7 @@ async def test_close_while_reconnecting(server: LiveServer) -> None:
         proxy.pause()
         await proxy.cut()
         await wait_disconnected(client)
-        await asyncio.sleep(0.2)  # in the middle of failing reconnect attempts
+        await eventually(lambda: proxy.refused >= 1)  # in the middle of failing reconnects
         await asyncio.wait_for(client.close(), 5)
         with pytest.raises(StopAsyncIteration):
             await asyncio.wait_for(anext(sub), 1)

@@ -16,7 +16,7 @@ from client_sdk import (
     UnknownChannel,
     UnrecoverablePosition,
 )
-from tests.client_sdk.helpers import messages, take
+from tests.client_sdk.helpers import eventually, messages, take
 from tests.support.live import API_KEY, LiveServer
 from tests.support.proxy import TcpProxy
 
@@ -97,7 +97,7 @@ async def test_publish_retries_connection_errors_with_the_same_key(server: LiveS
         publish = asyncio.create_task(
             api.publish("room:retry", "chat.message", "once", idempotency_key="retry-1")
         )
-        await asyncio.sleep(0.3)
+        await eventually(lambda: proxy.refused >= 2)
         assert not publish.done()  # refused connections are being retried
         proxy.resume()
         result = await asyncio.wait_for(publish, 10)

@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+import time
 from collections.abc import Iterator
 
 import pytest
 
 from client_sdk import BadRequest, Message, RateLimited, Resync, Subscription
-from tests.client_sdk.helpers import eventually, fast_client, nothing_more, take
+from tests.client_sdk.helpers import eventually, fast_client, take
 from tests.support.live import LiveServer, live_server
 from tests.support.proxy import TcpProxy
 
@@ -49,7 +50,18 @@ async def test_status_is_seen_by_others_and_kept_across_a_reconnect(server: Live
 
         await proxy.cut()  # the SDK reconnects as "away": nobody sees a change
         await eventually(lambda: alice.connected and proxy.accepted == 2)
-        await nothing_more(watch, 2.5)  # past the grace period of the old connection
+        # Carol joins and closes after the cut: her leave comes when her grace period runs
+        # out, after the old connection's, so anything about alice would come before it.
+        carol = fast_client(server.url, server.token("carol", channels=GRANT))
+        await carol.connect()
+        await carol.subscribe(room, presence=True).__aenter__()
+        await carol.close()  # a closed connection, not an unsubscribe: the grace period
+        for event in ("presence.join", "presence.leave"):
+            (item,) = await take(watch, 1)
+            assert isinstance(item, Message) and (item.type, item.data["user"]) == (
+                event,
+                "carol",
+            ), item
         (member,) = (await bob.presence(room)).members
         assert (member.status, member.connections) == ("away", 1)
         with pytest.raises(ValueError, match="online, away, busy"):
@@ -78,10 +90,24 @@ async def test_typing_and_keep_typing(server: LiveServer) -> None:
         # Renewed past the server's 1 s timeout without a stop in between.
         async with alice.keep_typing(room, every=0.3):
             assert (await next_of(watch, "presence.typing")).data["typing"] is True
-            await nothing_more(watch, 0.4)
-            assert (await next_of(watch, "presence.typing")).data["typing"] is True  # renewed
+            first = time.monotonic()
+            # Renewed every 0.3 s, announced again only once half the timeout has passed.
+            (renewed,) = await take(watch, 1)
+            assert isinstance(renewed, Message) and renewed.type == "presence.typing", renewed
+            assert renewed.data["typing"] is True and time.monotonic() - first >= 0.4
         assert (await next_of(watch, "presence.typing")).data["typing"] is False
-        await nothing_more(watch, 1.2)
+        # And nothing more of alice's: carol starts typing after her and never stops, so her
+        # expiry comes from the same sweep, later; a renewal or expiry of alice's would come
+        # first.
+        async with (
+            fast_client(server.url, server.token("carol", channels=GRANT)) as carol,
+            carol.subscribe(room),
+        ):
+            await carol.typing(room)
+            for typing in (True, False):
+                (item,) = await take(watch, 1)
+                assert isinstance(item, Message) and item.type == "presence.typing", item
+                assert (item.data["user"], item.data["typing"]) == ("carol", typing), item
 
         with pytest.raises(BadRequest, match="subscribe to room:other"):
             await alice.typing("room:other")

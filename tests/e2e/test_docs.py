@@ -79,8 +79,12 @@ async def test_two_editors_converge_and_see_each_others_cursors(server: LiveServ
         await bob.wait_for(lambda: alice.doc.client_id in bob.others())
         assert bob.others()[alice.doc.client_id]["user"]["name"] == "Alice"
         assert str(bob.text) == ">> hello"
-        # Each got only the other's edits, never its own echo.
-        await alice.client.quiet(0.1)
+        # Each got only the other's edits, never its own echo: bob's next edit is published
+        # on the document after alice's, so any echo of hers would have reached her first.
+        await bob.edit(lambda t: t.insert(len(t), "!"))
+        await alice.wait_text(">> hello!")
+        assert alice.updates_received == 2 and bob.updates_received == 5
+        assert alice.other_events == [] and bob.other_events == []
 
 
 async def test_a_closed_tab_loses_its_cursor_at_once(server: LiveServer) -> None:
@@ -169,9 +173,12 @@ async def test_oversized_updates_are_refused(server: LiveServer) -> None:
         # Over the engine's message limit (announced as maxPayload in the handshake): the
         # websocket is closed with 1009, and nobody else notices.
         assert await _send_huge_frame(server) == 1009
-        await bob.edit(lambda t: t.insert(len(t), "!"))
-        await bob.wait_text("small!")
-        await bob.client.quiet(0.2)
+        # Carol's edit is published after anything of the refused ones: bob gets it, and
+        # nothing else (alice's own next updates would wait for the refused one's clock).
+        async with peer(server, "big", "carol") as carol:
+            await carol.edit(lambda t: t.insert(len(t), "!"))
+            await bob.wait_text("small!")
+        assert bob.updates_received == 2 and bob.other_events == []
 
 
 async def test_an_awareness_flood_is_rate_limited_without_harm(server: LiveServer) -> None:
@@ -185,8 +192,12 @@ async def test_an_awareness_flood_is_rate_limited_without_harm(server: LiveServe
         assert (await alice.edit(lambda t: t.insert(0, "still editing")))["ok"]
         await bob.wait_text("still editing")
         too_many = {"user": {"name": "x" * 5000}}
-        await asyncio.sleep(2.5)  # let the bucket refill (5/s): this one must be judged on size
-        ack = await alice.set_awareness(too_many)
+        # Once the bucket has refilled (5/s), this one must be judged on its size.
+        for _ in range(50):
+            ack = await alice.set_awareness(too_many)
+            if ack["error"]["code"] != "rate_limited":
+                break
+            await asyncio.sleep(0.1)
         assert ack["error"]["code"] == "invalid_payload", ack
 
 

@@ -134,8 +134,8 @@ async def test_unchanged_update_publishes_nothing(node: LiveServer) -> None:
             assert moved["changes"] == {"gate": ["A1", "B2"], "status": ["scheduled", "boarding"]}
             # The first event the subscriber sees is the real change: nothing came before it
             # but, possibly, the creation's own event, when the relay published it after the
-            # subscribe read its position (the state already shows it; DESIGN section 5:
-            # clients skip stale versions). An event for the unchanged update would differ.
+            # subscribe read its position (the state already shows it; clients skip versions
+            # they already have). An event for the unchanged update would differ.
             message = await next_message(sub)
             if message.data["version"] == 1 and message.data["changes"] == created["changes"]:
                 message = await next_message(sub)
@@ -188,7 +188,7 @@ async def test_position_only_updates_are_flight_position_events(node: LiveServer
                 while len(received) < 3:
                     item = await anext(sub)
                     # Not the creation's own event, if it came after the snapshot showing it
-                    # (clients skip stale versions: DESIGN section 5).
+                    # (clients skip versions they already have).
                     if isinstance(item, Message) and item.data["version"] > sub.state["version"]:
                         received.append(item)
     assert [m.type for m in received] == ["flight.position", "flight.position", "flight.updated"]

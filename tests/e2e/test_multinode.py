@@ -12,7 +12,7 @@ import pytest
 
 from tests.support.live import API_KEY, LiveServer, live_server
 from tests.support.redis import broker_url, delete_prefix, unique_prefix
-from tests.support.sio import connected
+from tests.support.sio import connected, sentinel
 
 
 @pytest.fixture(scope="module")
@@ -27,12 +27,12 @@ def nodes(tmp_path_factory: pytest.TempPathFactory) -> Iterator[list[LiveServer]
     asyncio.run(delete_prefix(prefix))
 
 
-async def publish(node: LiveServer, channel: str, i: int) -> int:
+async def publish(node: LiveServer, channel: str, i: int, event: str = "chat.message") -> int:
     async with httpx.AsyncClient(
         base_url=node.url, headers={"Authorization": f"Bearer {API_KEY}"}
     ) as http:
         response = await http.post(
-            "/api/publish", json={"channel": channel, "event": "chat.message", "data": {"i": i}}
+            "/api/publish", json={"channel": channel, "event": event, "data": {"i": i}}
         )
     assert response.status_code == 200, response.text
     offset: int = response.json()["offset"]
@@ -55,7 +55,10 @@ async def test_every_subscriber_on_every_node_gets_everything_once_in_order(
         for client in (a, b, c):
             got = [env["offset"] for _, env in await client.take(60)]
             assert got == offsets
-            await client.quiet(0.2)
+        # Then a sentinel: on every node, nothing (no duplicate) may come before it.
+        await publish(nodes[0], "room:multi", -1, event="test.sentinel")
+        for client in (a, b, c):
+            await client.quiet_until(sentinel("test.sentinel"))
 
 
 async def test_socket_publish_on_one_node_reaches_the_others(nodes: list[LiveServer]) -> None:

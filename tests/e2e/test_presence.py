@@ -15,7 +15,7 @@ import pytest
 
 from tests.support.live import API_KEY, LiveServer, live_server
 from tests.support.redis import broker_url, delete_prefix, unique_prefix
-from tests.support.sio import Recorder, connected
+from tests.support.sio import Recorder, connected, sentinel
 
 TTL_S = 3
 GRACE_S = 1.0
@@ -51,6 +51,13 @@ async def http_presence(node: LiveServer, channel: str, token: str = API_KEY) ->
         return await http.get(f"/api/channels/{channel}/presence")
 
 
+async def chat_sentinel(client: Recorder, channel: str) -> None:
+    """Publish a sentinel on ``channel``: it comes after anything published there before
+    (see ``Recorder.quiet_until``)."""
+    ack = await client.call("publish", {"channel": channel, "event": "chat.sentinel", "data": None})
+    assert ack["ok"], ack
+
+
 def users(view: dict[str, Any]) -> list[tuple[str, int]]:
     return [(m["user"], m["connections"]) for m in view["members"]]
 
@@ -79,7 +86,9 @@ async def test_three_tabs_of_one_user_are_one_member(server: LiveServer) -> None
                 "info": {},
             }
             assert isinstance(joined["offset"], int) and joined["channel"] == "room:tabs"
-            await watcher.quiet(0.3)  # one join for three tabs
+            # One join for three tabs (each subscribe publishes its join before answering).
+            await chat_sentinel(tab3, "room:tabs")
+            await watcher.quiet_until(sentinel("chat.sentinel"))
 
             ack = await watcher.call("presence", {"channel": "room:tabs"})
             assert ack["ok"] and ack["total"] == 2
@@ -101,13 +110,22 @@ async def test_three_tabs_of_one_user_are_one_member(server: LiveServer) -> None
 
             await tab1.client.disconnect()
             assert (await tab2.call("unsubscribe", {"channel": "room:tabs"}))["ok"]
-            await watcher.quiet(0.3)  # alice is still there in tab3
+            # alice is still there in tab3 (an unsubscribe publishes any leave before it
+            # answers).
+            await chat_sentinel(tab3, "room:tabs")
+            await watcher.quiet_until(sentinel("chat.sentinel"))
             ack = await watcher.call("presence", {"channel": "room:tabs"})
             # Unsubscribing leaves at once; a closed connection stays for the grace period.
             assert users(ack) == [("alice", 2), ("bob", 1)]
-            await watcher.quiet(GRACE_S)
-            ack = await watcher.call("presence", {"channel": "room:tabs"})
+            # Once tab1's grace period is over (the count drops), still no leave.
+            for _ in range(int((GRACE_S + 3) / 0.05)):
+                ack = await watcher.call("presence", {"channel": "room:tabs"})
+                if users(ack) == [("alice", 1), ("bob", 1)]:
+                    break
+                await asyncio.sleep(0.05)
             assert users(ack) == [("alice", 1), ("bob", 1)]
+            await chat_sentinel(tab3, "room:tabs")
+            await watcher.quiet_until(sentinel("chat.sentinel"))
         left = await wait_for(watcher, "presence.leave", "alice", timeout=GRACE_S + 3)
         assert left["data"] == {"user": "alice"} and left["offset"] > joined["offset"]
         ack = await watcher.call("presence", {"channel": "room:tabs"})
@@ -214,8 +232,14 @@ async def test_a_killed_nodes_members_vanish_within_the_ttl(
             for watcher in (bob, carol):
                 await wait_for(watcher, "presence.leave", "alice", timeout=TTL_S + 3)
             assert time.monotonic() - killed < TTL_S + 2
-            # B and C both sweep the channel: still exactly one leave each.
-            await asyncio.gather(bob.quiet(1.5), carol.quiet(0))
+            # B and C both sweep the channel: still exactly one leave each. A presence read
+            # sweeps too, after any sweep under way on its node, so once both nodes answered
+            # one, a second leave would have been published before this sentinel.
+            for node in (b, c):
+                assert (await http_presence(node, "room:kill")).status_code == 200
+            await chat_sentinel(bob, "room:kill")
+            for watcher in (bob, carol):
+                await watcher.quiet_until(sentinel("chat.sentinel"))
             ack = await bob.call("presence", {"channel": "room:kill"})
             assert users(ack) == [("bob", 1), ("carol", 1)]
 

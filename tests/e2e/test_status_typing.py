@@ -17,7 +17,7 @@ import pytest
 from tests.support.live import LiveServer, live_server
 from tests.support.proxy import TcpProxy
 from tests.support.redis import broker_url, delete_prefix, unique_prefix
-from tests.support.sio import Recorder, connected
+from tests.support.sio import Recorder, connected, sentinel
 
 GRACE_S = 1.0
 TYPING_S = 1.0
@@ -69,6 +69,12 @@ async def ok(client: Recorder, event: str, payload: dict[str, Any]) -> dict[str,
     return ack
 
 
+async def chat_sentinel(client: Recorder, room: str) -> None:
+    """Publish a sentinel on ``room``: it is published after anything ``client``'s earlier
+    requests published there, so it arrives after it too (see ``Recorder.quiet_until``)."""
+    await ok(client, "publish", {"channel": room, "event": "chat.sentinel", "data": None})
+
+
 def members(ack: dict[str, Any]) -> list[tuple[str, str, int]]:
     return [(m["user"], m["status"], m["connections"]) for m in ack["members"]]
 
@@ -93,7 +99,8 @@ async def test_status_changes_reach_other_members_and_the_users_own_channel(node
 
         # One idle tab of two: alice is still online, and nobody hears about it.
         assert (await ok(tab1, "status", {"status": "away"}))["status"] == "online"
-        await bob.quiet(0.3)
+        await chat_sentinel(tab1, room)
+        await bob.quiet_until(sentinel("chat.sentinel"))
         # Both idle: away, on the room (where tab1 is) and on alice's own channel.
         assert (await ok(tab2, "status", {"status": "away"}))["status"] == "away"
         update = await wait_for(bob, "presence.update", "alice")
@@ -118,7 +125,8 @@ async def test_status_changes_reach_other_members_and_the_users_own_channel(node
         assert time.monotonic() - gone >= GRACE_S - 0.1
         await ok(tab1, "status", {"status": "online"})
         assert (await wait_for(bob, "presence.update", "alice"))["data"]["status"] == "online"
-        await bob.quiet(0.3)
+        await chat_sentinel(tab1, room)
+        await bob.quiet_until(sentinel("chat.sentinel"))
 
 
 # -- the grace period ---------------------------------------------------------------------------
@@ -137,9 +145,10 @@ async def test_a_killed_transport_leaves_only_after_the_grace_period(nodes: Node
         await wait_for(bob, "presence.join", "alice")
         await proxy.cut()
         cut = time.monotonic()
-        await bob.quiet(GRACE_S - 0.3)  # no leave yet
         assert members(await ok(bob, "presence", {"channel": room}))[0][0] == "alice"
-        await wait_for(bob, "presence.leave", "alice", timeout=3)
+        # Nothing before the leave, and the leave only once the grace period is over.
+        name, envelope = await bob.next(timeout=GRACE_S + 2)
+        assert (name, envelope["data"]["user"]) == ("presence.leave", "alice"), envelope
         assert GRACE_S - 0.1 <= time.monotonic() - cut < GRACE_S + 2
         assert members(await ok(bob, "presence", {"channel": room})) == [("bob", "online", 1)]
 
@@ -148,15 +157,25 @@ async def test_a_reconnect_within_the_grace_period_shows_no_leave_or_join(nodes:
     a, b = nodes
     room = "room:reload"
     token = a.token("alice", channels=GRANT)
-    async with connected(b.url, b.token("bob", channels=GRANT)) as bob:
+    async with (
+        connected(b.url, b.token("bob", channels=GRANT)) as bob,
+        TcpProxy(a.port) as carols_proxy,
+        connected(carols_proxy.url, a.token("carol", channels=GRANT)) as carol,
+    ):
         await subscribe(bob, room)
+        await subscribe(carol, room)
+        await wait_for(bob, "presence.join", "carol")
         async with TcpProxy(a.port) as proxy, connected(proxy.url, token) as page:
             await subscribe(page, room)
             await wait_for(bob, "presence.join", "alice")
             await proxy.cut()  # the page reloads ...
         async with connected(b.url, token) as reloaded:  # ... and comes back, on node B
             await subscribe(reloaded, room)
-            await bob.quiet(GRACE_S + 0.7)
+            # Carol's connection, on the page's node, dies after the page's: her leave comes
+            # from the same grace timer, later, so a leave or join of alice's would be first.
+            await carols_proxy.cut()
+            name, envelope = await bob.next(timeout=GRACE_S + 3)
+            assert (name, envelope["data"]["user"]) == ("presence.leave", "carol"), envelope
             view = await ok(bob, "presence", {"channel": room})
             assert members(view) == [("alice", "online", 1), ("bob", "online", 1)]
 
@@ -170,9 +189,11 @@ async def test_typing_is_relayed_and_expires_without_renewal(nodes: Nodes) -> No
     async with (
         connected(b.url, b.token("bob", channels=GRANT)) as bob,
         connected(a.url, a.token("alice", name="Alice", channels=GRANT)) as alice,
+        connected(a.url, a.token("carol", channels=GRANT)) as carol,
     ):
         await subscribe(bob, room, presence=False)
         await subscribe(alice, room, presence=False)
+        await subscribe(carol, room, presence=False)
         await ok(alice, "typing", {"channel": room, "typing": True})
         started = await wait_for(bob, "presence.typing", "alice")
         assert started["channel"] == room
@@ -184,7 +205,8 @@ async def test_typing_is_relayed_and_expires_without_renewal(nodes: Nodes) -> No
         }
         await ok(alice, "typing", {"channel": room, "typing": True})  # a renewal: no news
         renewed = time.monotonic()
-        await bob.quiet(0.2)
+        await chat_sentinel(alice, room)
+        await bob.quiet_until(sentinel("chat.sentinel"))
         stopped = await wait_for(bob, "presence.typing", "alice", timeout=TYPING_S + 2)
         assert stopped["data"] == {"user": "alice", "name": "Alice", "typing": False}
         assert TYPING_S - 0.1 <= time.monotonic() - renewed < TYPING_S + 1
@@ -194,7 +216,17 @@ async def test_typing_is_relayed_and_expires_without_renewal(nodes: Nodes) -> No
         await ok(alice, "typing", {"channel": room, "typing": False})
         assert (await wait_for(bob, "presence.typing", "alice"))["data"]["typing"] is False
         await ok(alice, "typing", {"channel": room, "typing": False})  # not typing: no news
-        await bob.quiet(TYPING_S + 0.3)  # and nothing expires
+        await chat_sentinel(alice, room)
+        await bob.quiet_until(sentinel("chat.sentinel"))
+        # And nothing expires: carol, on alice's node, starts typing after her, so her expiry
+        # comes from the same sweep, later; an expiry of alice's would come first.
+        await ok(carol, "typing", {"channel": room, "typing": True})
+        assert (await wait_for(bob, "presence.typing", "carol"))["data"]["typing"] is True
+        name, envelope = await bob.next(timeout=TYPING_S + 2)
+        assert (name, envelope["data"]) == (
+            "presence.typing",
+            {"user": "carol", "name": None, "typing": False},
+        ), envelope
 
 
 async def test_typing_stops_at_once_when_the_typing_connection_drops(nodes: Nodes) -> None:

@@ -1,4 +1,5 @@
-"""One of two nodes SIGKILLed behind the repository's nginx config (notes F2)."""
+"""One of two nodes SIGKILLed behind the repository's nginx config: its clients reconnect to the
+survivor and recover what they missed."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""PostgreSQL restarts under writes (notes F4): 503 or success, never 500; the pool recovers."""
+"""PostgreSQL restarts under writes: 503 or success, never 500; the pool recovers."""
 
 from __future__ import annotations
 

@@ -1,4 +1,5 @@
-"""Faults injected into a private Redis under two real nodes (notes F1, F6, F7)."""
+"""Faults injected into a private Redis under two real nodes: a restart, a stall, a killed
+pub/sub connection."""
 
 from __future__ import annotations
 
@@ -15,7 +16,8 @@ from client_sdk import Client
 from tests.faults.invariants import Watch, watch
 from tests.support.live import API_KEY, LiveServer, live_server
 from tests.support.services import PrivateRedis, private_redis
-from tests.support.sio import connected
+from tests.support.sio import connected, sentinel
+from tests.support.waiting import eventually
 
 
 @pytest.fixture
@@ -72,11 +74,20 @@ async def test_killed_pubsub_connection_is_resubscribed_and_the_gap_repaired(
         assert (await reader.call("subscribe", {"channel": "room:k"}))["ok"]
         publisher = Publisher(a, "room:k")
         task = asyncio.create_task(publisher.run(150, rate=50))
-        await asyncio.sleep(1.0)
+        await eventually(lambda: len(reader.arrivals) >= 40, within=10, what="mid-stream")
         assert int(redis.cli("CLIENT", "KILL", "TYPE", "pubsub")) >= 1
         await task
         events = await reader.take(len(publisher.accepted), timeout=10)
-        await reader.quiet(0.3)
+        # Then a sentinel on the channel: nothing (no duplicate) may come before it.
+        async with httpx.AsyncClient(base_url=a.url, timeout=5) as http:
+            sent = await http.post(
+                "/api/publish",
+                json={"channel": "room:k", "event": "test.sentinel", "data": None},
+                headers={"Authorization": f"Bearer {API_KEY}"},
+            )
+            assert sent.status_code == 200, sent.text
+        await reader.quiet_until(sentinel("test.sentinel"))
+        del reader.arrivals[-1]  # the sentinel's
     assert publisher.refused == []
     got = [envelope["data"]["i"] for _, envelope in events]
     assert got == publisher.accepted == list(range(150))
@@ -95,7 +106,7 @@ async def test_killed_pubsub_connection_is_resubscribed_and_the_gap_repaired(
 async def test_redis_restart_loses_nothing_silently(
     cluster: tuple[PrivateRedis, LiveServer, LiveServer],
 ) -> None:
-    """SHUTDOWN NOSAVE at 50 publications/s, back after 4 s (notes F1).
+    """SHUTDOWN NOSAVE at 50 publications/s, back after 4 s.
 
     Durable (outbox) publications are all accepted and published once Redis is back; direct
     ones are refused with 503 while it is down. Every accepted publication reaches every
@@ -126,7 +137,15 @@ async def test_redis_restart_loses_nothing_silently(
         await asyncio.to_thread(redis.start)
         restarted = time.monotonic()
         await publishing
-        await asyncio.sleep(3)  # let the outbox drain and the subscribers settle
+        # The outbox drains and every subscriber reaches the last accepted publication.
+        await eventually(
+            lambda: all(
+                (durable.accepted if ch == "job:f1" else direct.accepted)[-1:] == sink.values()[-1:]
+                for (_, ch), sink in watches.items()
+            ),
+            within=20,
+            what="every subscriber has the last accepted publication",
+        )
         for task in tasks:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)

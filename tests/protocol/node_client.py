@@ -146,9 +146,13 @@ class NodeClient:
                 f"no {kind or 'record'} within {within}s\n{self.describe()}"
             ) from None
 
-    async def settle(self, seconds: float) -> None:
-        """Let the client run (and print) for a while without waiting for anything."""
-        await asyncio.sleep(seconds)
+    async def tick(self, ms: int) -> Record:
+        """A record the client prints ``ms`` after now, by its own timer: every timer of the
+        client due earlier (e.g. a reconnect attempt) has run before it. Use it as a barrier
+        for something that must not happen, then check ``seen`` / ``position``."""
+        ref = next(self._refs)
+        self.send(op="tick", ref=ref, ms=ms)
+        return await self.expect("tick", where=lambda r: r.get("ref") == ref, within=ms / 1000 + 5)
 
     def position(self, record: Record) -> int:
         """Where ``record`` (as returned by ``expect``) is in the order the client printed."""

@@ -46,6 +46,7 @@ class RawClient:
     ) -> None:
         self.serializer = serializer
         self.answer_pings = answer_pings
+        self.pings_answered = 0  # written by the reader thread only
         self.url = f"ws://127.0.0.1:{port}/socket.io/?EIO=4&transport=websocket"
         if sid is not None:  # an upgrade of this long-polling session: see upgrade()
             self.url += f"&sid={sid}"
@@ -84,6 +85,7 @@ class RawClient:
                 frame = self.ws.recv()
                 if frame == "2" and self.answer_pings:  # Engine.IO PING: answer like a client
                     self.ws.send("3")
+                    self.pings_answered += 1
                     continue
                 self.inbox.put(frame)
         except ConnectionClosed as exc:

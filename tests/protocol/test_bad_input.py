@@ -1,6 +1,7 @@
-"""Bad input over raw Engine.IO / Socket.IO and HTTP against a live node (notes §1.5, §1.8
-B1–B5, B10–B12; DESIGN section 4: "a bad payload never changes state and never kills the
-connection"; a client that keeps sending garbage is told ``bad_request`` and disconnected).
+"""Bad input over raw Engine.IO / Socket.IO and HTTP against a live node: malformed packets,
+bad msgpack, wrong payload types, oversized bodies and frames, binary placeholder floods,
+handshakes from foreign origins. A bad payload never changes state and never kills the
+connection; a client that keeps sending garbage is told ``bad_request`` and disconnected.
 
 Tests run in file order and share one node; a ``bystander`` client connected at the start must
 still be served at the end, and the log must hold no traceback for anything sent here.

@@ -1,5 +1,7 @@
 """The browser's view: Node's socket.io-client 4.8 (JSON and socket.io-msgpack-parser) against
-a live node, over WebSocket and long-polling (DESIGN sections 2 and 4, notes F5 and F9)."""
+a live node, over WebSocket and long-polling: connect and auth, requests with acks, events, and
+server-initiated disconnects (which socket.io-msgpack-parser could not decode from
+python-socketio's msgpack packets) that the client must not take for a transport failure."""
 
 from __future__ import annotations
 
@@ -117,7 +119,7 @@ async def test_subscribe_ack_and_live_publications(setup: Setup, http: httpx.Asy
         assert ack["offset"] == 0
         assert ack["recovered"] is False
         assert ack["publications"] == []
-        assert ack["state"] is None  # room channels carry no state (DESIGN section 3)
+        assert ack["state"] is None  # room channels carry no state
         epoch = ack["epoch"]
 
         published = [await publish(http, channel, "chat.message", data) for data in DATA_SAMPLES]
@@ -175,8 +177,9 @@ async def test_connect_errors_carry_codes(setup: Setup) -> None:
             assert data["code"] == code, f"{label}: {record}"
             assert set(data) >= ERROR_KEYS, f"{label}: {record}"
             assert data["retryable"] is False, f"{label}: {record}"
-        # socket.io-client does not retry a rejection by the server on its own.
-        await client.settle(0.7)
+        # socket.io-client does not retry a rejection by the server on its own: a retry
+        # would be due 200 ms after the last rejection (reconnectionDelay), before this tick.
+        await client.tick(400)
         assert not client.seen("reconnect_attempt"), client.describe()
         assert len(client.seen("connect_error")) == len(BAD_TOKENS), client.describe()
         state = await client.state()
@@ -187,7 +190,8 @@ async def test_connect_errors_carry_codes(setup: Setup) -> None:
 
 async def test_server_disconnect_is_seen_as_io_server_disconnect(setup: Setup) -> None:
     """Token expiry while connected: ``server.notice`` first, then a clean Socket.IO DISCONNECT
-    that the client does not treat as a transport failure (with msgpack too: notes F5)."""
+    that the client does not treat as a transport failure (with msgpack too, whose DISCONNECT
+    python-socketio used to encode with a ``data`` the JS parser refuses)."""
     async with setup.client() as client:
         await connected(client, setup.token(ttl=2.0), setup.transport)
         ack = await client.emit("subscribe", {"channel": new_channel()})
@@ -206,8 +210,9 @@ async def test_server_disconnect_is_seen_as_io_server_disconnect(setup: Setup) -
         assert disconnect["reason"] == "io server disconnect", client.describe()
         assert disconnect["active"] is False, client.describe()
 
-        # No parse error, no automatic reconnect loop (reconnectionDelay is 200 ms here).
-        await client.settle(1.0)
+        # No parse error, no automatic reconnect loop: an attempt would be due 200 ms after
+        # the disconnect (reconnectionDelay), before this tick.
+        await client.tick(400)
         assert not client.seen("reconnect_attempt"), client.describe()
         assert len(client.seen("connect")) == 1, client.describe()
         assert len(client.seen("disconnect")) == 1, client.describe()

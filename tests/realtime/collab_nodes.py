@@ -28,8 +28,10 @@ class LossyBus(MemoryDocBus):
     def __init__(self, node_id: str, handler: MessageHandler, exchange: MemoryExchange) -> None:
         super().__init__(node_id, handler, exchange)
         self.drop: dict[BusKind, int] = {}  # how many of the next messages of a kind to lose
+        self.sent: dict[BusKind, int] = dict.fromkeys(BusKind, 0)  # published, lost or not
 
     async def publish(self, message: BusMessage) -> None:
+        self.sent[message.kind] += 1
         if self.drop.get(message.kind):
             self.drop[message.kind] -= 1
             return

@@ -33,9 +33,18 @@ class Received:
         async with asyncio.timeout(timeout):
             return [await self.queue.get() for _ in range(n)]
 
-    async def nothing(self, wait: float = 0.1) -> None:
-        await asyncio.sleep(wait)
-        assert self.queue.empty(), f"unexpected: {self.queue.get_nowait()}"
+    async def nothing_before(self, broker: Broker, channel: str) -> None:
+        """Publish a sentinel on ``channel`` (subscribed) and assert that it is the next
+        delivery. A node receives through one subscriber (memory: one queue; Redis: one
+        pub/sub connection to one server) in publish order, so anything unwanted published
+        before it would have come first."""
+        await broker.publish(channel, "test.sentinel", None)
+        await self.sentinel_next(channel)
+
+    async def sentinel_next(self, channel: str) -> None:
+        """Assert that the next delivery is a sentinel published on ``channel``."""
+        (pub,) = await self.take(1)
+        assert (pub.channel, pub.event) == (channel, "test.sentinel"), f"unexpected: {pub}"
 
 
 BrokerFactory = Callable[..., AbstractAsyncContextManager[tuple[Broker, Received]]]
@@ -85,11 +94,12 @@ async def test_publication_reaches_subscribed_node_in_order(make_broker: BrokerF
 async def test_unsubscribed_channels_are_not_delivered(make_broker: BrokerFactory) -> None:
     async with make_broker() as (broker, received):
         await broker.subscribe("room:a")
+        await broker.subscribe("room:c")
         await broker.publish("room:b", "x.y", 1)
-        await received.nothing()
+        await received.nothing_before(broker, "room:a")
         await broker.unsubscribe("room:a")
         await broker.publish("room:a", "x.y", 2)
-        await received.nothing()
+        await received.nothing_before(broker, "room:c")
 
 
 async def test_offsets_strictly_increase_under_concurrent_publishers(
@@ -239,7 +249,7 @@ async def test_idempotent_publish_returns_original_offset(make_broker: BrokerFac
         again = await broker.publish("room:a", "x.y", 1, idempotency_key="k1")
         other = await broker.publish("room:a", "x.y", 2, idempotency_key="k2")
         pubs = await received.take(2)
-        await received.nothing()
+        await received.nothing_before(broker, "room:a")
     assert (again.offset, again.epoch, again.duplicate) == (first.offset, first.epoch, True)
     assert not first.duplicate and other.offset == first.offset + 1
     assert [p.data for p in pubs] == [1, 2]

@@ -338,9 +338,13 @@ async def test_awareness_of_a_dead_node_expires_within_the_ttl(
         await a.engine.__aenter__()
         alice, bob = a.client("alice"), b.client("bob")
         await alice.join(awareness={"user": {"name": "Alice"}})
-        await bob.join()
+        await bob.join(awareness={"user": {"name": "Bob"}})
         await eventually(lambda: alice.doc.client_id in bob.others())
-        await asyncio.sleep(ttl * 2)  # alive nodes renew: Alice stays while A lives
+        # Alive nodes renew: Alice stays while A lives. B announces its own clients every
+        # ttl / 3, in the sweep that expires others, after expiring: four announcements later
+        # a sweep has run more than a TTL after A's last renewal could have been missed.
+        announced = b.bus.sent[BusKind.ALIVE]
+        await eventually(lambda: b.bus.sent[BusKind.ALIVE] >= announced + 4, what="b swept")
         assert alice.doc.client_id in bob.others()
         await crash(a)
         started = asyncio.get_running_loop().time()
@@ -378,7 +382,7 @@ async def test_a_lost_bus_message_is_healed_by_anti_entropy(
         await eventually(lambda: b.engine._rooms[DOC].synced.is_set(), what="b synced")
         a.bus.drop[BusKind.UPDATE] = 1
         await alice.type("lost then healed")
-        await asyncio.sleep(0.05)
+        assert a.bus.drop[BusKind.UPDATE] == 0  # it was lost on the way
         assert bob.text == ""
         await eventually(lambda: bob.text == "lost then healed", what="healed")
         assert b.engine.stats.remote_updates >= 1
@@ -452,8 +456,12 @@ async def test_an_update_that_brings_nothing_new_is_neither_stored_nor_relayed(
             await alice.disconnect()
             await alice.join()
         assert node.engine.stats.redundant == 3
-        await asyncio.sleep(0.1)  # a flush interval or two
-        assert sum(store.appends) == 2 and bob.events == []
+        # A real change after them: its flush would carry anything of theirs still queued,
+        # and its relay comes after anything of theirs relayed.
+        await alice.type("!")
+        await eventually(lambda: sum(store.appends) >= 3 and bob.text == "world!")
+        assert sum(store.appends) == 3
+        assert [event for event, _ in bob.events] == ["doc.update"]
 
 
 async def test_updates_waiting_for_others_are_kept(

@@ -40,9 +40,20 @@ class Heard:
         async with asyncio.timeout(timeout):
             return [await self.queue.get() for _ in range(n)]
 
-    async def nothing(self, wait: float = 0.2) -> None:
-        await asyncio.sleep(wait)
-        assert self.queue.empty(), f"unexpected: {self.queue.get_nowait()}"
+    async def nothing_before(self, bus: DocBus, sender: DocBus, sender_id: str) -> None:
+        """Subscribe ``bus`` (this one's node) to a sentinel document, have another node send
+        on it, and assert that the sentinel is the next message heard. A node hears through
+        one subscriber (memory: one exchange; Redis: one pub/sub connection to one server) in
+        publish order, so anything unwanted sent before it would have come first."""
+        await subscribed(bus, "sentinel")
+        async with asyncio.timeout(5):
+            while True:  # a Redis bus confirms the subscription a little later
+                if await sender.peers("sentinel") >= 1:
+                    break
+                await asyncio.sleep(0.02)
+        await sender.publish(BusMessage(BusKind.UPDATE, "sentinel", sender_id, "e", b"s"))
+        (heard,) = await self.take(1)
+        assert (heard.doc_id, heard.payload) == ("sentinel", b"s"), f"unexpected: {heard}"
 
 
 Nodes = Callable[[int], AbstractAsyncContextManager[list[tuple[DocBus, Heard]]]]
@@ -90,16 +101,16 @@ async def subscribed(bus: DocBus, doc: str = "doc-1") -> None:
 async def test_a_message_reaches_every_other_subscribed_node_but_not_its_own(
     nodes: Nodes,
 ) -> None:
-    async with nodes(3) as [(a, heard_a), (b, heard_b), (_, heard_c)]:
+    async with nodes(3) as [(a, heard_a), (b, heard_b), (c, heard_c)]:
         for bus in (a, b):
             await subscribed(bus)
         await wait_peers(a, 1)
         await a.publish(message("n0", b"one"))
         await b.publish(message("n1", b"two"))
         assert [m.payload for m in await heard_b.take(1)] == [b"one"]
+        # Not its own: a's "one" was published before b's "two", so it would have come first.
         assert [m.payload for m in await heard_a.take(1)] == [b"two"]
-        await heard_a.nothing()
-        await heard_c.nothing()  # not subscribed
+        await heard_c.nothing_before(c, a, "n0")  # not subscribed
 
 
 async def test_messages_keep_every_field(nodes: Nodes) -> None:
@@ -121,7 +132,7 @@ async def test_unsubscribe_stops_delivery_and_peers_counts_the_others(nodes: Nod
         await wait_peers(a, 1)
         await a.publish(message("n0", b"after"))
         assert [m.payload for m in await heard_c.take(1)] == [b"after"]
-        await heard_b.nothing()
+        await heard_b.nothing_before(b, a, "n0")
 
 
 async def wait_peers(bus: DocBus, expected: int) -> None:

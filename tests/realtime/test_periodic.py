@@ -10,23 +10,26 @@ from realtime.periodic import Periodic
 
 async def test_a_round_running_at_stop_finishes_before_stop_returns() -> None:
     events: list[str] = []
+    running = asyncio.Event()
 
     async def work() -> None:
         events.append("start")
+        running.set()
         await asyncio.sleep(0.1)  # e.g. a database call in a driver's thread
         events.append("end")
 
     periodic = Periodic(work, 60.0, name="t", immediately=True)
     periodic.start()
-    await asyncio.sleep(0.02)
+    await asyncio.wait_for(running.wait(), 5)
     await periodic.stop()
     assert events == ["start", "end"]
 
 
 async def test_a_round_over_its_grace_is_cancelled() -> None:
-    cancelled = asyncio.Event()
+    cancelled, running = asyncio.Event(), asyncio.Event()
 
     async def work() -> None:
+        running.set()
         try:
             await asyncio.sleep(10)
         except asyncio.CancelledError:
@@ -35,7 +38,7 @@ async def test_a_round_over_its_grace_is_cancelled() -> None:
 
     periodic = Periodic(work, 60.0, name="t", immediately=True, grace=0.05)
     periodic.start()
-    await asyncio.sleep(0.02)
+    await asyncio.wait_for(running.wait(), 5)
     started = time.monotonic()
     await periodic.stop()
     assert cancelled.is_set() and time.monotonic() - started < 1.0
@@ -58,12 +61,15 @@ async def test_a_failing_round_is_followed_by_the_next() -> None:
 
 
 async def test_stop_between_rounds_is_prompt() -> None:
+    done = asyncio.Event()
+
     async def work() -> None:
-        pass
+        done.set()
 
     periodic = Periodic(work, 60.0, name="t", immediately=True)
     periodic.start()
-    await asyncio.sleep(0.02)
+    await asyncio.wait_for(done.wait(), 5)
+    await asyncio.sleep(0)  # the round has returned: the loop now waits for the next
     started = time.monotonic()
     await periodic.stop()
     await periodic.stop()  # twice is fine

@@ -9,6 +9,7 @@ from contextlib import AbstractAsyncContextManager, AsyncExitStack, asynccontext
 
 import pytest
 
+from realtime.broker import Broker
 from realtime.presence import PresenceEntry, PresenceStore, PresenceUnavailable
 from realtime.presence_status import StatusBoard, status_key
 from realtime.presence_tracker import PresenceTracker
@@ -18,12 +19,22 @@ from tests.realtime.test_broker_contract import Received
 
 class Node:
     def __init__(
-        self, board: StatusBoard, tracker: PresenceTracker, store: PresenceStore, received: Received
+        self,
+        board: StatusBoard,
+        tracker: PresenceTracker,
+        store: PresenceStore,
+        received: Received,
+        broker: Broker,
     ) -> None:
         self.board = board
         self.tracker = tracker
         self.store = store
         self.received = received
+        self.broker = broker
+
+    async def nothing_before_sentinel(self) -> None:
+        """A sentinel comes next: nothing was published before it (see Received)."""
+        await self.received.nothing_before(self.broker, "room:a")
 
     async def events(self, n: int) -> list[tuple[str, str, object]]:
         return sorted((p.channel, p.event, p.data) for p in await self.received.take(n))
@@ -40,7 +51,7 @@ async def start_nodes(kind: str, n: int = 1, *, ttl: float = 30.0) -> AsyncItera
             await stack.enter_async_context(board)
             tracker = PresenceTracker(b.store, b.broker, node_id=f"n{i}", ttl=ttl, statuses=board)
             await stack.enter_async_context(tracker)
-            nodes.append(Node(board, tracker, b.store, b.received))
+            nodes.append(Node(board, tracker, b.store, b.received, b.broker))
         yield nodes
 
 
@@ -69,7 +80,7 @@ async def test_a_user_is_away_only_when_every_connection_is(make_node: NodesFact
         await node.tracker.join("room:a", "t1", "alice", "Alice")
         await node.events(1)  # the join
         assert await board.set_status("t1", "away") == "online"
-        await node.received.nothing()
+        await node.nothing_before_sentinel()
         assert await board.set_status("t2", "away") == "away"
         assert await node.events(2) == [update("room:a", "away"), update("user:alice", "away")]
         assert await board.set_status("t2", "busy") == "busy"
@@ -97,7 +108,7 @@ async def test_joins_carry_the_status_and_going_offline_is_no_update(
         await node.tracker.leave_all("t1")
         await node.board.disconnect("t1")
         assert [e for _, e, _ in await node.events(1)] == ["presence.leave"]
-        await node.received.nothing()
+        await node.nothing_before_sentinel()
         assert await node.board.status("alice") == "offline"
 
 
@@ -112,8 +123,9 @@ async def test_updates_reach_channels_joined_through_another_node(
         for node in (a, b):
             await node.events(2)  # the joins
         await a.board.set_status("a1", "away")  # b1 is still online
+        await a.broker.publish("room:a", "test.sentinel", None)
         for node in (a, b):
-            await node.received.nothing()
+            await node.received.sentinel_next("room:a")
         assert await b.board.set_status("b1", "away") == "away"
         expected = [
             update("room:a", "away"),

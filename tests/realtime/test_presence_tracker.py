@@ -9,6 +9,7 @@ from contextlib import AbstractAsyncContextManager, AsyncExitStack, asynccontext
 
 import pytest
 
+from realtime.broker import Broker
 from realtime.presence import PresenceEntry, PresenceStore, PresenceUnavailable
 from realtime.presence_tracker import PresenceTracker
 from tests.realtime.presence_nodes import node_backends
@@ -16,10 +17,17 @@ from tests.realtime.test_broker_contract import Received
 
 
 class Node:
-    def __init__(self, tracker: PresenceTracker, store: PresenceStore, received: Received):
+    def __init__(
+        self, tracker: PresenceTracker, store: PresenceStore, received: Received, broker: Broker
+    ):
         self.tracker = tracker
         self.store = store
         self.received = received
+        self.broker = broker
+
+    async def nothing_before_sentinel(self) -> None:
+        """A sentinel on the channel comes next: nothing was published before it."""
+        await self.received.nothing_before(self.broker, "room:a")
 
     async def events(self, n: int) -> list[tuple[str, object]]:
         return [(p.event, p.data) for p in await self.received.take(n)]
@@ -33,7 +41,7 @@ async def start_nodes(kind: str, n: int = 1, *, ttl: float = 30.0) -> AsyncItera
         for i, b in enumerate(await node_backends(stack, kind, n, channels=["room:a"], ttl=ttl)):
             tracker = PresenceTracker(b.store, b.broker, node_id=f"n{i}", ttl=ttl)
             await stack.enter_async_context(tracker)
-            nodes.append(Node(tracker, b.store, b.received))
+            nodes.append(Node(tracker, b.store, b.received, b.broker))
         yield nodes
 
 
@@ -65,21 +73,22 @@ async def test_first_join_and_last_leave_are_published(make_node: NodesFactory) 
         assert [(m.user, m.connections) for m in presence.members] == [("alice", 3)]
         await tracker.leave("room:a", "t1")
         await tracker.leave_all("t2")
-        await node.received.nothing()
+        await node.nothing_before_sentinel()
         await tracker.leave("room:a", "t3")
         await tracker.leave("room:a", "t3")
         assert await node.events(1) == [("presence.leave", {"user": "alice"})]
-        await node.received.nothing()
+        await node.nothing_before_sentinel()
         assert tracker.channels_of("t3") == frozenset()
 
 
 async def test_heartbeats_keep_entries_past_the_ttl(make_node: NodesFactory) -> None:
     async with make_node(ttl=0.3) as [node]:
         await node.tracker.join("room:a", "t1", "alice", None)
-        await asyncio.sleep(0.7)
+        await asyncio.sleep(0.7)  # the scenario: twice the TTL passes
+        # Reading sweeps first: had the entry expired, its leave would be published by now.
         assert (await node.tracker.members("room:a", 10)).total == 1
         assert [e for e, _ in await node.events(1)] == ["presence.join"]
-        await node.received.nothing()
+        await node.nothing_before_sentinel()
 
 
 async def test_a_lost_entry_is_added_back_by_the_heartbeat(make_node: NodesFactory) -> None:
@@ -98,8 +107,7 @@ async def test_a_dead_nodes_entries_expire_with_one_leave(make_cluster: NodesFac
         await b.store.add("room:a", dead)
         await b.tracker.join("room:a", "b1", "bob", None)
         await c.tracker.join("room:a", "c1", "carol", None)
-        await asyncio.sleep(0.7)  # both trackers' heartbeats sweep meanwhile
-        for node in (b, c):
+        for node in (b, c):  # a heartbeat's sweep announces the leave
             events = await node.events(3)
             assert sorted(e for e, _ in events) == [
                 "presence.join",
@@ -107,7 +115,13 @@ async def test_a_dead_nodes_entries_expire_with_one_leave(make_cluster: NodesFac
                 "presence.leave",
             ]
             assert ("presence.leave", {"user": "alice"}) in events
-            await node.received.nothing()
+        # Both trackers sweep: a read sweeps too, after any sweep under way on its node, so
+        # a second leave would be published before the sentinel.
+        for node in (b, c):
+            await node.tracker.members("room:a", 10)
+        await b.broker.publish("room:a", "test.sentinel", None)
+        for node in (b, c):
+            await node.received.sentinel_next("room:a")
         presence = await c.tracker.members("room:a", 10)
     assert [m.user for m in presence.members] == ["bob", "carol"]
 
@@ -121,7 +135,7 @@ async def test_leave_node_removes_everything_at_once(make_cluster: NodesFactory)
         await b.events(2)
         await a.tracker.leave_node()
         assert await b.events(1) == [("presence.leave", {"user": "alice"})]
-        await b.received.nothing()
+        await b.nothing_before_sentinel()
         presence = await b.tracker.members("room:a", 10)
     assert [(m.user, m.connections) for m in presence.members] == [("bob", 1)]
 
@@ -140,4 +154,6 @@ async def test_a_failed_removal_still_ends_in_one_leave(make_node: NodesFactory)
         node.store.remove = real_remove  # type: ignore[method-assign]
         # No local entries on the channel any more, yet this node sweeps it until it expired.
         assert await node.events(1) == [("presence.leave", {"user": "alice"})]
-        await node.received.nothing(0.3)
+        # A read sweeps, after any sweep under way: a second leave would come before this.
+        await node.tracker.members("room:a", 10)
+        await node.nothing_before_sentinel()

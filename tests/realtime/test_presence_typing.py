@@ -8,17 +8,29 @@ from collections.abc import AsyncIterator
 
 import pytest
 
-from realtime.broker import BrokerOptions, BrokerUnavailable, PublishResult, create_broker
+from realtime.broker import Broker, BrokerOptions, BrokerUnavailable, PublishResult, create_broker
 from realtime.presence_typing import TypingTracker
 from tests.realtime.test_broker_contract import Received, wait_ready
+from tests.support.waiting import eventually
 
 TIMEOUT = 0.4
 
 
 class Typing:
-    def __init__(self, tracker: TypingTracker, received: Received) -> None:
+    def __init__(self, tracker: TypingTracker, received: Received, broker: Broker) -> None:
         self.tracker = tracker
         self.received = received
+        self.broker = broker
+
+    async def nothing_before_sentinel(self) -> None:
+        """A sentinel on room:a comes next: nothing was published before it."""
+        await self.received.nothing_before(self.broker, "room:a")
+
+    async def nothing_expires(self) -> None:
+        """Bob starts typing now and never renews: his expiry comes from the same sweep as
+        any pending one, later, so the next two events must be his start and his expiry."""
+        await self.tracker.start("room:a", "b1", "bob", None)
+        assert await self.events(2) == [("room:a", "bob", True), ("room:a", "bob", False)]
 
     async def events(self, n: int, within: float = 2.0) -> list[tuple[str, str, bool]]:
         pubs = await self.received.take(n, timeout=within)
@@ -34,7 +46,7 @@ async def typing() -> AsyncIterator[Typing]:
         for channel in ("room:a", "room:b"):
             await broker.subscribe(channel)
         async with TypingTracker(broker, timeout=TIMEOUT) as tracker:
-            yield Typing(tracker, received)
+            yield Typing(tracker, received, broker)
 
 
 async def test_start_renew_and_stop(typing: Typing) -> None:
@@ -43,12 +55,13 @@ async def test_start_renew_and_stop(typing: Typing) -> None:
     (pub,) = await typing.received.take(1)
     assert pub.data == {"user": "alice", "name": "Alice", "typing": True, "timeout_ms": 400}
     await tracker.start("room:a", "t1", "alice", "Alice")  # a renewal is no news
-    await typing.received.nothing()
+    await typing.nothing_before_sentinel()
     await tracker.stop("room:a", "t1")
     assert await typing.events(1) == [("room:a", "alice", False)]
     await tracker.stop("room:a", "t1")  # stopping twice, or never started: nothing
     await tracker.stop("room:b", "t9")
-    await typing.received.nothing(TIMEOUT + 0.1)  # and nothing expires later
+    await typing.nothing_before_sentinel()
+    await typing.nothing_expires()  # and nothing of alice's expires later
 
 
 async def test_an_indicator_without_renewal_expires(typing: Typing) -> None:
@@ -58,7 +71,7 @@ async def test_an_indicator_without_renewal_expires(typing: Typing) -> None:
     assert await typing.events(1) == [("room:a", "alice", False)]
     assert TIMEOUT - 0.05 <= time.monotonic() - started < TIMEOUT + 0.3
     await typing.tracker.stop("room:a", "t1")  # already over
-    await typing.received.nothing()
+    await typing.nothing_before_sentinel()
 
 
 async def test_renewals_are_announced_again_after_half_the_timeout(typing: Typing) -> None:
@@ -84,7 +97,7 @@ async def test_one_user_in_two_tabs_stops_with_the_last_one(typing: Typing) -> N
         ("room:b", "alice", True),
     ]
     await tracker.stop("room:a", "t1")
-    await typing.received.nothing()
+    await typing.nothing_before_sentinel()
     await tracker.stop_all("t2")  # t2 disconnected
     assert sorted(await typing.events(2)) == [
         ("room:a", "alice", False),
@@ -95,15 +108,28 @@ async def test_one_user_in_two_tabs_stops_with_the_last_one(typing: Typing) -> N
 
 
 async def test_a_failed_announcement_is_not_followed_by_a_stop() -> None:
-    class DownBroker:
-        async def publish(self, channel: str, event: str, data: object) -> PublishResult:
-            raise BrokerUnavailable("down")
+    class DownForAlice:
+        """Records every attempt; refuses alice's."""
 
-    tracker = TypingTracker(DownBroker(), timeout=0.1)  # type: ignore[arg-type]
+        def __init__(self) -> None:
+            self.tried: list[tuple[str, bool]] = []
+
+        async def publish(self, channel: str, event: str, data: dict) -> PublishResult:
+            self.tried.append((data["user"], data["typing"]))
+            if data["user"] == "alice":
+                raise BrokerUnavailable("down")
+            return PublishResult(offset=len(self.tried), epoch="e", duplicate=False)
+
+    broker = DownForAlice()
+    tracker = TypingTracker(broker, timeout=0.1)  # type: ignore[arg-type]
     async with tracker:
         with pytest.raises(BrokerUnavailable):
             await tracker.start("room:a", "t1", "alice", None)
-        await asyncio.sleep(0.2)  # expiry says nothing: nobody was told it started
+        # Expiry says nothing: nobody was told it started. Bob starts after her, so his
+        # expiry comes from the same sweep, later: by then alice's would have been tried.
+        await tracker.start("room:a", "b1", "bob", None)
+        await eventually(lambda: ("bob", False) in broker.tried, within=2)
+        assert broker.tried == [("alice", True), ("bob", True), ("bob", False)]
         await tracker.stop_all("t1")
     with pytest.raises(ValueError, match="positive"):
-        TypingTracker(DownBroker(), timeout=0)  # type: ignore[arg-type]
+        TypingTracker(DownForAlice(), timeout=0)  # type: ignore[arg-type]

@@ -1,4 +1,6 @@
-"""The JWT matrix (notes B7): unit checks of the verifier, then the same over a real connect."""
+"""The JWT matrix (forged signature, alg=none, key confusion, expired, not yet valid, wrong
+audience or issuer, no subject, rotated keys): unit checks of the verifier, then the same over a
+real connect."""
 
 from __future__ import annotations
 

@@ -105,10 +105,10 @@ async def test_idle_websockets_hold_no_task_and_end_with_their_socket(node: Node
     )
     try:
         await node.until(lambda: node.detached == CLIENTS)
-        await asyncio.sleep(0.2)  # handlers' tasks end
         # Engine.IO's loop held 5 tasks per connection: uvicorn's ASGI task running it, its
-        # writer and the writer's queue wait, its reader's wait, and the ping: 150 here.
-        assert len(asyncio.all_tasks()) - before <= 3
+        # writer and the writer's queue wait, its reader's wait, and the ping: 150 here. The
+        # handlers' tasks end shortly after the connections are detached.
+        await node.until(lambda: len(asyncio.all_tasks()) - before <= 3)
         # Nor the request it came with: what python-socketio keeps of it is a few strings.
         environs = [s.environ for s in node.app.runtime.sio.engine.sessions.values()]
         assert len(environs) == CLIENTS
@@ -141,7 +141,9 @@ async def test_detached_websockets_keep_their_heartbeat(node: Node) -> None:
         closed, frames = await asyncio.to_thread(silent.wait_closed, 6.0)
         assert "2" in frames and closed == Closed(1000, ""), (frames, closed)
         await node.until(lambda: node.sessions == 1)
-        await asyncio.sleep(2.5)
+        # Three more rounds answered: each would have closed it, had its answers been lost.
+        rounds = alive.pings_answered
+        await node.until(lambda: alive.pings_answered >= rounds + 3, timeout=10)
         await asyncio.to_thread(alive.probe)
         assert node.sessions == node.detached == 1
     finally:

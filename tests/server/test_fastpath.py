@@ -87,19 +87,23 @@ async def fan_out(server: LiveServer, serializer: str) -> None:
                 else:
                     response = await http.post("/api/publish", json=body)
                     assert response.status_code == 200, response.text
+            # Then a sentinel: anything more (a duplicate) would arrive before it.
+            sentinel = {"channel": channel, "event": "fan.out", "data": {"i": "end"}}
+            assert (await http.post("/api/publish", json=sentinel)).status_code == 200
         try:
             async with asyncio.timeout(15):
                 # Polling: six inboxes fill from callbacks; one event each would be noise.
-                while any(len(inbox) < COUNT for inbox in inboxes.values()):  # noqa: ASYNC110
+                while not all(  # noqa: ASYNC110
+                    inbox and inbox[-1]["data"]["i"] == "end" for inbox in inboxes.values()
+                ):
                     await asyncio.sleep(0.05)
         except TimeoutError:
             counts = {name: len(inbox) for name, inbox in inboxes.items()}
             raise AssertionError(f"deliveries missing: {counts}") from None
-        await asyncio.sleep(0.2)  # nothing more (no duplicates) arrives
     for name, inbox in inboxes.items():
-        assert [e["data"]["i"] for e in inbox] == list(range(COUNT)), name
+        assert [e["data"]["i"] for e in inbox] == [*range(COUNT), "end"], name
         offsets = [e["offset"] for e in inbox]
-        assert offsets == list(range(offsets[0], offsets[0] + COUNT)), name
+        assert offsets == list(range(offsets[0], offsets[0] + COUNT + 1)), name
 
 
 async def test_fan_out_with_json_clients_is_complete_and_ordered(server: LiveServer) -> None:

@@ -17,7 +17,7 @@ from server.config import Settings
 from storage.migrate import upgrade
 from tests.support.live import API_KEY, TEST_SECRET, LiveServer, live_server
 from tests.support.services import PrivateRedis, private_redis
-from tests.support.sio import connected
+from tests.support.sio import connected, sentinel
 
 AUTH = {"Authorization": f"Bearer {API_KEY}"}
 BATCH = "/api/publish/batch"
@@ -52,10 +52,14 @@ async def test_each_channel_is_published_and_delivered_in_request_order(
             assert (await reader.call("subscribe", {"channel": channel}))["ok"]
         async with httpx.AsyncClient(base_url=server.url, headers=AUTH, timeout=10) as http:
             response = await http.post(BATCH, json={"publications": items})
-        assert response.status_code == 200, response.text
-        results = response.json()["results"]
-        events = await reader.take(99, timeout=10)
-        await reader.quiet(0.3)
+            assert response.status_code == 200, response.text
+            results = response.json()["results"]
+            events = await reader.take(99, timeout=10)
+            # Then a sentinel on each channel: nothing (no duplicate) may come before them.
+            sentinels = [item(channel, None, event="test.sentinel") for channel in channels]
+            assert (await http.post(BATCH, json={"publications": sentinels})).status_code == 200
+        for _ in channels:
+            await reader.quiet_until(sentinel("test.sentinel"))
     assert len(results) == 99
     for c, channel in enumerate(channels):
         mine = results[c::3]

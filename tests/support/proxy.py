@@ -27,6 +27,7 @@ class TcpProxy:
         self.target_port = target_port
         self.port = 0
         self.accepted = 0
+        self.refused = 0  # connections reset while paused
         self._paused = False
         self._server: asyncio.Server | None = None
         self._writers: set[asyncio.StreamWriter] = set()
@@ -69,6 +70,7 @@ class TcpProxy:
         self._handlers.add(task)
         try:
             if self._paused:
+                self.refused += 1
                 _abort(writer)
                 return
             try:

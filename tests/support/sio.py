@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from typing import Any
 
@@ -30,9 +30,36 @@ class Recorder:
         async with asyncio.timeout(timeout):
             return [await self.events.get() for _ in range(n)]
 
-    async def quiet(self, wait: float = 0.3) -> None:
-        await asyncio.sleep(wait)
+    async def quiet_until(
+        self, barrier: Callable[[str, Any], bool] | Awaitable[object], timeout: float = 5.0
+    ) -> None:
+        """Assert that nothing arrived before ``barrier``, which proves that anything unwanted
+        would have arrived by now.
+
+        ``barrier`` is either a predicate for a sentinel event the test caused after the action
+        under test, on the same channel (a channel's publications arrive in order, so anything
+        the action caused comes first): the next event must be that sentinel, and is consumed.
+        Or an awaitable that proves the same some other way, e.g. ``round_trip()``: once it is
+        done, no event may be waiting.
+        """
+        if callable(barrier):
+            event = await self.next(timeout)
+            assert barrier(*event), f"unexpected event before the barrier: {event}"
+            return
+        async with asyncio.timeout(timeout):
+            await barrier
         assert self.events.empty(), f"unexpected event: {self.events.get_nowait()}"
+
+    async def round_trip(self) -> None:
+        """A request answered on this connection (a no-op unsubscribe): every event the node
+        had queued for this connection before it is received before the answer."""
+        ack = await self.call("unsubscribe", {"channel": "room:round-trip"})
+        assert ack == {"ok": True}, ack
+
+
+def sentinel(event: str) -> Callable[[str, Any], bool]:
+    """A ``quiet_until`` barrier: the next event is ``event``."""
+    return lambda name, _envelope: name == event
 
 
 @asynccontextmanager

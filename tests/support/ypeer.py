@@ -26,6 +26,7 @@ class YPeer:
         self.epoch: str | None = None
         self.role: str | None = None
         self.other_events: list[tuple[str, Any]] = []
+        self.updates_received = 0  # doc.update events applied (the pump consumes the events)
         self.closed: dict[str, Any] | None = None
         self._changed = asyncio.Event()
         self._pump: asyncio.Task[None] | None = None
@@ -120,6 +121,7 @@ class YPeer:
             if isinstance(payload, dict) and payload.get("doc") == self.doc_id:
                 if event == "doc.update":
                     self.doc.apply_update(payload["update"])
+                    self.updates_received += 1
                 elif event == "doc.awareness":
                     self.awareness.apply_awareness_update(payload["update"], "server")
                 elif event == "doc.closed":

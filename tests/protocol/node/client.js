@@ -10,9 +10,12 @@
 //                                        emitWithAck; prints {"type": "ack", "ref", "args"}
 //   {"op": "disconnect"}                 client-side disconnect
 //   {"op": "state"}                      prints {"type": "state", "connected", "active", ...}
+//   {"op": "tick", "ref": 1, "ms": 250}  prints {"type": "tick", "ref"} after ms: timers run
+//                                        in due order, so any timer of the client's due
+//                                        earlier (a reconnect attempt) has run by then
 //   {"op": "exit"}                       close everything and exit
 // Printed lines: hello, connect, connect_error, disconnect, event, ack, ack_timeout,
-// reconnect_attempt, manager_error, state, fatal.
+// reconnect_attempt, manager_error, state, tick, fatal.
 // Try it by hand:
 //   echo '{"op":"connect","auth":{"token":"..."}}' | node client.js http://127.0.0.1:8000 json websocket
 "use strict";
@@ -126,6 +129,9 @@ async function handle(cmd) {
         id: socket.id || null,
         recovered: socket.recovered,
       });
+      break;
+    case "tick":
+      setTimeout(() => print({ type: "tick", ref: cmd.ref }), cmd.ms);
       break;
     case "exit":
       finish(0);
