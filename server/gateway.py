@@ -12,14 +12,12 @@ import time
 from collections.abc import Awaitable, Callable, Collection
 from typing import Any, TypeVar
 
-import msgpack
 from pydantic import BaseModel, ValidationError
 
 from domain.errors import (
     BadRequest,
     DomainError,
     ErrorCode,
-    PayloadTooLarge,
     PermissionDenied,
     Unavailable,
 )
@@ -40,9 +38,8 @@ from server.config import Settings
 from server.connections import Connection
 from server.correlation import bind, unbind, valid_request_id
 from server.errors import domain_error_ack, error_ack, error_body, validation_message
-from server.jsonwire import compact_json
 from server.metrics import Metrics
-from server.namespaces import socket_payload_limit
+from server.namespaces import check_payload, socket_payload_limit
 from server.presence import PresenceEdge, no_presence_message, read_presence
 from server.state import ChannelState
 from server.transport.sockets import ConnectionRefused, SocketServer
@@ -61,21 +58,6 @@ log = logging.getLogger(__name__)
 Ack = dict[str, Any]
 NOTICE_EVENT = "server.notice"
 M = TypeVar("M", bound=BaseModel)
-
-
-def check_payload(channel: Channel, data: Any, transport_limit: int | None = None) -> None:
-    """Refuse ``data`` over its namespace's limit, as compact JSON. ``transport_limit``: the
-    size of a whole event that the transport refused already; no namespace limit at least
-    that large needs measuring."""
-    limit = channel.policy.max_payload_bytes
-    if transport_limit is not None and limit >= transport_limit:
-        return
-    try:
-        size = len(compact_json(data))
-    except TypeError:  # bytes: a binary event's attachments
-        size = len(msgpack.packb(data))
-    if size > limit:
-        raise PayloadTooLarge(f"data is over the {limit}-byte limit of {channel.kind}: channels")
 
 
 class SocketGateway:

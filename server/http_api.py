@@ -30,7 +30,7 @@ from realtime.broker import (
 from server.api_keys import INVALID as INVALID_KEY
 from server.auth import Principal, mint_token
 from server.errors import error_body
-from server.gateway import check_payload
+from server.namespaces import check_payload
 from server.presence import read_presence
 from server.runtime import Runtime
 from server.wire import (

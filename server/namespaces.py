@@ -26,11 +26,14 @@ import tomllib
 from importlib import resources
 from typing import Annotated, Any, Literal
 
+import msgpack
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from pydantic_core import ErrorDetails
 
-from realtime.channels import NAMESPACE_NAME, Access, ChannelKind, Namespace, Namespaces
+from domain.errors import PayloadTooLarge
+from realtime.channels import NAMESPACE_NAME, Access, Channel, ChannelKind, Namespace, Namespaces
 from server.config import Settings
+from server.jsonwire import compact_json
 from server.wire import EventName
 
 # Room for a publish request's envelope around its data (channel, event type, id, framing):
@@ -236,3 +239,18 @@ def _shown(value: Any) -> str:
     if isinstance(value, bool | int | float | str):
         return json.dumps(value)
     return str(value)
+
+
+def check_payload(channel: Channel, data: Any, transport_limit: int | None = None) -> None:
+    """Refuse ``data`` over its namespace's limit, as compact JSON. ``transport_limit``: the
+    size of a whole event that the transport refused already; no namespace limit at least
+    that large needs measuring."""
+    limit = channel.policy.max_payload_bytes
+    if transport_limit is not None and limit >= transport_limit:
+        return
+    try:
+        size = len(compact_json(data))
+    except TypeError:  # bytes: a binary event's attachments
+        size = len(msgpack.packb(data))
+    if size > limit:
+        raise PayloadTooLarge(f"data is over the {limit}-byte limit of {channel.kind}: channels")
