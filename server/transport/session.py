@@ -19,6 +19,9 @@ from server.wsframe import engineio_frame
 
 POLLING = "polling"
 WEBSOCKET = "websocket"
+# Engine.IO packet types (OPEN is "0", sent once in the handshake).
+CLOSE, PING, PONG, MESSAGE, UPGRADE, NOOP = "1", "2", "3", "4", "5", "6"
+PACKET_TYPES = frozenset("0123456")
 
 
 class Session:
