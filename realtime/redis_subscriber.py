@@ -36,6 +36,9 @@ from realtime.redis_connection import CONNECT_ERRORS, RedisTarget
 log = logging.getLogger(__name__)
 
 _MAX_BACKOFF_S = 2.0
+# A failover completes about a second after the primary is marked failed, and an attempt in
+# the meantime costs a CLUSTER SLOTS and a few refused connections: retry sooner.
+_MAX_BACKOFF_CLUSTER_S = 0.5
 _CONFIRM_TIMEOUT_S = 5.0
 _SINGLE = ""  # the one connection's name on a single Redis
 
@@ -211,6 +214,7 @@ class RedisSubscriber:
 
     async def _listen_forever(self) -> None:
         delay, lost = 0.1, False
+        cap = _MAX_BACKOFF_CLUSTER_S if self._target.cluster else _MAX_BACKOFF_S
         while True:
             try:
                 await self._connect_and_listen(lost)
@@ -227,7 +231,7 @@ class RedisSubscriber:
             self._cancel_confirmations()
             await self._close_pubsubs()
             await asyncio.sleep(delay * random.uniform(0.5, 1.0))
-            delay = min(delay * 2, _MAX_BACKOFF_S)
+            delay = min(delay * 2, cap)
 
     async def _connect_and_listen(self, lost: bool) -> None:
         failed = self._failed = asyncio.get_running_loop().create_future()

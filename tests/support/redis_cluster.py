@@ -101,7 +101,9 @@ class PrivateRedisCluster:
             create, capture_output=True, text=True, timeout=max(1.0, deadline - time.monotonic())
         )
         if result.returncode != 0:
-            raise RuntimeError(f"redis-cli --cluster create failed:\n{result.stdout}{result.stderr}")
+            raise RuntimeError(
+                f"redis-cli --cluster create failed:\n{result.stdout}{result.stderr}"
+            )
         self.wait_healthy(deadline - time.monotonic())
 
     def _spawn(self, binary: str, node: ClusterNode) -> None:
