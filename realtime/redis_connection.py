@@ -22,7 +22,7 @@ from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 from redis import asyncio as aioredis
 from redis.asyncio.cluster import RedisCluster
 from redis.asyncio.retry import Retry
-from redis.backoff import ExponentialWithJitterBackoff, NoBackoff
+from redis.backoff import EqualJitterBackoff, NoBackoff
 from redis.exceptions import RedisClusterException, RedisError, ResponseError
 
 # What a lost or unreachable Redis (or cluster node) raises.
@@ -99,7 +99,7 @@ def command_client(target: RedisTarget) -> Commands:
             socket_timeout=_TIMEOUT_S,
             socket_connect_timeout=_TIMEOUT_S,
             health_check_interval=10,
-            retry=Retry(ExponentialWithJitterBackoff(base=0.05, cap=0.5), 3),
+            retry=Retry(EqualJitterBackoff(cap=0.5, base=0.05), 3),
         )
     pool = aioredis.BlockingConnectionPool.from_url(
         target.url,
@@ -174,9 +174,7 @@ async def check_server(target: RedisTarget) -> None:
             return
         where = f"{urlsplit(target.url).hostname}:{urlsplit(target.url).port or 6379}"
         if clustered and not target.cluster:
-            raise RedisConfigError(
-                f"{where} is a Redis Cluster node: add cluster=1 to TANDEM_BROKER_URL"
-            )
+            raise RedisConfigError(f"{where} is a Redis Cluster node: add cluster=1 to the URL")
         if target.cluster and not clustered:
             raise RedisConfigError(
                 f"cluster=1, but {where} is not a Redis Cluster node (cluster_enabled:0): "

@@ -29,7 +29,7 @@ from redis import asyncio as aioredis
 from redis.asyncio.cluster import RedisCluster
 from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
-from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import ConnectionError as RedisConnectionError, SlotNotCoveredError
 
 from realtime.redis_connection import CONNECT_ERRORS, RedisTarget
 
@@ -132,20 +132,23 @@ class RedisSubscriber:
         self.keys.discard(key)
         if not self.connected:
             return
+        pubsub = self._pubsub_of(key)
+        if pubsub is None:
+            return
+        self._leaving[key] += 1
         with contextlib.suppress(*CONNECT_ERRORS):
-            pubsub = self._pubsubs.get(self._node_of(key))
-            if pubsub is None:
-                return
-            self._leaving[key] += 1
             await (pubsub.sunsubscribe if self._target.sharded else pubsub.unsubscribe)(key)
 
-    def _node_of(self, key: str) -> str:
+    def _pubsub_of(self, key: str) -> Any:
+        """The connection ``key`` is subscribed on: the one to its slot's primary, as the
+        topology read at the last connection has it (None if that has no such primary)."""
         if not isinstance(self._redis, RedisCluster):
-            return _SINGLE
-        node = self._redis.get_node_from_key(key)
-        if node is None:
-            raise TopologyChanged(f"{key}: no primary serves its slot")
-        return str(node.name)
+            return self._pubsubs.get(_SINGLE)
+        try:
+            node = self._redis.get_node_from_key(key)
+        except SlotNotCoveredError:
+            return None
+        return None if node is None else self._pubsubs.get(node.name)
 
     async def _subscribe_now(self, keys: Iterable[str]) -> None:
         loop = asyncio.get_running_loop()
@@ -158,8 +161,8 @@ class RedisSubscriber:
         if self._target.cluster:
             # One SSUBSCRIBE per key: a command's shard channels must share a slot.
             for key in names:
-                pubsub = self._pubsubs.get(self._node_of(key))
-                if pubsub is None:
+                pubsub = self._pubsub_of(key)
+                if pubsub is None:  # the cluster changed since: read it again
                     self._fail(TopologyChanged(f"{key}: its primary is not one listened to"))
                     break
                 await pubsub.ssubscribe(key)

@@ -66,7 +66,7 @@ class Publisher:
 
 def one_channel_per_shard(cluster: PrivateRedisCluster, url: str) -> dict[int, str]:
     """A room channel on each primary, by the primary's port."""
-    target, found = RedisTarget.parse(url), {}
+    target, found = RedisTarget.parse(url), dict[int, str]()
     for i in range(100):
         channel = f"room:k{i}"
         found.setdefault(cluster.primary_of(target.key(channel, "m")).port, channel)

@@ -5,9 +5,12 @@ lost scripts and messages, a failover, and URLs that cannot work refused at star
 from __future__ import annotations
 
 import asyncio
+import subprocess
+import sys
 import time
 from collections.abc import AsyncIterator, Iterator
 from contextlib import asynccontextmanager
+from pathlib import Path
 
 import msgpack
 import pytest
@@ -17,6 +20,7 @@ from realtime.broker import BrokerOptions, Publication, StreamPosition, Unrecove
 from realtime.redis import RedisBroker
 from realtime.redis_connection import RedisConfigError, RedisTarget
 from tests.realtime.test_redis_broker import Inbox, ready
+from tests.support.live import server_env
 from tests.support.redis import broker_url, redis_url, unique_prefix
 from tests.support.redis_cluster import PrivateRedisCluster, private_redis_cluster
 
@@ -87,7 +91,7 @@ async def test_every_node_hears_what_it_subscribes_to_on_every_shard(
         assert heard_a.queue.empty() and heard_b.queue.empty()
     assert by_channel(got_a) == {channel: list(range(5)) for channel in sorted(wanted_a)}
     assert by_channel(got_b) == {channel: list(range(5)) for channel in sorted(wanted_b)}
-    assert all(pub.offset == pub.data + 1 for pub in got_a + got_b)  # type: ignore[operator]
+    assert all(pub.offset == pub.data + 1 for pub in got_a + got_b)
 
 
 async def test_a_burst_of_subscribes_waits_for_connections_instead_of_failing(
@@ -165,6 +169,23 @@ async def test_urls_that_cannot_work_are_refused_at_start(
         RedisTarget.parse(f"{redis_cluster.url}?prefix=a{{b}}:&cluster=1")
     with pytest.raises(RedisConfigError, match="database 0"):
         RedisTarget.parse(f"{redis_url().rsplit('/', 1)[0]}/2?cluster=1")
+
+
+def test_tandem_serve_stops_with_one_line_saying_what_to_change(
+    redis_cluster: PrivateRedisCluster, tmp_path: Path
+) -> None:
+    env = server_env(tmp_path, {"TANDEM_BROKER_URL": broker_url("x:", base=redis_cluster.url)})
+    result = subprocess.run(
+        [sys.executable, "-m", "server", "serve", "--host", "127.0.0.1", "--port", "0"],
+        env=env,
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
+    assert result.returncode == 2
+    assert result.stderr.strip().endswith("is a Redis Cluster node: add cluster=1 to the URL")
+    assert "Traceback" not in result.stderr
 
 
 @pytest.fixture(scope="module")

@@ -16,6 +16,7 @@ import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 
 import pytest
@@ -94,7 +95,7 @@ class PrivateRedisCluster:
             self.nodes.append(node)
             self._spawn(binary, node)
         for node in self.nodes:
-            self._until(deadline, lambda node=node: node.cli("PING") == "PONG", f"{node} up")
+            self._until(deadline, partial(self._answers, node), f"{node.address} up")
         create = ["redis-cli", "--cluster", "create", *(n.address for n in self.nodes)]
         create += ["--cluster-replicas", str(self.replicas), "--cluster-yes"]
         result = subprocess.run(
@@ -105,6 +106,10 @@ class PrivateRedisCluster:
                 f"redis-cli --cluster create failed:\n{result.stdout}{result.stderr}"
             )
         self.wait_healthy(deadline - time.monotonic())
+
+    @staticmethod
+    def _answers(node: ClusterNode) -> bool:
+        return node.cli("PING") == "PONG"
 
     def _spawn(self, binary: str, node: ClusterNode) -> None:
         args = ["--port", str(node.port), "--bind", "127.0.0.1", "--dir", str(node.workdir)]
