@@ -8,13 +8,13 @@ from collections.abc import Iterator
 from contextlib import ExitStack
 from pathlib import Path
 
-import httpx
 import pytest
 
-from client_sdk import Client
+from client_sdk import Client, Message
 from realtime.redis_connection import RedisTarget
 from tests.faults.invariants import Watch, watch
-from tests.support.live import API_KEY, LiveServer, live_server
+from tests.faults.test_redis_faults import Publisher
+from tests.support.live import LiveServer, live_server
 from tests.support.redis import unique_prefix
 from tests.support.redis_cluster import ClusterNode, PrivateRedisCluster, private_redis_cluster
 
@@ -32,36 +32,6 @@ def nodes(tmp_path: Path) -> Iterator[tuple[PrivateRedisCluster, str, LiveServer
         a = stack.enter_context(live_server(tmp_path / "a", env))
         b = stack.enter_context(live_server(tmp_path / "b", env))
         yield cluster, url, a, b
-
-
-class Publisher:
-    """Publishes at a steady rate over HTTP, recording when each was sent and the answers."""
-
-    def __init__(self, node: LiveServer, channel: str, *, durable: bool = False) -> None:
-        self.node, self.channel, self.durable = node, channel, durable
-        self.sent_at: dict[int, float] = {}
-        self.accepted: list[int] = []
-        self.refused: list[tuple[int, int]] = []  # (i, status; 0 for no answer)
-
-    async def run(self, count: int, rate: float) -> None:
-        headers = {"Authorization": f"Bearer {API_KEY}"}
-        async with httpx.AsyncClient(base_url=self.node.url, headers=headers, timeout=5) as http:
-            start = time.monotonic()
-            for i in range(count):
-                await asyncio.sleep(max(0.0, start + i / rate - time.monotonic()))
-                body = {"channel": self.channel, "event": "chat.message", "data": {"i": i}}
-                self.sent_at[i] = time.monotonic()
-                try:
-                    response = await http.post(
-                        "/api/publish", json={**body, "durable": self.durable}
-                    )
-                except httpx.HTTPError:
-                    self.refused.append((i, 0))
-                    continue
-                if response.is_success:
-                    self.accepted.append(i)
-                else:
-                    self.refused.append((i, response.status_code))
 
 
 def one_channel_per_shard(cluster: PrivateRedisCluster, url: str) -> dict[int, str]:
@@ -91,7 +61,7 @@ async def test_a_primary_killed_mid_stream_loses_nothing_silently(
 
     Channels on the other shards lose nothing and are never resynced. The killed shard's
     channels start a new epoch on the promoted replica (it may lack the last publications its
-    primary acknowledged): each subscriber there is told so by one Resync, then gets the new
+    primary acknowledged): each subscriber there is told so by a Resync, then gets the new
     stream; an accepted publication it never got must be behind such a Resync. Everything
     accepted after the failover reaches every subscriber. Delivery resumes within 5 s of the
     kill on every channel.
@@ -160,7 +130,7 @@ async def test_a_primary_killed_mid_stream_loses_nothing_silently(
             after_kill = [
                 t
                 for t, item in zip(sink.arrivals, sink.items, strict=True)
-                if hasattr(item, "data") and publisher.sent_at[item.data["i"]] > killed
+                if isinstance(item, Message) and publisher.sent_at[item.data["i"]] > killed
             ]
             resumed = min(after_kill) - killed
             print(
