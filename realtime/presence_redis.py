@@ -17,14 +17,11 @@ every node. The four keys themselves expire when no node has refreshed the chann
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import Collection
 from types import TracebackType
 from typing import Any, Self
 
 import msgpack
-from redis import asyncio as aioredis
-from redis.exceptions import RedisError
 
 from realtime.presence import (
     Presence,
@@ -33,7 +30,14 @@ from realtime.presence import (
     PresenceUnavailable,
     aggregate,
 )
-from realtime.redis import command_client, split_url
+from realtime.redis_connection import (
+    CONNECT_ERRORS,
+    CallGate,
+    Commands,
+    RedisTarget,
+    command_client,
+    discover,
+)
 
 # Every script starts with the time in ms and refreshes nothing it does not own.
 _NOW = """
@@ -150,23 +154,24 @@ return out
 )
 
 _EXPIRE_BATCH = 1000
-_ERRORS = (RedisError, OSError, asyncio.TimeoutError)
 
 
 class RedisPresenceStore:
-    """Presence for several nodes sharing one Redis (``redis://host:port/db?prefix=tandem:``)."""
+    """Presence for several nodes sharing one Redis or Redis Cluster (the broker's URL)."""
 
     def __init__(self, url: str, options: PresenceOptions) -> None:
-        self._url, self._prefix, _ = split_url(url)
+        self._target = RedisTarget.parse(url)
+        self._gate = CallGate(self._target)
         self._ttl_ms = max(1, int(options.ttl * 1000))
         # Keys outlive entries so a slow heartbeat never loses the counts; untouched channels
         # (every node gone) still disappear.
         self._keys_ttl_ms = max(3 * self._ttl_ms, 60_000)
-        self._redis: aioredis.Redis | None = None
+        self._redis: Commands | None = None
         self._scripts: dict[str, Any] = {}
 
     async def __aenter__(self) -> Self:
-        self._redis = command_client(self._url)
+        self._redis = command_client(self._target)
+        await discover(self._redis)
         for name, source in (
             ("add", _ADD),
             ("remove", _REMOVE),
@@ -226,16 +231,17 @@ class RedisPresenceStore:
         return {status.decode() for status in await self._run("statuses", keys, [])}
 
     def _key(self, channel: str, suffix: str) -> str:
-        return f"{self._prefix}{{{channel}}}:{suffix}"
+        return self._target.key(channel, suffix)
 
     def _keys(self, channel: str) -> list[str]:
         return [self._key(channel, suffix) for suffix in ("pe", "pc", "pt", "pu", "ps")]
 
     async def _run(self, name: str, keys: list[str], args: list[Any]) -> Any:
         script = self._scripts.get(name)
-        if script is None:
+        if script is None or self._redis is None:
             raise RuntimeError("RedisPresenceStore is not running: use `async with store:`")
         try:
-            return await script(keys=keys, args=args)
-        except _ERRORS as exc:
+            async with self._gate(self._redis):
+                return await script(keys=keys, args=args)
+        except CONNECT_ERRORS as exc:
             raise PresenceUnavailable(f"redis: {exc}") from exc

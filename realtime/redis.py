@@ -2,14 +2,15 @@
 
 Per channel (keys hash-tagged on the channel, so one channel lives in one cluster slot):
 
-- ``{p}{<ch>}:m`` hash ``epoch``, ``top``: the stream's epoch and its last offset;
+- ``{p}{<ch>}:m`` hash ``epoch``, ``top`` (and on a cluster ``node``): the stream's epoch and
+  its last offset;
 - ``{p}{<ch>}:s`` stream of retained publications, entry id ``<offset>-0``;
 - ``{p}{<ch>}:p`` pub/sub channel that live publications go out on;
 - ``{p}{<ch>}:i:<key>`` idempotency records.
 
 One Lua script assigns the offset, appends to the stream and publishes, so offsets are
-serialized per channel in Redis itself. A lost meta hash (restart without persistence,
-eviction) gets a new epoch, and clients holding the old one are told they cannot recover.
+serialized per channel in Redis itself; a history that may have lost its end starts a new
+epoch, and clients holding the old one are told they cannot recover (realtime/redis_scripts.py).
 
 Each node subscribes only to channels it has local subscribers for, and delivers what it
 hears in offset order: a jump in offsets is repaired from the stream before delivery, and
@@ -22,10 +23,8 @@ import logging
 import time
 from types import TracebackType
 from typing import Any, Self
-from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 import msgpack
-from redis import asyncio as aioredis
 from redis.exceptions import NoScriptError
 
 from domain.group_commit import GroupCommit
@@ -41,94 +40,30 @@ from realtime.broker import (
     UnrecoverablePosition,
 )
 from realtime.memory import new_epoch
-from realtime.redis_subscriber import CONNECT_ERRORS, NotConfirmed, RedisSubscriber
+from realtime.redis_connection import (
+    CONNECT_ERRORS,
+    CallGate,
+    Commands,
+    RedisTarget,
+    check_server,
+    command_client,
+    discover,
+    primaries,
+)
+from realtime.redis_scripts import history_script, publish_script
+from realtime.redis_subscriber import NotConfirmed, RedisSubscriber
 
 log = logging.getLogger(__name__)
-
-_PUBLISH = """
-local idem = KEYS[3]
-if idem ~= "" then
-  local seen = redis.call("GET", idem)
-  if seen then return {1, seen} end
-end
-local epoch = redis.call("HGET", KEYS[2], "epoch")
-if not epoch then
-  epoch = ARGV[5]
-  redis.call("DEL", KEYS[1])
-  redis.call("HSET", KEYS[2], "epoch", epoch, "top", 0)
-end
-local top = redis.call("HINCRBY", KEYS[2], "top", 1)
-if tonumber(ARGV[2]) > 0 then
-  redis.call("XADD", KEYS[1], "MAXLEN", ARGV[2], top .. "-0", "p", ARGV[1])
-  redis.call("PEXPIRE", KEYS[1], ARGV[3])
-end
-redis.call("PEXPIRE", KEYS[2], ARGV[4])
-redis.call(ARGV[7], KEYS[4], cmsgpack.pack({top, epoch, ARGV[1]}))
-local position = epoch .. ":" .. top
-if idem ~= "" then redis.call("SET", idem, position, "PX", ARGV[6]) end
-return {0, position}
-"""
-
-# Returns epoch, top and the entries after ARGV[3] (or the latest ARGV[4], or all).
-_HISTORY = """
-local epoch = redis.call("HGET", KEYS[2], "epoch")
-if not epoch then
-  epoch = ARGV[1]
-  redis.call("DEL", KEYS[1])
-  redis.call("HSET", KEYS[2], "epoch", epoch, "top", 0)
-  redis.call("PEXPIRE", KEYS[2], ARGV[2])
-end
-local top = tonumber(redis.call("HGET", KEYS[2], "top"))
-local since = tonumber(ARGV[3])
-local limit = tonumber(ARGV[4])
-local entries
-if since >= 0 then
-  entries = {}
-  if since < top then entries = redis.call("XRANGE", KEYS[1], (since + 1) .. "-0", "+") end
-elseif limit == 0 then
-  entries = {}
-elseif limit > 0 then
-  entries = redis.call("XREVRANGE", KEYS[1], "+", "-", "COUNT", limit)
-else
-  entries = redis.call("XRANGE", KEYS[1], "-", "+")
-end
-return {epoch, top, entries}
-"""
-
-_PUBLISH_KEYS = 4  # KEYS of _PUBLISH; the rest of a call are its ARGV
 
 
 def _ms(seconds: float) -> int:
     return max(1, int(seconds * 1000))
 
 
-def command_client(url: str) -> aioredis.Redis:
-    """A client whose pool makes callers wait (up to 2 s) for a free connection when a burst
-    (hundreds of subscribes at once) exceeds it, rather than failing with "Too many
-    connections"; commands time out after 2 s so an unreachable Redis answers fast."""
-    pool = aioredis.BlockingConnectionPool.from_url(
-        url,
-        max_connections=64,
-        timeout=2,
-        socket_timeout=2,
-        socket_connect_timeout=2,
-        health_check_interval=10,
-    )
-    return aioredis.Redis.from_pool(pool)  # the client owns the pool and closes it
-
-
-def split_url(url: str) -> tuple[str, str, bool]:
-    """Take our own options (``prefix``, ``sharded``) out of the URL's query string."""
-    parts = urlsplit(url)
-    query = dict(parse_qsl(parts.query))
-    prefix = query.pop("prefix", "tandem:")
-    sharded = query.pop("sharded", "0").lower() in ("1", "true", "yes")
-    clean = urlunsplit(parts._replace(query=urlencode(query)))
-    return clean, prefix, sharded
-
-
 class RedisBroker:
-    """Broker for several nodes sharing one Redis (``redis://host:port/db?prefix=tandem:``)."""
+    """Broker for several nodes sharing one Redis (``redis://host:port/db?prefix=tandem:``) or
+    one Redis Cluster (``redis://node:port?prefix=tandem:&cluster=1``; see redis_connection).
+    """
 
     def __init__(
         self,
@@ -138,14 +73,14 @@ class RedisBroker:
         *,
         on_reset: ResetHandler | None = None,
     ) -> None:
-        self._url, self._prefix, self._sharded = split_url(url)
+        self._target = RedisTarget.parse(url)
         self._options = options
         self._handler = handler
         self._on_reset = on_reset
-        self._redis: aioredis.Redis | None = None
+        self._redis: Commands | None = None
+        self._gate = CallGate(self._target)
         self._subscriber = RedisSubscriber(
-            self._url,
-            sharded=self._sharded,
+            self._target,
             on_message=self._on_message,
             on_connected=self._on_connected,
             name="redis-broker-listener",
@@ -154,7 +89,7 @@ class RedisBroker:
         self._positions: dict[str, StreamPosition] = {}
         self._publish_script: Any = None
         self._history_script: Any = None
-        self._publish_command = "SPUBLISH" if self._sharded else "PUBLISH"
+        self._publish_command = "SPUBLISH" if self._target.sharded else "PUBLISH"
         # The scripts' TTL arguments, in ms, computed once rather than per call.
         self._meta_ms = _ms(options.stream_meta_ttl)
         self._idempotency_ms = _ms(options.idempotency_ttl)
@@ -165,9 +100,12 @@ class RedisBroker:
     # -- lifecycle --------------------------------------------------------------------------
 
     async def __aenter__(self) -> Self:
-        self._redis = command_client(self._url)
-        self._publish_script = self._redis.register_script(_PUBLISH)
-        self._history_script = self._redis.register_script(_HISTORY)
+        await check_server(self._target)
+        self._redis = command_client(self._target)
+        await discover(self._redis)
+        cluster = self._target.cluster
+        self._publish_script = self._redis.register_script(publish_script(cluster=cluster))
+        self._history_script = self._redis.register_script(history_script(cluster=cluster))
         await self._subscriber.__aenter__()
         return self
 
@@ -189,12 +127,13 @@ class RedisBroker:
     ) -> PublishResult:
         payload = msgpack.packb([event, data, time.time(), self._options.node_id])
         retention = self._options.retention_of(channel)
-        keys = (
+        keys: tuple[str, ...] = (
             self._key(channel, "s"),
             self._key(channel, "m"),
-            self._key(channel, f"i:{idempotency_key}") if idempotency_key is not None else "",
             self._key(channel, "p"),
         )
+        if idempotency_key is not None:
+            keys += (self._key(channel, f"i:{idempotency_key}"),)
         args = (
             payload,
             retention.size,
@@ -204,23 +143,22 @@ class RedisBroker:
             self._idempotency_ms,
             self._publish_command,
         )
-        return await self._publishes.submit(keys + args)
+        return await self._publishes.submit((len(keys), *keys, *args))
 
     async def _publish_batch(self, calls: list[tuple[Any, ...]]) -> list[PublishResult | Exception]:
         """One pipeline for every publish that queued up behind the previous one: one
         connection checkout, one write and one read for the lot instead of per publication,
         and publishes reach Redis in the order they were made."""
-        redis, script = self._redis, self._script(self._publish_script)
-        if redis is None:
-            raise RuntimeError("RedisBroker is not running: use `async with broker:`")
+        redis, script = self._running(self._redis), self._running(self._publish_script)
         try:
-            replies = await self._evalsha_all(redis, script, calls)
-            missing = [i for i, reply in enumerate(replies) if isinstance(reply, NoScriptError)]
-            if missing:  # Redis lost its scripts (restart, SCRIPT FLUSH): none of these ran
-                script.sha = await redis.script_load(script.script)
-                again = await self._evalsha_all(redis, script, [calls[i] for i in missing])
-                for i, reply in zip(missing, again, strict=True):
-                    replies[i] = reply
+            async with self._gate(redis):
+                replies = await self._evalsha_all(redis, script, calls)
+                missing = [i for i, reply in enumerate(replies) if isinstance(reply, NoScriptError)]
+                if missing:  # Redis lost its scripts (restart, SCRIPT FLUSH): none of these ran
+                    script.sha = await redis.script_load(script.script)
+                    again = await self._evalsha_all(redis, script, [calls[i] for i in missing])
+                    for i, reply in zip(missing, again, strict=True):
+                        replies[i] = reply
         except CONNECT_ERRORS as exc:
             raise BrokerUnavailable(f"redis: {exc}") from exc
         results: list[PublishResult | Exception] = []
@@ -234,12 +172,13 @@ class RedisBroker:
         return results
 
     @staticmethod
-    async def _evalsha_all(
-        redis: aioredis.Redis, script: Any, calls: list[tuple[Any, ...]]
-    ) -> list[Any]:
+    async def _evalsha_all(redis: Commands, script: Any, calls: list[tuple[Any, ...]]) -> list[Any]:
+        # A cluster pipeline sends each primary its share at once (in call order per channel,
+        # as a channel lives on one). redis-py refuses its `evalsha` helper there, not the
+        # command itself.
         async with redis.pipeline(transaction=False) as pipe:
-            for call in calls:
-                pipe.evalsha(script.sha, _PUBLISH_KEYS, *call)
+            for call in calls:  # numkeys, keys, args
+                pipe.execute_command("EVALSHA", script.sha, *call)
             replies: list[Any] = await pipe.execute(raise_on_error=False)
         return replies
 
@@ -286,7 +225,9 @@ class RedisBroker:
             limit if limit is not None and since is None else -1,
         ]
         try:
-            raw_epoch, top, entries = await self._script(self._history_script)(keys=keys, args=args)
+            script, redis = self._running(self._history_script), self._running(self._redis)
+            async with self._gate(redis):
+                raw_epoch, top, entries = await script(keys=keys, args=args)
         except CONNECT_ERRORS as exc:
             raise BrokerUnavailable(f"redis: {exc}") from exc
         position = StreamPosition(raw_epoch.decode(), int(top))
@@ -310,7 +251,8 @@ class RedisBroker:
         if self._redis is None:
             raise RuntimeError("RedisBroker is not running: use `async with broker:`")
         try:
-            await self._redis.ping()
+            async with self._gate(self._redis):
+                await self._redis.ping(**primaries(self._redis))
         except CONNECT_ERRORS as exc:
             raise BrokerUnavailable(f"redis: {exc}") from exc
         if not self._subscriber.connected:
@@ -319,12 +261,13 @@ class RedisBroker:
     # -- internals --------------------------------------------------------------------------
 
     def _key(self, channel: str, suffix: str) -> str:
-        return f"{self._prefix}{{{channel}}}:{suffix}"
+        return self._target.key(channel, suffix)
 
-    def _script(self, script: Any) -> Any:
-        if script is None:
+    def _running(self, part: Any) -> Any:
+        """``part`` (a script, the client) of a running broker."""
+        if part is None:
             raise RuntimeError("RedisBroker is not running: use `async with broker:`")
-        return script
+        return part
 
     def _decode_entries(self, channel: str, epoch: str, entries: list[Any]) -> list[Publication]:
         horizon = time.time() - self._options.retention_of(channel).ttl
@@ -354,7 +297,7 @@ class RedisBroker:
         await self._receive(self._channel_of(key), raw)
 
     def _channel_of(self, key: str) -> str:
-        return key[len(self._prefix) + 1 : -len("}:p")]
+        return key[len(self._target.prefix) + 1 : -len("}:p")]
 
     async def _receive(self, channel: str, raw: bytes) -> None:
         try:

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import asyncio
 import gc
 import json
 import logging
 from typing import Annotated, Any
+from urllib.parse import urlsplit
 
 import httpx
 import typer
@@ -73,6 +75,10 @@ def serve(
             typer.echo(problem, err=True)
         raise typer.Exit(2)
     configure_logging(settings.log_level, json_lines=not settings.is_development)
+    refused = _refused_broker(settings.broker_url)
+    if refused:
+        typer.echo(f"TANDEM_BROKER_URL: {refused}", err=True)
+        raise typer.Exit(2)
     try:
         app = create_app(settings)  # constructs; nothing connects before the server starts
     except ChannelsFileError as exc:
@@ -109,6 +115,20 @@ def serve(
             typer.echo(f"tandem could not listen on {settings.host}:{settings.port}", err=True)
             raise typer.Exit(1) from None
         raise
+
+
+def _refused_broker(url: str) -> str | None:
+    """Why a Redis broker URL cannot work with the server it names, in one line (the broker
+    checks the same when it starts; here it stops ``tandem serve`` without a traceback)."""
+    if urlsplit(url).scheme not in ("redis", "rediss"):
+        return None
+    from realtime.redis_connection import RedisConfigError, RedisTarget, check_server
+
+    try:
+        asyncio.run(check_server(RedisTarget.parse(url)))
+    except RedisConfigError as exc:
+        return str(exc)
+    return None
 
 
 def tune_garbage_collector() -> None:

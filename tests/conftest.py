@@ -9,6 +9,7 @@ import pytest
 
 from tests.support.fallback import ensure_services
 from tests.support.live import LiveServer, live_server
+from tests.support.redis_cluster import redis_cluster  # noqa: F401 (a session fixture)
 
 
 def pytest_configure(config: pytest.Config) -> None:

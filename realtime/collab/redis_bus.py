@@ -1,8 +1,8 @@
 """RedisDocBus: one pub/sub channel per open document, ``{p}{doc:<id>}:y``.
 
 Only nodes holding a document open subscribe to it (per-channel subscriptions; sharded
-pub/sub on Redis Cluster with ``sharded=1``). Messages are the raw Yjs bytes with the sender's
-node id, so every node drops its own echoes. After a lost connection the subscriber
+pub/sub with ``sharded=1`` and on a Redis Cluster). Messages are the raw Yjs bytes with the
+sender's node id, so every node drops its own echoes. After a lost connection the subscriber
 (``RedisSubscriber``) subscribes again and the engine is told, which runs a state-vector
 exchange for every open document: whatever was published meanwhile is gone.
 """
@@ -13,12 +13,19 @@ import logging
 from types import TracebackType
 from typing import Self
 
-from redis import asyncio as aioredis
+from redis.asyncio.cluster import RedisCluster
 
 from domain.group_commit import GroupCommit
 from realtime.collab.bus import BusMessage, BusUnavailable, MessageHandler, ReconnectHandler
-from realtime.redis import command_client, split_url
-from realtime.redis_subscriber import CONNECT_ERRORS, NotConfirmed, RedisSubscriber
+from realtime.redis_connection import (
+    CONNECT_ERRORS,
+    CallGate,
+    Commands,
+    RedisTarget,
+    command_client,
+    discover,
+)
+from realtime.redis_subscriber import NotConfirmed, RedisSubscriber
 
 log = logging.getLogger(__name__)
 
@@ -33,14 +40,14 @@ class RedisDocBus:
         on_message: MessageHandler,
         on_reconnect: ReconnectHandler,
     ) -> None:
-        self._url, self._prefix, self._sharded = split_url(url)
+        self._target = RedisTarget.parse(url)
         self.node_id = node_id
         self._on_message = on_message
         self._on_reconnect = on_reconnect
-        self._redis: aioredis.Redis | None = None
+        self._redis: Commands | None = None
+        self._gate = CallGate(self._target)
         self._subscriber = RedisSubscriber(
-            self._url,
-            sharded=self._sharded,
+            self._target,
             on_message=self._receive,
             on_connected=self._connected,
             name="redis-doc-bus",
@@ -50,7 +57,8 @@ class RedisDocBus:
         )
 
     async def __aenter__(self) -> Self:
-        self._redis = command_client(self._url)
+        self._redis = command_client(self._target)
+        await discover(self._redis)
         await self._subscriber.__aenter__()
         return self
 
@@ -77,9 +85,9 @@ class RedisDocBus:
         if self._redis is None:
             raise BusUnavailable("the bus is not running")
         try:
-            async with self._redis.pipeline(transaction=False) as pipe:
+            async with self._gate(self._redis), self._redis.pipeline(transaction=False) as pipe:
                 for message in messages:
-                    publish = pipe.spublish if self._sharded else pipe.publish
+                    publish = pipe.spublish if self._target.sharded else pipe.publish
                     publish(self._key(message.doc_id), message.encode())
                 await pipe.execute()
         except CONNECT_ERRORS as exc:
@@ -101,24 +109,28 @@ class RedisDocBus:
             return 0
         key = self._key(doc_id)
         try:
-            if self._sharded:
-                reply = await self._redis.pubsub_shardnumsub(key)
-            else:
-                reply = await self._redis.pubsub_numsub(key)
+            async with self._gate(self._redis):
+                if isinstance(self._redis, RedisCluster):  # asked where the channel lives
+                    node = self._redis.get_node_from_key(key)
+                    reply = await self._redis.pubsub_shardnumsub(key, target_nodes=node)
+                elif self._target.sharded:
+                    reply = await self._redis.pubsub_shardnumsub(key)
+                else:
+                    reply = await self._redis.pubsub_numsub(key)
         except CONNECT_ERRORS:
             return 0
         count = int(reply[0][1]) if reply else 0  # [(channel, subscribers)]
         return max(0, count - (1 if key in self._subscriber.keys else 0))
 
     def _key(self, doc_id: str) -> str:
-        return f"{self._prefix}{{doc:{doc_id}{_SUFFIX}"
+        return self._target.key(f"doc:{doc_id}", "y")
 
     async def _connected(self, lost: bool) -> None:
         if lost:
             await self._on_reconnect()
 
     async def _receive(self, key: str, raw: bytes) -> None:
-        doc_id = key[len(self._prefix) + len("{doc:") : -len(_SUFFIX)]
+        doc_id = key[len(self._target.prefix) + len("{doc:") : -len(_SUFFIX)]
         try:
             message = BusMessage.decode(doc_id, raw)
         except ValueError:

@@ -40,6 +40,7 @@ class Publisher:
         self.node = node
         self.channel = channel
         self.durable = durable
+        self.sent_at: dict[int, float] = {}  # i -> when it was sent (monotonic)
         self.accepted: list[int] = []  # i of publications answered 2xx
         self.refused: list[tuple[int, int]] = []  # (i, status)
 
@@ -55,6 +56,7 @@ class Publisher:
                     "data": {"i": i},
                     "durable": self.durable,
                 }
+                self.sent_at[i] = time.monotonic()
                 try:
                     response = await http.post("/api/publish", json=body)
                 except httpx.HTTPError:

@@ -1,4 +1,5 @@
-"""The Broker contract, run against every implementation (the Redis broker joins later)."""
+"""The Broker contract, run against every implementation: memory, Redis (plain and sharded
+pub/sub) and a Redis Cluster of three primaries and three replicas."""
 
 from __future__ import annotations
 
@@ -17,9 +18,10 @@ from realtime.broker import (
     UnrecoverablePosition,
     create_broker,
 )
-from tests.support.redis import broker_url, redis_prefix
+from tests.support.redis import broker_url, redis_prefix, unique_prefix
+from tests.support.redis_cluster import PrivateRedisCluster
 
-BROKERS = ["memory", "redis", "redis-sharded"]
+BROKERS = ["memory", "redis", "redis-sharded", "redis-cluster"]
 
 
 class Received:
@@ -53,13 +55,18 @@ BrokerFactory = Callable[..., AbstractAsyncContextManager[tuple[Broker, Received
 @pytest.fixture(params=BROKERS)
 def make_broker(request: pytest.FixtureRequest) -> BrokerFactory:
     kind = request.param
+    cluster: PrivateRedisCluster | None = None
+    if kind == "redis-cluster":
+        cluster = request.getfixturevalue("redis_cluster")
 
     @asynccontextmanager
     async def factory(**options: object) -> AsyncIterator[tuple[Broker, Received]]:
         received = Received()
         async with AsyncExitStack() as stack:
             url = "memory://"
-            if kind.startswith("redis"):
+            if cluster is not None:
+                url = cluster.broker_url(unique_prefix())  # the cluster goes with the session
+            elif kind.startswith("redis"):
                 prefix = await stack.enter_async_context(redis_prefix())
                 url = broker_url(prefix, sharded=kind == "redis-sharded")
             broker = create_broker(url, BrokerOptions(**options), received)  # type: ignore[arg-type]

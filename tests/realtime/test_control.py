@@ -23,20 +23,26 @@ from realtime.control import (
 from server.config import Settings
 from server.namespaces import load_namespaces
 from tests.realtime.test_broker_contract import wait_ready
-from tests.support.redis import broker_url, redis_prefix
+from tests.support.redis import broker_url, redis_prefix, unique_prefix
+from tests.support.redis_cluster import PrivateRedisCluster
 
 Cluster = Callable[[int], AbstractAsyncContextManager[list[tuple[ControlPlane, Broker]]]]
 
 
-@pytest.fixture(params=["memory", "redis"])
+@pytest.fixture(params=["memory", "redis", "redis-cluster"])
 def cluster(request: pytest.FixtureRequest) -> Cluster:
     """``n`` nodes, each a control plane on its own broker (memory: one node)."""
+    redis_cluster: PrivateRedisCluster | None = None
+    if request.param == "redis-cluster":
+        redis_cluster = request.getfixturevalue("redis_cluster")
 
     @asynccontextmanager
     async def make(n: int) -> AsyncIterator[list[tuple[ControlPlane, Broker]]]:
         async with AsyncExitStack() as stack:
             url = "memory://"
-            if request.param == "redis":
+            if redis_cluster is not None:
+                url = redis_cluster.broker_url(unique_prefix())
+            elif request.param == "redis":
                 url = broker_url(await stack.enter_async_context(redis_prefix()))
             else:
                 n = 1  # the memory broker is one node: it answers alone

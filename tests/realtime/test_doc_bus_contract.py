@@ -19,10 +19,11 @@ from realtime.collab.bus import (
     MemoryExchange,
     create_doc_bus,
 )
-from tests.support.redis import broker_url, redis_prefix, redis_url
+from tests.support.redis import broker_url, redis_prefix, redis_url, unique_prefix
+from tests.support.redis_cluster import PrivateRedisCluster
 from tests.support.services import private_redis
 
-BUSES = ["memory", "redis", "redis-sharded"]
+BUSES = ["memory", "redis", "redis-sharded", "redis-cluster"]
 
 
 class Heard:
@@ -62,13 +63,18 @@ Nodes = Callable[[int], AbstractAsyncContextManager[list[tuple[DocBus, Heard]]]]
 @pytest.fixture(params=BUSES)
 def nodes(request: pytest.FixtureRequest) -> Nodes:
     kind: str = request.param
+    cluster: PrivateRedisCluster | None = None
+    if kind == "redis-cluster":
+        cluster = request.getfixturevalue("redis_cluster")
 
     @asynccontextmanager
     async def factory(count: int) -> AsyncIterator[list[tuple[DocBus, Heard]]]:
         exchange = MemoryExchange()
         async with AsyncExitStack() as stack:
             url = "memory://"
-            if kind.startswith("redis"):
+            if cluster is not None:
+                url = cluster.broker_url(unique_prefix())
+            elif kind.startswith("redis"):
                 prefix = await stack.enter_async_context(redis_prefix())
                 url = broker_url(prefix, sharded=kind == "redis-sharded")
             made = []

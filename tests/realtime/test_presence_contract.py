@@ -18,9 +18,10 @@ from realtime.presence import (
     combine_statuses,
     create_presence_store,
 )
-from tests.support.redis import broker_url, redis_prefix, redis_url
+from tests.support.redis import broker_url, redis_prefix, redis_url, unique_prefix
+from tests.support.redis_cluster import PrivateRedisCluster
 
-STORES = ["memory", "redis"]
+STORES = ["memory", "redis", "redis-cluster"]
 
 # Yields two handles on one shared store: two nodes (Redis) or the same store twice (memory).
 StoreFactory = Callable[..., AbstractAsyncContextManager[tuple[PresenceStore, PresenceStore]]]
@@ -29,17 +30,22 @@ StoreFactory = Callable[..., AbstractAsyncContextManager[tuple[PresenceStore, Pr
 @pytest.fixture(params=STORES)
 def make_store(request: pytest.FixtureRequest) -> StoreFactory:
     kind = request.param
+    cluster: PrivateRedisCluster | None = None
+    if kind == "redis-cluster":
+        cluster = request.getfixturevalue("redis_cluster")
 
     @asynccontextmanager
     async def factory(ttl: float = 30.0) -> AsyncIterator[tuple[PresenceStore, PresenceStore]]:
         async with AsyncExitStack() as stack:
             url = "memory://"
-            if kind == "redis":
+            if cluster is not None:
+                url = cluster.broker_url(unique_prefix())
+            elif kind == "redis":
                 url = broker_url(await stack.enter_async_context(redis_prefix()))
             first = create_presence_store(url, PresenceOptions(ttl=ttl))
             await stack.enter_async_context(first)
             second = first
-            if kind == "redis":
+            if kind != "memory":
                 second = create_presence_store(url, PresenceOptions(ttl=ttl))
                 await stack.enter_async_context(second)
             yield first, second
