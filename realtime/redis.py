@@ -313,8 +313,13 @@ class RedisBroker:
         if last is not None and last.epoch == pub.epoch:
             if pub.offset <= last.offset:
                 return  # already delivered (repair raced with live delivery)
-            if pub.offset > last.offset + 1 and not await self._repair(channel, last):
-                return
+            if pub.offset > last.offset + 1:
+                if not await self._repair(channel, last):
+                    return
+                # The stream already held this publication: the repair delivered it.
+                current = self._positions[channel]
+                if current.epoch == pub.epoch and pub.offset <= current.offset:
+                    return
         elif last is not None:
             await self._reset(channel, pub.epoch, pub.offset)
             return
