@@ -30,12 +30,13 @@ from server import (
     notifications_api,
     webhooks_api,
 )
+from server.assembly import build_runtime
 from server.config import Settings
 from server.correlation import RequestId
 from server.errors import describe_errors, http_domain_error, http_error
 from server.express import Express
 from server.limits import BodySizeLimit
-from server.runtime import Runtime, build_runtime
+from server.runtime import Runtime
 
 log = logging.getLogger(__name__)
 ENGINE_PATH = "/socket.io"

@@ -9,8 +9,8 @@ from pathlib import Path
 from domain.errors import ErrorCode
 from realtime.broker import Publication
 from server.admin_stats import RING_SIZE, STATS_CHANNEL
+from server.assembly import build_runtime
 from server.config import Settings
-from server.runtime import build_runtime
 
 
 async def test_snapshot_counts_rates_slow_consumers_and_errors(tmp_path: Path) -> None:

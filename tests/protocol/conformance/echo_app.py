@@ -67,7 +67,7 @@ def register_echo_handlers(server: SocketServer) -> None:
 
 
 def build_echo_app(settings: EchoSettings) -> Any:
-    """The ASGI app: the transport exactly as ``server.runtime`` and ``server.app`` build it,
+    """The ASGI app: the transport exactly as ``server.assembly`` and ``server.app`` build it,
     with echo handlers. Like Tandem, it serves the default namespace only."""
     sio = SocketServer(
         SocketOptions(
