@@ -281,7 +281,7 @@ def tandem_token() -> str:
     (what ``tandem token --sub bench --doc 'bench*'`` prints, without a process start)."""
     from pydantic import SecretStr
 
-    from server.auth import mint_token
+    from server.auth.tokens import mint_token
     from server.config import Settings
 
     settings = Settings.model_construct(jwt_secret=SecretStr(JWT_SECRET))

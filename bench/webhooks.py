@@ -5,7 +5,7 @@ Usage: .venv/bin/python -m bench.webhooks [--deliveries 2000] [--concurrency 16]
 
 Starts one node (SQLite unless --postgres; or uses --url with its webhook --secret), then
 posts N deliveries signed like a provider (HMAC-SHA256 over "<timestamp>." + body, see
-server/flights_api.py), each moving ``--batch`` flights' positions and now and then their
+server/api/flights.py), each moving ``--batch`` flights' positions and now and then their
 gate, with ``--concurrency`` requests in flight. Every delivery is new (no replays), so each
 one is verified, claimed, applied, written to history and the outbox in one transaction.
 Reports deliveries/s and latency percentiles. Bounded: stops after N deliveries.
@@ -29,7 +29,7 @@ from pathlib import Path
 
 import aiohttp
 
-from server.flights_api import sign
+from server.api.flights import sign
 from tests.support.databases import postgres_database
 from tests.support.live import live_server, server_env
 

@@ -16,26 +16,25 @@ from starlette.staticfiles import StaticFiles
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from domain.errors import DomainError, ErrorCode
-from server import (
-    admin_api,
+from server.api import (
+    admin as admin_api,
     admin_console,
-    demo,
-    demo_editor,
-    docs_api,
-    flights_api,
+    channels as http_api,
+    documents as docs_api,
+    flights as flights_api,
     health,
-    http_api,
-    jobs_api,
-    keys_api,
-    notifications_api,
-    webhooks_api,
+    jobs as jobs_api,
+    keys as keys_api,
+    notifications as notifications_api,
+    webhooks as webhooks_api,
 )
+from server.api.body_limit import BodySizeLimit
+from server.api.fast_lane import Express
 from server.assembly import build_runtime
 from server.config import Settings
 from server.correlation import RequestId
+from server.demo import checkout as demo, editor as demo_editor
 from server.errors import describe_errors, http_domain_error, http_error
-from server.express import Express
-from server.limits import BodySizeLimit
 from server.runtime import Runtime
 
 log = logging.getLogger(__name__)

@@ -30,30 +30,30 @@ from realtime.presence import PresenceOptions, create_presence_store
 from realtime.presence_status import StatusBoard
 from realtime.presence_tracker import PresenceTracker
 from realtime.presence_typing import TypingTracker
-from server.admin_node import NodeAdmin
-from server.admin_stats import NodeStats
-from server.api_keys import KeyRing
-from server.auth import TokenVerifier
-from server.authz import Authorizer, OwnerLookup
+from server.admin.node import NodeAdmin
+from server.admin.stats import NodeStats
+from server.auth.api_keys import KeyRing
+from server.auth.authz import Authorizer, OwnerLookup
+from server.auth.revocations import Revocations
+from server.auth.tokens import TokenVerifier
 from server.config import DOC_FRAME_OVERHEAD, Settings
-from server.delivery import SocketDelivery
-from server.doc_delivery import DocDelivery
-from server.docs_gateway import LARGE_EVENTS, DocGateway
 from server.events import route_event
-from server.gateway import SocketGateway
-from server.jsonwire import JsonWire
 from server.metrics import Metrics
 from server.namespaces import load_namespaces, socket_payload_limit
-from server.presence import PresenceEdge
-from server.receipts import DeliveryReceipts
-from server.revocations import Revocations
 from server.runtime import Runtime
-from server.state import ChannelState
+from server.socket.channel_state import ChannelState
+from server.socket.delivery import SocketDelivery
+from server.socket.doc_delivery import DocDelivery
+from server.socket.documents import LARGE_EVENTS, DocGateway
+from server.socket.gateway import SocketGateway
+from server.socket.presence import PresenceEdge
+from server.socket.receipts import DeliveryReceipts
+from server.transport.compact_json import JsonWire
 from server.transport.engine import EngineOptions
 from server.transport.packets import JsonCodec, MsgPackCodec
 from server.transport.sockets import SocketOptions, SocketServer
-from server.webhook_feed import ChannelEventFeed
-from server.webhook_sender import WebhookOptions, WebhookSender
+from server.webhooks.feed import ChannelEventFeed
+from server.webhooks.sender import WebhookOptions, WebhookSender
 from storage.database import Database
 from storage.documents import SqlDocumentStore
 from storage.outbox import OutboxRelay

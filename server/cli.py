@@ -14,8 +14,8 @@ import typer
 import uvicorn
 from pydantic import ValidationError
 
-from server import keys_cli
-from server.auth import mint_token
+from server import cli_keys as keys_cli
+from server.auth.tokens import mint_token
 from server.config import Settings
 from server.logs import configure_logging
 from server.namespaces import ChannelsFileError
@@ -238,7 +238,7 @@ def demo(
     import asyncio
 
     from client_sdk import TandemError
-    from server.demo_feed import FeedOptions, run_feed
+    from server.demo.airport import FeedOptions, run_feed
 
     keys = load_settings().effective_api_keys()
     key = api_key or (keys[0] if keys else None)

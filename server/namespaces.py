@@ -33,8 +33,8 @@ from pydantic_core import ErrorDetails
 from domain.errors import PayloadTooLarge
 from realtime.channels import NAMESPACE_NAME, Access, Channel, ChannelKind, Namespace, Namespaces
 from server.config import Settings
-from server.jsonwire import compact_json
-from server.wire import EventName
+from server.payloads import EventName
+from server.transport.compact_json import compact_json
 
 # Room for a publish request's envelope around its data (channel, event type, id, framing):
 # the Socket.IO packet limit grows by this past a namespace's payload limit above the default.

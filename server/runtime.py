@@ -27,18 +27,18 @@ from realtime.presence import PresenceStore
 from realtime.presence_status import StatusBoard
 from realtime.presence_tracker import PresenceTracker
 from realtime.presence_typing import TypingTracker
-from server.admin_stats import NodeStats
-from server.api_keys import KeyRing
-from server.auth import TokenVerifier
-from server.authz import Authorizer
+from server.admin.stats import NodeStats
+from server.auth.api_keys import KeyRing
+from server.auth.authz import Authorizer
+from server.auth.revocations import Revocations
+from server.auth.tokens import TokenVerifier
 from server.config import Settings
-from server.gateway import SocketGateway
 from server.metrics import Metrics
-from server.receipts import DeliveryReceipts
-from server.revocations import Revocations
+from server.socket.gateway import SocketGateway
+from server.socket.receipts import DeliveryReceipts
 from server.transport.sockets import SocketServer
-from server.webhook_feed import ChannelEventFeed
-from server.webhook_sender import WebhookSender
+from server.webhooks.feed import ChannelEventFeed
+from server.webhooks.sender import WebhookSender
 from storage.database import Database, ping
 from storage.documents import SqlDocumentStore
 from storage.jobs import SqlJobRepository

@@ -26,7 +26,6 @@ from urllib.parse import parse_qs
 from starlette.types import Receive, Scope, Send
 
 from domain.graceful import finish_or_cancel
-from server.outbound import Flusher, MaxLag, Outbound
 from server.transport.heartbeat import Beating, Heartbeat
 from server.transport.http import (
     BAD_METHOD,
@@ -45,6 +44,7 @@ from server.transport.http import (
     refuse,
     refuse_websocket,
 )
+from server.transport.outbound import Flusher, MaxLag, Outbound
 from server.transport.readers import Reader, Upgrade
 from server.transport.session import CLOSE, MESSAGE, NOOP, PING, POLLING, PONG, WEBSOCKET, Session
 from server.transport.websocket import SOCKET, Socket

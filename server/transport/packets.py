@@ -14,7 +14,7 @@ from typing import Any, Protocol
 
 import msgpack
 
-from server.jsonwire import JsonWire
+from server.transport.compact_json import JsonWire
 
 CONNECT, DISCONNECT, EVENT, ACK, CONNECT_ERROR, BINARY_EVENT, BINARY_ACK = range(7)
 DEFAULT_NAMESPACE = "/"

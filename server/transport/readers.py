@@ -7,9 +7,9 @@ import logging
 from collections.abc import Awaitable
 from typing import TYPE_CHECKING
 
+from server.transport.frames import engineio_frame
 from server.transport.session import NOOP, PACKET_TYPES, PING, PONG, UPGRADE, Session
 from server.transport.websocket import Socket
-from server.wsframe import engineio_frame
 
 if TYPE_CHECKING:
     from server.transport.engine import EngineServer

@@ -13,9 +13,9 @@ import binascii
 from collections import deque
 from typing import Any
 
-from server.outbound import Outbound
+from server.transport.frames import engineio_frame
+from server.transport.outbound import Outbound
 from server.transport.websocket import Socket
-from server.wsframe import engineio_frame
 
 POLLING = "polling"
 WEBSOCKET = "websocket"

@@ -27,7 +27,7 @@ from websockets.http11 import Request, Response
 from websockets.protocol import State
 from websockets.server import ServerProtocol
 
-from server.waitables import SlimEvent, SlimQueue
+from server.transport.slim import SlimEvent, SlimQueue
 
 SOCKET = "tandem.socket"
 _CLOSE_TIMEOUT_S = 10.0

@@ -10,7 +10,7 @@ import httpx
 import pytest
 
 from server.config import Settings
-from server.demo import _checkout_html
+from server.demo.checkout import _checkout_html
 from tests.support.live import LiveServer, live_server
 
 

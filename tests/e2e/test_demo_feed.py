@@ -11,7 +11,7 @@ from pathlib import Path
 
 import httpx
 
-from server.demo_feed import HUB, Airport
+from server.demo.airport import HUB, Airport
 from tests.support.live import API_KEY, LiveServer, free_port, server_env
 
 START = datetime(2026, 11, 23, 8, tzinfo=UTC)

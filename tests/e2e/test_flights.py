@@ -13,7 +13,7 @@ import httpx
 import pytest
 
 from client_sdk import Client, Message, TandemError
-from server.flights_api import sign
+from server.api.flights import sign
 from tests.support.live import API_KEY, LiveServer, live_server
 
 WITHIN = 10.0

@@ -23,7 +23,7 @@ from hypothesis import HealthCheck, given, settings, strategies as st
 from websockets.exceptions import ConnectionClosed, InvalidStatus
 
 from server.config import Settings
-from server.wire import EVENT_PATTERN
+from server.payloads import EVENT_PATTERN
 from tests.protocol.raw import ConnectionWasClosed, RawClient
 from tests.support.live import API_KEY, LiveServer
 

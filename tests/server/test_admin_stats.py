@@ -8,7 +8,7 @@ from pathlib import Path
 
 from domain.errors import ErrorCode
 from realtime.broker import Publication
-from server.admin_stats import RING_SIZE, STATS_CHANNEL
+from server.admin.stats import RING_SIZE, STATS_CHANNEL
 from server.assembly import build_runtime
 from server.config import Settings
 

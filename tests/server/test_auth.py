@@ -18,7 +18,7 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 
 from domain.errors import TokenExpired, Unauthorized
-from server.auth import TokenVerifier
+from server.auth.tokens import TokenVerifier
 from server.config import Settings
 from tests.support.live import TEST_SECRET, LiveServer, make_token
 from tests.support.sio import connect_error, connected

@@ -1,4 +1,4 @@
-"""The express lane (server.express) answers exactly as the FastAPI routes it shadows.
+"""The express lane (server.api.fast_lane) answers exactly as the FastAPI routes it shadows.
 
 The same requests go to two fresh nodes, one through the whole application (where the express
 lane takes them) and one straight to FastAPI (the documented routes), and must get the same

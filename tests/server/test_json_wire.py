@@ -8,7 +8,7 @@ from typing import Any
 
 import pytest
 
-from server.jsonwire import JsonWire
+from server.transport.compact_json import JsonWire
 
 wire = JsonWire()
 

@@ -8,8 +8,8 @@ import pytest
 from websockets.frames import Frame, Opcode
 from websockets.streams import StreamReader
 
-from server.outbound import Flusher, MaxLag, Outbound
-from server.wsframe import engineio_frame, frame
+from server.transport.frames import engineio_frame, frame
+from server.transport.outbound import Flusher, MaxLag, Outbound
 
 
 class FakeTransport:

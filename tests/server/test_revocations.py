@@ -10,9 +10,9 @@ from pathlib import Path
 import pytest
 
 from domain.errors import TokenRevoked
-from server.auth import SERVICE, Principal, TokenVerifier, mint_token
+from server.auth.revocations import Revocations
+from server.auth.tokens import SERVICE, Principal, TokenVerifier, mint_token
 from server.config import Settings
-from server.revocations import Revocations
 from storage.database import Database
 from storage.migrate import upgrade
 

@@ -6,7 +6,7 @@ import asyncio
 
 import pytest
 
-from server.waitables import SlimEvent, SlimQueue
+from server.transport.slim import SlimEvent, SlimQueue
 
 
 async def test_queue_is_fifo_and_get_waits_for_an_item() -> None:

@@ -19,7 +19,7 @@ from typing import Any
 import uvicorn
 from starlette.types import Receive, Scope, Send
 
-from server.jsonwire import JsonWire
+from server.transport.compact_json import JsonWire
 from server.transport.engine import EngineOptions
 from server.transport.packets import JsonCodec
 from server.transport.sockets import SocketOptions, SocketServer

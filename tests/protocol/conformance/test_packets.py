@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from server.jsonwire import JsonWire
+from server.transport.compact_json import JsonWire
 from server.transport.packets import (
     ACK,
     BINARY_EVENT,

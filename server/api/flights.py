@@ -29,9 +29,9 @@ from domain.flight_fields import (
 )
 from domain.flights import Applied, FlightQuery, FlightUpdate
 from realtime.channels import InvalidChannel, check_id
-from server.auth import Principal
-from server.http_api import ERRORS, Caller, RuntimeDep, needs
-from server.signatures import SIGNATURE_WINDOW_S, sign, verify_signature
+from server.api.channels import ERRORS, Caller, RuntimeDep, needs
+from server.auth.tokens import Principal
+from server.webhooks.signatures import SIGNATURE_WINDOW_S, sign, verify_signature
 
 __all__ = ["router", "sign", "verify_signature", "webhooks"]
 

@@ -30,7 +30,7 @@ from domain.api_keys import (
 )
 from domain.errors import RateLimited, Unauthorized, Unavailable
 from realtime.ratelimit import TokenBucket
-from server.auth import SERVICE, Principal
+from server.auth.tokens import SERVICE, Principal
 from server.config import Settings
 from storage.api_keys import SqlApiKeyRepository
 from storage.database import Database

@@ -20,11 +20,11 @@ from domain.documents import DocFormat, Document, Role, Version, doc_id_of
 from domain.errors import Conflict, InvalidPayload, NotFound, PayloadTooLarge, PermissionDenied
 from realtime.collab import crdt
 from realtime.collab.room import Room
-from server.auth import Principal
-from server.authz import doc_role
-from server.docs_gateway import new_epoch
-from server.http_api import ERRORS, RuntimeDep, needs
+from server.api.channels import ERRORS, RuntimeDep, needs
+from server.auth.authz import doc_role
+from server.auth.tokens import Principal
 from server.runtime import Runtime
+from server.socket.documents import new_epoch
 
 router = APIRouter(prefix="/api/docs", tags=["documents"], responses=ERRORS)  # type: ignore[arg-type]
 DocsCaller = Annotated[Principal, needs("docs")]

@@ -1,5 +1,5 @@
 """The admin console: one static page (server/static/admin.*) that signs in with an admin API
-key and drives the admin API (server/admin_api.py) and the live ``admin:stats`` channel."""
+key and drives the admin API (server/api/admin.py) and the live ``admin:stats`` channel."""
 
 from __future__ import annotations
 
@@ -8,8 +8,8 @@ from functools import cache
 from fastapi import APIRouter
 from fastapi.responses import HTMLResponse
 
-from server.demo import STATIC_DIR
-from server.http_api import RuntimeDep
+from server.api.channels import RuntimeDep
+from server.demo.checkout import STATIC_DIR
 
 router = APIRouter(include_in_schema=False)
 

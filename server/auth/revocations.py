@@ -15,7 +15,7 @@ from types import TracebackType
 from typing import Self
 
 from realtime.periodic import Periodic
-from server.auth import Principal
+from server.auth.tokens import Principal
 from storage.database import Database
 from storage.revocations import SqlRevocationRepository
 

@@ -9,7 +9,7 @@ from collections.abc import Awaitable, Callable
 
 from domain.documents import Document, Role, strongest
 from realtime.channels import Access, Channel, doc_channel, grant_matches
-from server.auth import Principal
+from server.auth.tokens import Principal
 
 # The owner of the aggregate behind a channel (a job's owner), or None when there is none.
 OwnerLookup = Callable[[Channel], Awaitable[str | None]]

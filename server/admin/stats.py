@@ -21,8 +21,8 @@ from prometheus_client import Counter, Gauge
 from domain.errors import ErrorCode
 from realtime.broker import Broker, BrokerUnavailable
 from realtime.periodic import Periodic
-from server.gateway import SocketGateway
 from server.metrics import Metrics
+from server.socket.gateway import SocketGateway
 
 STATS_CHANNEL = "admin:stats"
 STATS_EVENT = "admin.stats"

@@ -16,19 +16,19 @@ from domain.documents import DocFormat, Document, DocumentStore, Role, doc_id_of
 from domain.errors import Conflict, NotFound, PermissionDenied
 from realtime.collab.engine import CollabEngine
 from realtime.ratelimit import TokenBucket
-from server.auth import Principal
-from server.authz import doc_role, granted_doc_role
+from server.auth.authz import doc_role, granted_doc_role
+from server.auth.tokens import Principal
 from server.config import Settings
-from server.connections import Connection
-from server.gateway import SocketGateway
-from server.transport.sockets import SocketServer
-from server.wire import (
+from server.payloads import (
     DocAwarenessRequest,
     DocJoinRequest,
     DocLeaveRequest,
     DocSyncRequest,
     DocUpdateRequest,
 )
+from server.socket.connections import Connection
+from server.socket.gateway import SocketGateway
+from server.transport.sockets import SocketServer
 
 Ack = dict[str, Any]
 # Events that may carry a whole document (a client's first sync after working offline).

@@ -27,7 +27,7 @@ import httpx
 from domain.graceful import finish_or_cancel
 from domain.webhooks import Claimed, RetryPolicy
 from server.metrics import Metrics
-from server.signatures import SIGNATURE_HEADER, TIMESTAMP_HEADER, sign
+from server.webhooks.signatures import SIGNATURE_HEADER, TIMESTAMP_HEADER, sign
 from storage.webhooks import SqlWebhookRepository
 
 log = logging.getLogger(__name__)

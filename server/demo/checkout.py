@@ -7,7 +7,7 @@ external worker would through ``POST /api/jobs/{id}/progress``; the page (``/dem
 watches ``job:<id>`` with ``static/tandem.js`` and shows the outcome. Mounted only when
 ``Settings.demo_enabled`` (on by default in development, off in production).
 
-The departures board (``/demo/board``) shows what ``tandem demo`` feeds in (server/demo_feed.py):
+The departures board (``/demo/board``) shows what ``tandem demo`` feeds in (server/demo/airport.py):
 it lists the hub's flights with ``GET /api/flights``, learns of new ones on ``airport:<hub>``,
 follows each ``flight:<id>``, and shows a demo user's inbox from ``user:<id>``, with a token
 from ``POST /demo/board/session``.
@@ -32,15 +32,15 @@ from pydantic import BaseModel, ConfigDict
 
 from domain.errors import DomainError, InvalidPayload, RateLimited
 from domain.jobs import JobError, JobService
-from server.auth import mint_token
+from server.api.channels import RuntimeDep
+from server.api.jobs import watch_token
+from server.auth.tokens import mint_token
 from server.config import Settings
-from server.demo_feed import HUB, HUB_TIME_ZONE, USERS
-from server.http_api import RuntimeDep
-from server.jobs_api import watch_token
+from server.demo.airport import HUB, HUB_TIME_ZONE, USERS
 
 log = logging.getLogger(__name__)
 
-STATIC_DIR = Path(__file__).resolve().parent / "static"
+STATIC_DIR = Path(__file__).resolve().parents[1] / "static"
 OWNER = "shopper"
 KIND = "checkout"
 WATCH_TTL_S = 900

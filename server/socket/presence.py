@@ -15,10 +15,10 @@ from realtime.presence import ONLINE, REPORTED_STATUSES
 from realtime.presence_status import StatusBoard
 from realtime.presence_tracker import PresenceTracker
 from realtime.presence_typing import TypingTracker
-from server.auth import Principal
-from server.authz import Authorizer
-from server.connections import Connection
-from server.wire import StatusRequest, TypingRequest
+from server.auth.authz import Authorizer
+from server.auth.tokens import Principal
+from server.payloads import StatusRequest, TypingRequest
+from server.socket.connections import Connection
 
 log = logging.getLogger(__name__)
 

@@ -10,9 +10,9 @@ from pydantic import BaseModel, ConfigDict, Field, StringConstraints, model_vali
 from domain.errors import InvalidPayload, PermissionDenied
 from domain.notifications import MAX_BODY, MAX_KEY, MAX_LINK, MAX_PAGE, MAX_TITLE
 from realtime.channels import InvalidChannel, check_id
-from server.auth import Principal
-from server.http_api import ERRORS, Caller, RuntimeDep, needs
-from server.wire import JsonData
+from server.api.channels import ERRORS, Caller, RuntimeDep, needs
+from server.auth.tokens import Principal
+from server.payloads import JsonData
 
 router = APIRouter(
     prefix="/api/notifications",

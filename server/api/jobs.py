@@ -10,10 +10,10 @@ from pydantic import BaseModel, ConfigDict, Field, StringConstraints
 from domain.errors import InvalidPayload, PermissionDenied
 from domain.jobs import Job, JobError
 from realtime.channels import InvalidChannel, check_id, job_channel
-from server.auth import Principal, mint_token
-from server.http_api import ERRORS, RuntimeDep, needs
+from server.api.channels import ERRORS, RuntimeDep, needs
+from server.auth.tokens import Principal, mint_token
+from server.payloads import JsonData
 from server.runtime import Runtime
-from server.wire import JsonData
 
 router = APIRouter(prefix="/api/jobs", tags=["jobs"], responses=ERRORS)  # type: ignore[arg-type]
 JobsCaller = Annotated[Principal, needs("jobs")]
@@ -116,7 +116,7 @@ async def fail_job(job_id: str, body: Fail, _: JobsService, runtime: RuntimeDep)
     return await fail(runtime, job_id, body)
 
 
-# The workers' calls, shared by the routes above and by ``server.express``.
+# The workers' calls, shared by the routes above and by ``server.api.fast_lane``.
 
 
 async def progress(runtime: Runtime, job_id: str, body: Progress) -> dict[str, Any]:

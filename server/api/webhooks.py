@@ -22,8 +22,8 @@ from domain.webhooks import (
     check_url,
 )
 from realtime.channels import ChannelKind
-from server.auth import Principal
-from server.http_api import ERRORS, RuntimeDep, needs
+from server.api.channels import ERRORS, RuntimeDep, needs
+from server.auth.tokens import Principal
 from storage.webhooks import new_id
 
 router = APIRouter(prefix="/api/webhooks", tags=["webhooks"], responses=ERRORS)  # type: ignore[arg-type]

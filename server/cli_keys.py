@@ -11,7 +11,7 @@ import typer
 
 from domain.api_keys import SCOPES, ApiKey
 from domain.errors import DomainError
-from server.api_keys import KeyRing
+from server.auth.api_keys import KeyRing
 from server.config import Settings
 from storage.database import Database
 from storage.migrate import upgrade

@@ -1,6 +1,6 @@
 """What the admin API asks of every node, run by each node on its own connections.
 
-The admin API (server/admin_api.py) sends these as control-plane requests (realtime/control.py)
+The admin API (server/api/admin.py) sends these as control-plane requests (realtime/control.py)
 to every node; each runs them here. Arguments arrive from the broker, so they are validated
 again: a bad one is answered with an error and changes nothing.
 """
@@ -17,10 +17,10 @@ from pydantic import BaseModel, ConfigDict, Field
 from domain.errors import ErrorCode
 from realtime.channels import InvalidChannel, UnknownNamespace
 from realtime.control import ControlPlane
-from server.admin_stats import NodeStats
-from server.connections import Connection
-from server.gateway import SocketGateway
-from server.revocations import Revocations
+from server.admin.stats import NodeStats
+from server.auth.revocations import Revocations
+from server.socket.connections import Connection
+from server.socket.gateway import SocketGateway
 
 USER_MAX = 128
 CONNECTION_MAX = 64

@@ -17,9 +17,9 @@ from fastapi.responses import HTMLResponse
 from pydantic import BaseModel, ConfigDict, StringConstraints
 
 from domain.documents import doc_id_of
-from server.auth import mint_token
-from server.demo import STATIC_DIR, WATCH_TTL_S
-from server.http_api import RuntimeDep
+from server.api.channels import RuntimeDep
+from server.auth.tokens import mint_token
+from server.demo.checkout import STATIC_DIR, WATCH_TTL_S
 
 router = APIRouter(prefix="/demo/editor", tags=["demo"])
 

@@ -5,8 +5,8 @@
 such a request's server time went to the framework (py-spy during ``python -m bench
 --scenarios o2o``): a dozen middleware layers, dependency resolution, the response model.
 Here a request is matched on its path, authenticated, validated by the same pydantic models
-and handled by the same functions as the routes FastAPI documents (``server.http_api``,
-``server.jobs_api``); errors get the same bodies. ``tests/server/test_express.py`` holds both
+and handled by the same functions as the routes FastAPI documents (``server.api.channels``,
+``server.api.jobs``); errors get the same bodies. ``tests/server/test_express.py`` holds both
 paths to the same answers.
 
 One deliberate difference: the caller is authenticated before the body is parsed, so an
@@ -25,10 +25,8 @@ from pydantic import BaseModel, ValidationError
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from domain.errors import DomainError, ErrorCode, InvalidPayload
-from server import jobs_api
-from server.auth import Principal
-from server.errors import describe_errors, http_domain_error, http_error
-from server.http_api import (
+from server.api import jobs as jobs_api
+from server.api.channels import (
     IDEMPOTENCY_KEY_MAX,
     Reply,
     allowed,
@@ -37,8 +35,10 @@ from server.http_api import (
     publish_one,
     service_only,
 )
+from server.auth.tokens import Principal
+from server.errors import describe_errors, http_domain_error, http_error
+from server.payloads import HttpPublishBatchRequest, HttpPublishRequest
 from server.runtime import Runtime
-from server.wire import HttpPublishBatchRequest, HttpPublishRequest
 
 log = logging.getLogger(__name__)
 

@@ -14,9 +14,9 @@ from typing import Any
 
 from realtime.broker import Publication
 from server.metrics import Metrics
+from server.transport.frames import engineio_frame
 from server.transport.packets import EVENT, Packet
 from server.transport.sockets import SocketServer
-from server.wsframe import engineio_frame
 
 
 class SocketDelivery:

@@ -7,7 +7,7 @@ import time
 from dataclasses import dataclass, field
 
 from realtime.ratelimit import TokenBucket
-from server.auth import Principal
+from server.auth.tokens import Principal
 
 
 @dataclass(eq=False, slots=True)

@@ -27,13 +27,11 @@ from realtime.broker import (
     StreamPosition,
     UnrecoverablePosition,
 )
-from server.api_keys import INVALID as INVALID_KEY
-from server.auth import Principal, mint_token
+from server.auth.api_keys import INVALID as INVALID_KEY
+from server.auth.tokens import Principal, mint_token
 from server.errors import error_body
 from server.namespaces import check_payload
-from server.presence import read_presence
-from server.runtime import Runtime
-from server.wire import (
+from server.payloads import (
     SERVER_EVENT_PREFIXES,
     BatchQueuedResponse,
     BatchUnavailableResponse,
@@ -48,6 +46,8 @@ from server.wire import (
     TokenRequest,
     TokenResponse,
 )
+from server.runtime import Runtime
+from server.socket.presence import read_presence
 from storage.outbox import OutboxMessage, stage
 
 ERRORS = {
@@ -123,7 +123,7 @@ IdempotencyKey = Annotated[str | None, Header(max_length=IDEMPOTENCY_KEY_MAX)]
 
 @dataclass(frozen=True, slots=True)
 class Reply:
-    """What an endpoint answers, for FastAPI's route and for ``server.express`` alike."""
+    """What an endpoint answers, for FastAPI's route and for ``server.api.fast_lane`` alike."""
 
     status: int
     content: BaseModel

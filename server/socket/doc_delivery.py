@@ -13,9 +13,9 @@ from collections.abc import Collection
 from typing import Any
 
 from server.metrics import Metrics
+from server.transport.frames import engineio_frame
 from server.transport.packets import EVENT, Packet
 from server.transport.sockets import SocketServer
-from server.wsframe import engineio_frame
 
 
 class DocDelivery:

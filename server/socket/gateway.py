@@ -32,18 +32,14 @@ from realtime.channels import Channel, Namespaces
 from realtime.hub import Hub, JoinOverflow
 from realtime.presence_tracker import PresenceTracker
 from realtime.ratelimit import TokenBucket
-from server.auth import TokenVerifier
-from server.authz import Authorizer
+from server.auth.authz import Authorizer
+from server.auth.tokens import TokenVerifier
 from server.config import Settings
-from server.connections import Connection
 from server.correlation import bind, unbind, valid_request_id
 from server.errors import domain_error_ack, error_ack, error_body, validation_message
 from server.metrics import Metrics
 from server.namespaces import check_payload, socket_payload_limit
-from server.presence import PresenceEdge, no_presence_message, read_presence
-from server.state import ChannelState
-from server.transport.sockets import ConnectionRefused, SocketServer
-from server.wire import (
+from server.payloads import (
     SERVER_EVENT_PREFIXES,
     PresenceRequest,
     PublishRequest,
@@ -52,6 +48,10 @@ from server.wire import (
     TypingRequest,
     UnsubscribeRequest,
 )
+from server.socket.channel_state import ChannelState
+from server.socket.connections import Connection
+from server.socket.presence import PresenceEdge, no_presence_message, read_presence
+from server.transport.sockets import ConnectionRefused, SocketServer
 
 log = logging.getLogger(__name__)
 

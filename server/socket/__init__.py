@@ -1,0 +1,1 @@
+"""The Socket.IO edge: connections, requests, presence and delivery to this node's subscribers."""

@@ -1,0 +1,1 @@
+"""Outgoing webhooks: staging channel events, sending signed deliveries, signatures."""
