@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import math
 import time
 from collections.abc import Awaitable, Callable, Collection
 from typing import Any, TypeVar
@@ -20,9 +21,12 @@ from domain.errors import (
     BadRequest,
     DomainError,
     ErrorCode,
+    InvalidPayload,
     PayloadTooLarge,
     PermissionDenied,
+    RateLimited,
     Unavailable,
+    UnknownChannel,
 )
 from realtime.broker import (
     Broker,
@@ -48,10 +52,12 @@ from server.presence import PresenceEdge, no_presence_message, read_presence
 from server.socket_server import TandemSocketServer
 from server.state import ChannelState
 from server.wire import (
+    MAX_SUBSCRIBE_BATCH,
     SERVER_EVENT_PREFIXES,
     PresenceRequest,
     PublishRequest,
     StatusRequest,
+    SubscribeManyRequest,
     SubscribeRequest,
     TypingRequest,
     UnsubscribeRequest,
@@ -122,7 +128,8 @@ class SocketGateway:
         sio = self._sio
         sio.on("connect", self.on_connect)
         sio.on("disconnect", self.on_disconnect)
-        sio.on("subscribe", self.request(SubscribeRequest, self.subscribe))
+        sio.on("subscribe", self.request(SubscribeRequest, self.subscribe_one))
+        sio.on("subscribe_many", self.request(SubscribeManyRequest, self.subscribe_many))
         sio.on("unsubscribe", self.request(UnsubscribeRequest, self.unsubscribe))
         sio.on("publish", self.request(PublishRequest, self.publish))
         sio.on("presence", self.request(PresenceRequest, self.presence))
@@ -341,21 +348,26 @@ class SocketGateway:
                 return self._error(error_ack(ErrorCode.INVALID_PAYLOAD, validation_message(exc)))
             token = bind(connection=sid, user=conn.principal.sub)
             try:
-                return await handler(conn, request)
-            except DomainError as exc:
-                return self._error(domain_error_ack(exc))
-            except BrokerUnavailable:
-                self._metrics.broker_errors.labels(model.__name__).inc()
-                return self._error(domain_error_ack(Unavailable("broker unavailable; retry")))
-            except Exception:
-                log.exception("%s failed", model.__name__)
-                return self._error(
-                    error_ack(ErrorCode.INTERNAL, "internal error; retry", retryable=True)
-                )
+                return await self._answer(model.__name__, handler(conn, request))
             finally:
                 unbind(token)
 
         return run
+
+    async def _answer(self, name: str, call: Awaitable[Ack]) -> Ack:
+        """``call``'s ack, or the error ack of what it raised (``name``: the request's)."""
+        try:
+            return await call
+        except DomainError as exc:
+            return self._error(domain_error_ack(exc))
+        except BrokerUnavailable:
+            self._metrics.broker_errors.labels(name).inc()
+            return self._error(domain_error_ack(Unavailable("broker unavailable; retry")))
+        except Exception:
+            log.exception("%s failed", name)
+            return self._error(
+                error_ack(ErrorCode.INTERNAL, "internal error; retry", retryable=True)
+            )
 
     def _error(self, ack: Ack) -> Ack:
         self._metrics.request_errors.labels(ack["error"]["code"]).inc()
@@ -368,11 +380,74 @@ class SocketGateway:
         return self._error(
             error_ack(
                 ErrorCode.INVALID_PAYLOAD,
-                f"unknown event {str(event)[:64]!r}; use subscribe, unsubscribe, publish, "
+                f"unknown event {str(event)[:64]!r}; use subscribe, subscribe_many, unsubscribe, "
+                "publish, "
                 "presence, status, typing or doc.join, doc.update, doc.sync, doc.awareness, "
                 "doc.leave",
             )
         )
+
+    async def subscribe_one(self, conn: Connection, req: SubscribeRequest) -> Ack:
+        """The ``subscribe`` request: one channel of the subscription budget."""
+        self.charge_subscriptions(conn, 1)
+        self._metrics.subscribe_requests.labels("single").inc()
+        return await self.subscribe(conn, req)
+
+    async def subscribe_many(self, conn: Connection, req: SubscribeManyRequest) -> Ack:
+        """The ``subscribe_many`` request: each item goes through `subscribe`, in order, as a
+        ``subscribe`` of its own would, and the ack lists each one's ack (or error ack).
+
+        Names that are not channels or come twice, and a batch the subscription budget cannot
+        cover, refuse the whole batch before anything changes; what depends on the channel
+        (permission, the channel limit, presence) is answered per item.
+        """
+        first: dict[str, int] = {}
+        for i, item in enumerate(req.subscriptions):
+            try:
+                name = str(self._namespaces.parse(item.channel))
+            except (InvalidPayload, UnknownChannel) as exc:
+                raise type(exc)(f"subscriptions.{i}.channel: {exc.message}") from None
+            if name in first:
+                raise InvalidPayload(
+                    f"subscriptions.{i}.channel: {name} is subscriptions.{first[name]} again; "
+                    "ask for each channel once"
+                )
+            first[name] = i
+        self.charge_subscriptions(conn, len(req.subscriptions))
+        self._metrics.subscribe_requests.labels("batch").inc()
+        results: list[Ack] = []
+        for item in req.subscriptions:
+            if self._connections.get(conn.sid) is not conn:
+                break  # gone meanwhile: nobody reads the ack
+            results.append(
+                await self._answer(SubscribeRequest.__name__, self.subscribe(conn, item))
+            )
+        return {"ok": True, "results": results}
+
+    def charge_subscriptions(self, conn: Connection, count: int) -> None:
+        """Spend ``count`` channels of the connection's subscription budget, or raise
+        RateLimited (spending nothing).
+
+        One budget for subscribing, in either form: every channel asked for, in a
+        ``subscribe`` or in a ``subscribe_many``, costs one token. The budget refills at the
+        general request rate (TANDEM_CLIENT_RATE_PER_S) and holds a whole connection's worth
+        of channels (TANDEM_MAX_CHANNELS_PER_CONNECTION, and one full batch at least). A new
+        connection starts with it full, so a client that reconnects restores everything it
+        may hold at once; over time neither form subscribes faster than the rate. (A
+        ``subscribe_many`` also costs one request of the general limit, a ``subscribe`` one
+        each, as before.)
+        """
+        bucket = conn.subscribe_bucket
+        if bucket is None:
+            settings = self._settings
+            burst = max(settings.max_channels_per_connection, MAX_SUBSCRIBE_BATCH)
+            bucket = conn.subscribe_bucket = TokenBucket(settings.client_rate_per_s, burst)
+        if not bucket.take(count):
+            wait = bucket.wait_s(count)
+            raise RateLimited(
+                f"too many subscriptions: {count} more would pass in {wait:.1f} s",
+                retry_after_s=max(1, math.ceil(wait)),
+            )
 
     async def subscribe(self, conn: Connection, req: SubscribeRequest) -> Ack:
         """Concurrent subscribes of one connection to one channel queue: the hub keeps one
