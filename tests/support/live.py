@@ -89,11 +89,17 @@ def server_env(tmp: Path, extra: Mapping[str, str] | None = None) -> dict[str, s
 
 @contextmanager
 def live_server(
-    tmp: Path, extra_env: Mapping[str, str] | None = None, *, startup_timeout: float = 20.0
+    tmp: Path,
+    extra_env: Mapping[str, str] | None = None,
+    *,
+    startup_timeout: float = 20.0,
+    port: int | None = None,
 ) -> Iterator[LiveServer]:
-    """Start ``python -m server serve`` and wait until it is ready; stop it by PID after."""
+    """Start ``python -m server serve`` and wait until it is ready; stop it by PID after.
+
+    ``port``: the one a stopped node had, to restart it where its clients reconnect."""
     tmp.mkdir(parents=True, exist_ok=True)
-    port = free_port()
+    port = port or free_port()
     env = server_env(tmp, extra_env)
     log_path = tmp / f"server-{port}.log"
     with log_path.open("wb") as log_file:
