@@ -7,10 +7,12 @@ Handlers are thin: parse the payload, check the caller, call the broker or hub, 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import math
 import time
-from collections.abc import Awaitable, Callable, Collection
+from collections.abc import AsyncIterator, Awaitable, Callable, Collection, Iterable
+from dataclasses import dataclass
 from typing import Any, TypeVar
 
 import msgpack
@@ -68,6 +70,7 @@ log = logging.getLogger(__name__)
 Ack = dict[str, Any]
 NOTICE_EVENT = "server.notice"
 M = TypeVar("M", bound=BaseModel)
+T = TypeVar("T")
 
 
 def check_payload(channel: Channel, data: Any, transport_limit: int | None = None) -> None:
@@ -354,7 +357,7 @@ class SocketGateway:
 
         return run
 
-    async def _answer(self, name: str, call: Awaitable[Ack]) -> Ack:
+    async def _answer(self, name: str, call: Awaitable[T]) -> T | Ack:
         """``call``'s ack, or the error ack of what it raised (``name``: the request's)."""
         try:
             return await call
@@ -394,12 +397,14 @@ class SocketGateway:
         return await self.subscribe(conn, req)
 
     async def subscribe_many(self, conn: Connection, req: SubscribeManyRequest) -> Ack:
-        """The ``subscribe_many`` request: each item goes through `subscribe`, in order, as a
-        ``subscribe`` of its own would, and the ack lists each one's ack (or error ack).
+        """The ``subscribe_many`` request: each item is joined as a ``subscribe`` of its own
+        would be, in order, and the ack lists each one's ack (or error ack).
 
         Names that are not channels or come twice, and a batch the subscription budget cannot
         cover, refuse the whole batch before anything changes; what depends on the channel
-        (permission, the channel limit, presence) is answered per item.
+        (permission, the channel limit, presence) is answered per item. The channels go live
+        together, right before the ack: as with ``subscribe``, a channel's live publications
+        come after the ack that gives its position.
         """
         first: dict[str, int] = {}
         for i, item in enumerate(req.subscriptions):
@@ -415,13 +420,33 @@ class SocketGateway:
             first[name] = i
         self.charge_subscriptions(conn, len(req.subscriptions))
         self._metrics.subscribe_requests.labels("batch").inc()
-        results: list[Ack] = []
-        for item in req.subscriptions:
-            if self._connections.get(conn.sid) is not conn:
-                break  # gone meanwhile: nobody reads the ack
-            results.append(
-                await self._answer(SubscribeRequest.__name__, self.subscribe(conn, item))
-            )
+        what = SubscribeRequest.__name__
+        async with self._queued(conn.sid, first):
+            joins: list[_Joining | Ack] = []
+            for item in req.subscriptions:
+                if self._connections.get(conn.sid) is not conn:
+                    break  # gone meanwhile
+                joins.append(await self._answer(what, self._join(conn, item)))
+            if len(joins) < len(req.subscriptions):
+                for left in joins:  # nobody reads the ack
+                    if isinstance(left, _Joining):
+                        await self._leave(conn.sid, left.channel)
+                return {"ok": False}
+            # From the first commit to the ack, nothing awaits: no publication of a channel
+            # goes out before the ack (but after an overflow, whose leave must be awaited).
+            results: list[Ack] = []
+            overflowed: list[Channel] = []
+            for join in joins:
+                if not isinstance(join, _Joining):
+                    results.append(join)
+                    continue
+                try:
+                    results.append(self._commit(conn, join))
+                except JoinOverflow as exc:
+                    overflowed.append(join.channel)
+                    results.append(self._error(domain_error_ack(Unavailable(str(exc)))))
+            for channel in overflowed:
+                await self._leave(conn.sid, channel)
         return {"ok": True, "results": results}
 
     def charge_subscriptions(self, conn: Connection, count: int) -> None:
@@ -450,20 +475,38 @@ class SocketGateway:
             )
 
     async def subscribe(self, conn: Connection, req: SubscribeRequest) -> Ack:
-        """Concurrent subscribes of one connection to one channel queue: the hub keeps one
-        join buffer per connection and channel, and a state read may await the database."""
-        key = (conn.sid, str(req.channel))
-        join = self._joins.setdefault(key, _Join())
-        join.waiting += 1
-        try:
-            async with join.lock:
-                return await self._subscribe(conn, req)
-        finally:
-            join.waiting -= 1
-            if not join.waiting:
-                self._joins.pop(key, None)
+        """Subscribe ``conn`` to one channel: join it, then make it live with the ack."""
+        async with self._queued(conn.sid, [str(req.channel)]):
+            join = await self._join(conn, req)
+            try:
+                return self._commit(conn, join)
+            except JoinOverflow as exc:
+                await self._leave(conn.sid, join.channel)
+                raise Unavailable(str(exc)) from None
 
-    async def _subscribe(self, conn: Connection, req: SubscribeRequest) -> Ack:
+    @contextlib.asynccontextmanager
+    async def _queued(self, sid: str, channels: Iterable[str]) -> AsyncIterator[None]:
+        """Concurrent subscribes of one connection to one channel queue: the hub keeps one
+        join buffer per connection and channel, and a state read may await the database.
+        A batch takes its channels' turns in name order, so two never wait for each other."""
+        async with contextlib.AsyncExitStack() as stack:
+            for name in sorted(channels):
+                key = (sid, name)
+                join = self._joins.setdefault(key, _Join())
+                join.waiting += 1
+                stack.callback(self._unqueue, key, join)
+                await stack.enter_async_context(join.lock)
+            yield
+
+    def _unqueue(self, key: tuple[str, str], join: _Join) -> None:
+        join.waiting -= 1
+        if not join.waiting:
+            self._joins.pop(key, None)
+
+    async def _join(self, conn: Connection, req: SubscribeRequest) -> _Joining:
+        """Everything a subscribe does before the channel goes live: authorization, the
+        channel limit, the join buffer, history (recovery from ``since``), state, presence.
+        On failure the channel is left (nothing of the subscribe remains)."""
         channel = self._namespaces.parse(req.channel)
         if not await self.authorizer.can_subscribe(conn.principal, channel):
             raise PermissionDenied(f"not allowed to subscribe to {channel}")
@@ -501,24 +544,27 @@ class SocketGateway:
                 await self._presence.join(name, sid, principal.sub, principal.name)
             elif name in self._presence.channels_of(sid):
                 await self._presence.leave(name, sid)  # re-subscribed without presence
-            newer, position = hub.commit(sid, name, history.position)
-        except JoinOverflow as exc:
-            await self._leave(sid, channel)
-            raise Unavailable(str(exc)) from None
         except BaseException:
             await self._leave(sid, channel)
             raise
-        if fresh:
+        return _Joining(channel, fresh, recovered, history, state)
+
+    def _commit(self, conn: Connection, join: _Joining) -> Ack:
+        """Make a joined channel live and answer its ack. Synchronous: the ack leaves before
+        any live publication of the channel. Raises JoinOverflow (the channel must be left)."""
+        name = str(join.channel)
+        newer, position = self._hub.commit(conn.sid, name, join.history.position)
+        if join.fresh:
             self._metrics.subscriptions.inc()
-        publications = [*history.publications, *newer]
+        publications = [*join.history.publications, *newer]
         return {
             "ok": True,
             "channel": name,
             "epoch": position.epoch,
             "offset": position.offset,
-            "recovered": recovered,
+            "recovered": join.recovered,
             "publications": [pub.envelope() for pub in publications],
-            "state": state,
+            "state": join.state,
         }
 
     async def _new_stream(self, channel: str, top: History) -> History:
@@ -589,6 +635,17 @@ def _client_of(environ: dict[str, Any]) -> tuple[str, str]:
 
 def _presence_bucket(conn: Connection) -> TokenBucket:
     return conn.presence_bucket
+
+
+@dataclass(frozen=True, slots=True)
+class _Joining:
+    """A subscribe joined but not yet live (between the hub's begin and commit)."""
+
+    channel: Channel
+    fresh: bool  # not held before: the subscriptions gauge counts it at commit
+    recovered: bool
+    history: History
+    state: Any
 
 
 class _Join:

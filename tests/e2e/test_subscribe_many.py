@@ -7,6 +7,7 @@ errors); malformed batches and batches past the subscription budget change nothi
 from __future__ import annotations
 
 import asyncio
+import threading
 import time
 from pathlib import Path
 from typing import Any
@@ -14,6 +15,7 @@ from typing import Any
 import httpx
 import pytest
 
+from tests.protocol.raw import RawClient
 from tests.support.live import API_KEY, LiveServer, live_server
 from tests.support.sio import Recorder, connected
 
@@ -253,3 +255,47 @@ async def test_a_board_of_61_channels_comes_back_in_one_request_none_refused(
         assert all(r["recovered"] for r in ack["results"])
         assert [len(r["publications"]) for r in ack["results"][:6]] == [1, 1, 1, 1, 1, 0]
     assert metric(server, "tandem_request_errors_total", 'code="rate_limited"') == errors_before
+
+
+def test_live_publications_come_after_the_batch_ack_then_without_gaps(server: LiveServer) -> None:
+    """Publications keep coming on the batch's first channel while the node joins the other
+    99 (each a flight: its state is read from the database): none may reach the client before
+    the ack that gives that channel's position."""
+    names = ["room:live-0", *(f"flight:LIVE{i}" for i in range(99))]
+    stop = threading.Event()
+
+    def publisher() -> None:
+        with server.api() as api:
+            i = 0
+            while not stop.is_set():
+                body = {"channel": names[0], "event": "chat.message", "data": {"i": i}}
+                assert api.post("/api/publish", json=body).status_code == 200
+                i += 1
+
+    with RawClient(server.port) as raw:
+        raw.connect_namespace(server.token("gina", scope="admin"))
+        threads = [threading.Thread(target=publisher) for _ in range(3)]
+        for thread in threads:
+            thread.start()
+        try:
+            time.sleep(0.2)  # publishing already
+            ack = raw.request("subscribe_many", batch(*names), timeout=20)
+            time.sleep(0.3)  # and after
+        finally:
+            stop.set()
+            for thread in threads:
+                thread.join(10)
+        before = [raw.decode(frame) for frame in raw.unsolicited if raw._is_message(frame)]
+        assert [packet for packet in before if packet[0] == 2] == []  # no event before the ack
+        first = ack["results"][0]
+        offsets = [p["offset"] for p in first["publications"]] or [first["offset"]]
+        raw.unsolicited.clear()
+        while True:
+            try:
+                name, envelope = raw.next_event(timeout=0.5)
+            except TimeoutError:
+                break
+            assert name == "chat.message" and envelope["channel"] == names[0]
+            offsets.append(envelope["offset"])
+    assert offsets == list(range(offsets[0], offsets[0] + len(offsets))), offsets
+    assert len(offsets) > 1
