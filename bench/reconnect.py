@@ -75,7 +75,9 @@ class ReconnectResult:
     recovered: int = 0  # clients with every channel back, recovered
     recovery_ms: dict[str, float | None] = field(default_factory=dict)  # from the SIGTERM
     after_ready_ms: dict[str, float | None] = field(default_factory=dict)  # from ready
-    refused: dict[str, int] = field(default_factory=dict)
+    refused: dict[str, int] = field(default_factory=dict)  # subscriptions, by error code
+    # Connection attempts refused, by code: `shutdown` from the old node while it drains.
+    connect_refused: dict[str, int] = field(default_factory=dict)
     unrecovered: int = 0
     missing: int = 0
     disorder: int = 0
@@ -92,6 +94,7 @@ class ReconnectResult:
         return bool(
             self.errors
             or self.refused
+            or set(self.connect_refused) - {"shutdown"}
             or self.unrecovered
             or self.missing
             or self.disorder
@@ -300,6 +303,8 @@ async def run_reconnect(options: ReconnectOptions, tmp: Path) -> ReconnectResult
         for r in reports:
             for code, count in r["refused"].items():
                 result.refused[code] = result.refused.get(code, 0) + count
+            for code, count in r["connectRefused"].items():
+                result.connect_refused[code] = result.connect_refused.get(code, 0) + count
             result.unrecovered += r["unrecovered"]
             result.missing += r["missing"]
             result.disorder += r["disorder"]
@@ -331,8 +336,9 @@ def line(r: ReconnectResult) -> str:
         f"recovered {r.recovered}/{r.clients} clients x {r.channels} channels; "
         f"full recovery p50/p99/max {_ms(r.recovery_ms)} ms after SIGTERM "
         f"({_ms(r.after_ready_ms)} ms after the new node was ready, {r.downtime_s}s down); "
-        f"refused {sum(r.refused.values())}, not recovered {r.unrecovered}, "
-        f"missing {r.missing}, out of order {r.disorder}"
+        f"subscriptions refused {sum(r.refused.values())}, not recovered {r.unrecovered}, "
+        f"missing {r.missing}, out of order {r.disorder}; connections refused "
+        f"{r.connect_refused or 0} (`shutdown`: the old node, draining)"
     )
 
 
@@ -343,7 +349,7 @@ def table(results: list[ReconnectResult]) -> str:
         "node down s",
         "full recovery p50/p99/max ms (from SIGTERM)",
         "from ready",
-        "refused",
+        "subscriptions refused",
         "not recovered",
         "missing",
         "server CPU s",

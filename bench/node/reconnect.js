@@ -2,12 +2,14 @@
 //
 // Holds many socket.io-client connections (websocket only), each subscribed to K channels in
 // one `subscribe_many`, and keeps every channel's {epoch, offset}. When the server goes away
-// (a server.notice and a disconnect, or just a dropped transport) each client comes back the
-// way tandem.js does: after the notice's retry_after_ms plus up to 250 ms of jitter, then with
-// socket.io-client's own backoff (1 s doubling to 5 s, +/-50 %) while the node is down, and
-// re-subscribes all K channels in one `subscribe_many` with their positions. A client is
-// recovered once every channel's ack came back `recovered: true`; its recovery time is taken
-// then. Anything refused, not recovered, out of order or missing is counted.
+// (a server.notice and a disconnect, or just a dropped transport) each client comes back after
+// the notice's retry_after_ms plus up to 250 ms of jitter (as tandem.js does), then with
+// socket.io-client's reconnection backoff (1 s doubling to 5 s, +/-50 %) while the node is down
+// or still draining (it refuses connections with `shutdown` then), and re-subscribes all K
+// channels in one `subscribe_many` with their positions. A client is recovered once every
+// channel's ack came back `recovered: true`; its recovery time is taken then. Subscriptions
+// refused, channels not recovered, publications out of order or missing are counted, and
+// connections refused apart from them.
 //
 // Same line protocol as loadgen.js: JSON commands on stdin, one JSON reply line each on
 // stdout; the process ends on stdin EOF, {"cmd": "exit"}, or the hard timeout (exit code 3).
@@ -28,7 +30,8 @@ const reply = (obj) => process.stdout.write(JSON.stringify(obj) + "\n");
 const clients = [];
 let closing = false;
 const counts = {
-  refused: {}, // error code -> subscriptions (or whole batches) refused, connects refused
+  refused: {}, // error code -> subscriptions (or whole batches) refused
+  connectRefused: {}, // error code -> connection attempts refused (CONNECT_ERROR)
   unrecovered: 0, // channels answered recovered: false after a reconnect
   disorder: 0, // publications not right after the previous one of their channel
   reconnects: 0, // connection attempts after the first connection
@@ -139,7 +142,8 @@ function hold(spec, i) {
   });
   socket.on("connect_error", (error) => {
     if (closing || client.downAt === null) return; // the first connection reports itself
-    if (error && error.data && error.data.code) refuse(`connect:${error.data.code}`);
+    const code = error && error.data && error.data.code;
+    if (code) counts.connectRefused[code] = (counts.connectRefused[code] || 0) + 1;
     reconnectLater(client, backoff(client.attempt++));
   });
   socket.on("connect", () => {

@@ -173,8 +173,7 @@ async def test_a_server_without_subscribe_many_gets_one_subscribe_each() -> None
         async with fast_client(url, "any-token") as client, AsyncExitStack() as stack:
             subs = await hold(stack, client, ["room:a", "room:b", "room:c"])
             old.requests.clear()
-            await old.kick_all()
-            await wait_disconnected(client)
+            await old.kick_all()  # it may be back before a wait for the gap could see it
             for _ in range(500):
                 if len(old.requests) >= 4:
                     break
