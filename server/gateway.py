@@ -384,9 +384,8 @@ class SocketGateway:
             error_ack(
                 ErrorCode.INVALID_PAYLOAD,
                 f"unknown event {str(event)[:64]!r}; use subscribe, subscribe_many, unsubscribe, "
-                "publish, "
-                "presence, status, typing or doc.join, doc.update, doc.sync, doc.awareness, "
-                "doc.leave",
+                "publish, presence, status, typing or doc.join, doc.update, doc.sync, "
+                "doc.awareness, doc.leave",
             )
         )
 
@@ -428,10 +427,10 @@ class SocketGateway:
                     break  # gone meanwhile
                 joins.append(await self._answer(what, self._join(conn, item)))
             if len(joins) < len(req.subscriptions):
-                for left in joins:  # nobody reads the ack
+                for left in joins:
                     if isinstance(left, _Joining):
                         await self._leave(conn.sid, left.channel)
-                return {"ok": False}
+                return {"ok": False}  # nobody reads it
             # From the first commit to the ack, nothing awaits: no publication of a channel
             # goes out before the ack (but after an overflow, whose leave must be awaited).
             results: list[Ack] = []
