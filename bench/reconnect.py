@@ -20,12 +20,10 @@ the last publication, publications out of order.
 from __future__ import annotations
 
 import asyncio
-import os
+import contextlib
 import secrets
-import signal
-import subprocess
-import sys
 import time
+from collections.abc import AsyncIterator
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -34,9 +32,10 @@ import httpx
 
 from bench.histogram import rounded
 from bench.loadgen import Worker, split
-from bench.processes import NODE_DIR, die_with_parent, free_port, stop
+from bench.processes import NODE_DIR
 from bench.procstat import cpu_seconds
-from bench.targets import API_KEY, JWT_SECRET, REDIS_URL, tandem_token
+from bench.targets import REDIS_URL
+from tests.support.live import API_KEY, LiveServer, live_server, stop
 from tests.support.redis import delete_prefix
 
 SCRIPT = NODE_DIR / "reconnect.js"
@@ -83,7 +82,9 @@ class ReconnectResult:
     disorder: int = 0
     reconnects: int = 0
     server_cpu_s: float | None = None  # the new node, from ready to the last recovery
-    server_requests: dict[str, float] = field(default_factory=dict)  # its /metrics
+    # The new node's /metrics: subscribe_many (batch) and subscribe (single) requests,
+    # rate_limited answers.
+    server_requests: dict[str, float] = field(default_factory=dict)
     errors: list[str] = field(default_factory=list)
 
     def as_json(self) -> dict[str, Any]:
@@ -114,90 +115,17 @@ def _quantiles(values: list[float]) -> dict[str, float | None]:
     return {"p50": rounded(at(0.5)), "p99": rounded(at(0.99)), "max": rounded(values[-1])}
 
 
-class Node:
-    """One Tandem process on a fixed port, restartable there."""
-
-    def __init__(self, tmp: Path, prefix: str) -> None:
-        self.tmp = tmp
-        self.port = free_port()
-        self.url = f"http://127.0.0.1:{self.port}"
-        env = {k: v for k, v in os.environ.items() if not k.startswith("TANDEM_")}
-        env.pop("PYTHONPATH", None)
-        env.update(
-            {
-                "PYTHONUNBUFFERED": "1",
-                "TANDEM_ENV": "development",
-                "TANDEM_BROKER_URL": f"{REDIS_URL}?prefix={prefix}",
-                "TANDEM_DATABASE_URL": f"sqlite+aiosqlite:///{tmp / 'tandem.db'}",
-                "TANDEM_JWT_SECRET": JWT_SECRET,
-                "TANDEM_API_KEYS": API_KEY,
-                "TANDEM_LOG_LEVEL": "warning",
-                "TANDEM_DEMO": "false",
-            }
-        )
-        self.env = env
-        self.process: subprocess.Popen[bytes] | None = None
-        self.starts = 0
-
-    def start(self) -> None:
-        self.tmp.mkdir(parents=True, exist_ok=True)
-        self.starts += 1
-        command = [sys.executable, "-m", "server", "serve", "--host", "127.0.0.1"]
-        with (self.tmp / f"node-{self.starts}.log").open("wb") as log:
-            self.process = subprocess.Popen(
-                [*command, "--port", str(self.port)],
-                cwd=self.tmp,
-                env=self.env,
-                stdout=log,
-                stderr=subprocess.STDOUT,
-                preexec_fn=die_with_parent,
-            )
-
-    def wait_ready(self, within_s: float = 60.0) -> None:
-        deadline = time.monotonic() + within_s
-        while time.monotonic() < deadline:
-            assert self.process is not None
-            if self.process.poll() is not None:
-                raise RuntimeError(f"the node exited early:\n{self.log_tail()}")
-            try:
-                if httpx.get(f"{self.url}/health/ready", timeout=1).status_code == 200:
-                    return
-            except httpx.HTTPError:
-                pass
-            time.sleep(0.05)
-        raise RuntimeError(f"the node was not ready within {within_s}s:\n{self.log_tail()}")
-
-    def terminate(self, within_s: float = 60.0) -> None:
-        """SIGTERM by PID and wait for the exit (the node drains its clients first)."""
-        assert self.process is not None
-        self.process.send_signal(signal.SIGTERM)
-        self.process.wait(within_s)
-
-    def stop(self) -> None:
-        if self.process is not None:
-            stop(self.process)
-
-    def cpu_seconds(self) -> float:
-        assert self.process is not None
-        return cpu_seconds(self.process.pid)
-
-    def requests(self) -> dict[str, float]:
-        """subscribe_many and subscribe requests admitted, rate_limited answers (/metrics)."""
-        wanted = {
-            'tandem_subscribe_requests_total{form="batch"}': "subscribe_many",
-            'tandem_subscribe_requests_total{form="single"}': "subscribe",
-            'tandem_request_errors_total{code="rate_limited"}': "rate_limited",
-        }
-        counts = dict.fromkeys(wanted.values(), 0.0)
-        for line in httpx.get(f"{self.url}/metrics", timeout=10).text.splitlines():
-            name, _, value = line.rpartition(" ")
-            if name in wanted:
-                counts[wanted[name]] = float(value)
-        return counts
-
-    def log_tail(self, lines: int = 20) -> str:
-        text = (self.tmp / f"node-{self.starts}.log").read_text(errors="replace")
-        return "\n".join(text.splitlines()[-lines:])
+@contextlib.asynccontextmanager
+async def _node(tmp: Path, prefix: str, port: int | None = None) -> AsyncIterator[LiveServer]:
+    """A node (default limits) with its streams in Redis under ``prefix``, on ``port``."""
+    env = {"TANDEM_BROKER_URL": f"{REDIS_URL}?prefix={prefix}"}
+    # The blocking start and stop (a drain) in a thread: the workers' replies keep coming.
+    node = live_server(tmp, env, startup_timeout=120, port=port)
+    server = await asyncio.to_thread(node.__enter__)
+    try:
+        yield server
+    finally:
+        await asyncio.to_thread(node.__exit__, None, None, None)
 
 
 async def publish_all(url: str, options: ReconnectOptions, round_: int) -> dict[str, int]:
@@ -237,79 +165,36 @@ async def run_reconnect(options: ReconnectOptions, tmp: Path) -> ReconnectResult
     )
     result = ReconnectResult("tandem", SCENARIO, description, n, k, options.pool)
     prefix = f"tandem-bench-{secrets.token_hex(4)}:"
-    node = Node(tmp / "node", prefix)
     hard_timeout = 300 + n / 20 + options.recover_within_s
     workers: list[Worker] = []
     try:
-        await asyncio.to_thread(node.start)
-        await asyncio.to_thread(node.wait_ready)
-        token = await asyncio.to_thread(tandem_token, node.env, node.tmp)
-        for i in range(max(1, min(options.workers, n))):
-            workers.append(await Worker.start(tmp / f"reconnect-{i}.log", hard_timeout, SCRIPT))
-        began = time.monotonic()
-        replies = await asyncio.gather(
-            *(
-                worker.call(
-                    {
-                        "cmd": "hold",
-                        "url": node.url,
-                        "token": token,
-                        "start": start,
-                        "count": count,
-                        "channels": k,
-                        "pool": options.pool,
-                        "prefix": PREFIX,
-                        "concurrency": options.connect_concurrency,
-                    },
-                    60 + n / 20,
-                )
-                for worker, (start, count) in zip(workers, split(n, len(workers)), strict=True)
+        async with _node(tmp / "node", prefix) as node:
+            for i in range(max(1, min(options.workers, n))):
+                log = tmp / f"reconnect-{i}.log"
+                workers.append(await Worker.start(log, hard_timeout, SCRIPT))
+            await _hold(workers, node, options, result)
+            await publish_all(node.url, options, 1)
+            await _until(workers, lambda s: sum(x["received"] for x in s) >= n * k, 60)
+            # The restart: SIGTERM by PID (the node drains), then a new process on its port.
+            t0 = time.time()
+            await asyncio.to_thread(stop, node, timeout=300)
+            result.drain_s = round(time.time() - t0, 2)
+        async with _node(tmp / "node", prefix, port=node.port) as node:
+            ready = time.time()
+            result.downtime_s = round(ready - t0, 2)
+            cpu0 = cpu_seconds(node.pid)
+            expected = await publish_all(node.url, options, 2)
+            statuses = await _until(
+                workers, lambda s: sum(x["recovered"] for x in s) >= n, options.recover_within_s
             )
-        )
-        result.connect_s = round(time.monotonic() - began, 2)
-        result.connected = sum(reply["ok"] for reply in replies)
-        for reply in replies:
-            result.errors.extend(f"connect: {c} x {e}" for e, c in reply["errors"].items())
-        _log(f"  reconnect: {result.connected}/{n} clients x {k} channels in {result.connect_s}s")
-        if result.connected < n:
-            raise RuntimeError(f"only {result.connected} of {n} clients connected")
-        await publish_all(node.url, options, 1)
-        await _until(workers, lambda s: sum(x["received"] for x in s) >= n * k, 60)
-        # The restart: by PID, and a new process on the same port.
-        t0 = time.time()
-        await asyncio.to_thread(node.terminate)
-        result.drain_s = round(time.time() - t0, 2)
-        await asyncio.to_thread(node.start)
-        await asyncio.to_thread(node.wait_ready)
-        ready = time.time()
-        result.downtime_s = round(ready - t0, 2)
-        cpu0 = node.cpu_seconds()
-        expected = await publish_all(node.url, options, 2)
-        statuses = await _until(
-            workers,
-            lambda s: sum(x["recovered"] for x in s) >= n,
-            options.recover_within_s,
-        )
-        last = time.time()
-        result.server_cpu_s = round(node.cpu_seconds() - cpu0, 2)
-        await asyncio.sleep(0.5)  # the last live publications
-        reports = await asyncio.gather(
-            *(w.call({"cmd": "report", "expected": expected}, 120) for w in workers)
-        )
-        recovered_at = [t for r in reports for t in r["recovered"] if t is not None]
-        result.recovered = len(recovered_at)
-        result.recovery_ms = _quantiles([t - t0 * 1000 for t in recovered_at])
-        result.after_ready_ms = _quantiles([t - ready * 1000 for t in recovered_at])
-        for r in reports:
-            for code, count in r["refused"].items():
-                result.refused[code] = result.refused.get(code, 0) + count
-            for code, count in r["connectRefused"].items():
-                result.connect_refused[code] = result.connect_refused.get(code, 0) + count
-            result.unrecovered += r["unrecovered"]
-            result.missing += r["missing"]
-            result.disorder += r["disorder"]
-            result.reconnects += r["reconnects"]
-        result.server_requests = await asyncio.to_thread(node.requests)
+            last = time.time()
+            result.server_cpu_s = round(cpu_seconds(node.pid) - cpu0, 2)
+            await asyncio.sleep(0.5)  # the last live publications
+            reports = await asyncio.gather(
+                *(w.call({"cmd": "report", "expected": expected}, 120) for w in workers)
+            )
+            result.server_requests = await asyncio.to_thread(node.subscribe_counts)
+        _collect(result, reports, t0, ready)
         if result.recovered < n:
             result.errors.append(
                 f"{n - result.recovered} clients not recovered within "
@@ -322,9 +207,65 @@ async def run_reconnect(options: ReconnectOptions, tmp: Path) -> ReconnectResult
         _log(f"  reconnect: failed: {exc}")
     finally:
         await asyncio.gather(*(w.close() for w in workers))
-        await asyncio.to_thread(node.stop)
         await delete_prefix(prefix, base=REDIS_URL)
     return result
+
+
+async def _hold(
+    workers: list[Worker], node: LiveServer, options: ReconnectOptions, result: ReconnectResult
+) -> None:
+    """Connect the clients, each subscribed to its channels."""
+    n = options.clients
+    token = node.token("bench", channels=["room:*"], ttl=86_400)
+    began = time.monotonic()
+    replies = await asyncio.gather(
+        *(
+            worker.call(
+                {
+                    "cmd": "hold",
+                    "url": node.url,
+                    "token": token,
+                    "start": start,
+                    "count": count,
+                    "channels": options.channels,
+                    "pool": options.pool,
+                    "prefix": PREFIX,
+                    "concurrency": options.connect_concurrency,
+                },
+                60 + n / 20,
+            )
+            for worker, (start, count) in zip(workers, split(n, len(workers)), strict=True)
+        )
+    )
+    result.connect_s = round(time.monotonic() - began, 2)
+    result.connected = sum(reply["ok"] for reply in replies)
+    for reply in replies:
+        result.errors.extend(f"connect: {c} x {e}" for e, c in reply["errors"].items())
+    _log(
+        f"  reconnect: {result.connected}/{n} clients x {options.channels} channels in "
+        f"{result.connect_s}s"
+    )
+    if result.connected < n:
+        raise RuntimeError(f"only {result.connected} of {n} clients connected")
+
+
+def _collect(
+    result: ReconnectResult, reports: list[dict[str, Any]], t0: float, ready: float
+) -> None:
+    """The workers' reports, summed; recovery times from the SIGTERM and from ready."""
+    recovered_at = [t for r in reports for t in r["recovered"] if t is not None]
+    result.recovered = len(recovered_at)
+    result.recovery_ms = _quantiles([t - t0 * 1000 for t in recovered_at])
+    result.after_ready_ms = _quantiles([t - ready * 1000 for t in recovered_at])
+    for r in reports:
+        for code, count in r["refused"].items():
+            result.refused[code] = result.refused.get(code, 0) + count
+        for code, count in r["connectRefused"].items():
+            result.connect_refused[code] = result.connect_refused.get(code, 0) + count
+        result.unrecovered += r["unrecovered"]
+        result.missing += r["missing"]
+        result.disorder += r["disorder"]
+        result.reconnects += r["reconnects"]
 
 
 def _ms(q: dict[str, float | None]) -> str:
@@ -367,7 +308,7 @@ def table(results: list[ReconnectResult]) -> str:
             str(r.missing),
             str(r.server_cpu_s),
             "{:,.0f} / {:,.0f}".format(
-                r.server_requests.get("subscribe_many", 0), r.server_requests.get("subscribe", 0)
+                r.server_requests.get("batch", 0), r.server_requests.get("single", 0)
             ),
         ]
         for r in results

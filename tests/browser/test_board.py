@@ -140,21 +140,6 @@ def test_board_sessions_are_for_demo_users_only(airport: LiveServer) -> None:
         assert other.status_code == 403
 
 
-def subscribe_counts(node: LiveServer) -> dict[str, float]:
-    """What the node's /metrics say of subscribe requests and rate_limited answers."""
-    wanted = {
-        'tandem_subscribe_requests_total{form="batch"}': "batch",
-        'tandem_subscribe_requests_total{form="single"}': "single",
-        'tandem_request_errors_total{code="rate_limited"}': "rate_limited",
-    }
-    counts = dict.fromkeys(wanted.values(), 0.0)
-    for line in httpx.get(f"{node.url}/metrics", timeout=5).text.splitlines():
-        name, _, value = line.rpartition(" ")
-        if name in wanted:
-            counts[wanted[name]] = float(value)
-    return counts
-
-
 ALL_LIVE = """(n) => {
   const subs = window.boardTrace.subscriptions();
   return subs.length === n && subs.every((s) => s.live);
@@ -189,7 +174,7 @@ def test_a_board_of_61_flights_survives_a_node_restart_none_refused(
             page.goto(f"{node.url}/demo/board?user=ada&refresh=600000")
             expect(page.locator("#flights tr")).to_have_count(61)
             page.wait_for_function(ALL_LIVE, arg=63)
-            loaded = subscribe_counts(node)
+            loaded = node.subscribe_counts()
             port = node.port
         # The old process is gone (SIGTERM: it told the page to come back); a new one starts
         # where the page reconnects.
@@ -207,7 +192,7 @@ def test_a_board_of_61_flights_survives_a_node_restart_none_refused(
             expect(page.locator("#flight-RS3-x")).to_have_attribute("data-status", "boarding")
             subs = page.evaluate("window.boardTrace.subscriptions()")
             assert all(sub["recovered"] for sub in subs), subs
-            restored = subscribe_counts(node)
+            restored = node.subscribe_counts()
         errors = page.evaluate("window.boardTrace.errors")
         assert "rate_limited" not in errors, errors
         # Loading the page: its first task's two channels and the list's 61 at once, in one

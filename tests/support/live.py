@@ -51,6 +51,26 @@ class LiveServer:
     def log(self) -> str:
         return self.log_path.read_text(errors="replace")
 
+    def metrics(self, *samples: str) -> dict[str, float]:
+        """The values of ``samples`` (e.g. ``'tandem_subscribe_requests_total{form="batch"}'``)
+        on the node's /metrics; 0 for one not exposed yet."""
+        values = dict.fromkeys(samples, 0.0)
+        for line in httpx.get(f"{self.url}/metrics", timeout=10).text.splitlines():
+            name, _, value = line.rpartition(" ")
+            if name in values:
+                values[name] = float(value)
+        return values
+
+    def subscribe_counts(self) -> dict[str, float]:
+        """``subscribe_many`` (batch) and ``subscribe`` (single) requests the node admitted,
+        and the requests it answered ``rate_limited``."""
+        samples = {
+            'tandem_subscribe_requests_total{form="batch"}': "batch",
+            'tandem_subscribe_requests_total{form="single"}': "single",
+            'tandem_request_errors_total{code="rate_limited"}': "rate_limited",
+        }
+        return {samples[k]: v for k, v in self.metrics(*samples).items()}
+
 
 def make_token(
     sub: str | None = "alice",
