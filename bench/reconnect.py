@@ -10,11 +10,12 @@ reconnect.js) connect the clients; each subscribes its K channels in one ``subsc
 One publication on every channel gives each client a position on each. Then the node is
 restarted for real: SIGTERM by PID (it drains: ``server.notice shutdown``, reconnect after
 ``retry_after_ms``), a new process on the same port, and one more publication on every channel
-as soon as it is ready. The clients come back as tandem.js does and re-subscribe everything in
-one ``subscribe_many`` with positions. Reported: each client's time to full recovery (every
-channel acked ``recovered: true``) from the SIGTERM and from the new node being ready, p50/p99/
-max; and what must be zero: subscriptions refused, channels not recovered, positions short of
-the last publication, publications out of order.
+as soon as it is ready. The clients come back (after ``retry_after_ms`` and jitter, then with
+socket.io-client's backoff) and re-subscribe everything in one ``subscribe_many`` with
+positions. Reported: each client's time to full recovery (every channel acked ``recovered:
+true``) from the SIGTERM and from the new node being ready, p50/p99/max; and what must be zero:
+subscriptions refused, channels not recovered, positions short of the last publication,
+publications out of order.
 """
 
 from __future__ import annotations
