@@ -4,6 +4,8 @@ Usage: python -m bench [--quick] [--servers tandem,tandem2,bare,node] [--scenari
        python -m bench [--quick] --scenarios docs-edit,docs-memory,docs-log [--repeat 3]
        (or `tandem bench ...`; `--scenarios docs` means the three documents scenarios)
 
+       python -m bench --scenarios reconnect [--reconnect-clients 10000 --reconnect-channels 20]
+
 Each server runs as one process on loopback (tandem2: two Tandem processes sharing the Redis at
 TANDEM_BENCH_REDIS_URL, default 127.0.0.1:6379, under a key prefix of its own), started fresh
 for every scenario; Node
@@ -14,6 +16,10 @@ The load generator runs on the same machine as the server and shares its cores.
 The collaborative-documents scenarios (docs-edit, docs-memory, docs-log: bench/docs.py) compare
 Tandem with Hocuspocus (servers tandem/tandem2 and hocuspocus/hocuspocus2 select the families;
 each scenario has its own node count) and need PostgreSQL (TANDEM_BENCH_POSTGRES_URL).
+
+The reconnect scenario (bench/reconnect.py) restarts one Tandem node (streams in the Redis at
+TANDEM_BENCH_REDIS_URL) under clients holding many channels each, and reports how long each
+takes to recover all of them, and that none was refused or lost.
 """
 
 from __future__ import annotations
@@ -42,6 +48,13 @@ from bench.docs import (
 from bench.options import QUICK_CLIENTS, SCENARIOS, Options
 from bench.processes import NODE_DIR, ROOT, ensure_node_modules
 from bench.procstat import load_average
+from bench.reconnect import (
+    SCENARIO as RECONNECT,
+    ReconnectOptions,
+    ReconnectResult,
+    run_reconnect,
+    table as reconnect_table,
+)
 from bench.report import plot, table, write_json
 from bench.scenarios import Result, run_scenario
 from bench.targets import SERVERS
@@ -82,7 +95,8 @@ def parse_args(argv: list[str] | None) -> tuple[Options, Path, argparse.Namespac
     add(
         "--scenarios",
         default=",".join(SCENARIOS),
-        help=f"comma-separated scenario names: {', '.join((*SCENARIOS, *DOCS_SCENARIOS))}, "
+        help="comma-separated scenario names: "
+        f"{', '.join((*SCENARIOS, *DOCS_SCENARIOS, RECONNECT))}, "
         f"or '{DOCS_ALIAS}' for the documents ones",
     )
     add("--clients", type=int, help="clients in every scenario (overrides the defaults)")
@@ -131,16 +145,23 @@ def parse_args(argv: list[str] | None) -> tuple[Options, Path, argparse.Namespac
         action="store_true",
         help="Hocuspocus without its PostgreSQL storage (docs-log needs it)",
     )
+    storm = parser.add_argument_group("reconnect storm (reconnect)")
+    sadd = storm.add_argument
+    sadd("--reconnect-clients", type=int, help="clients (default 10000, quick 200)")
+    sadd("--reconnect-channels", type=int, help="channels each client holds (default 20)")
+    sadd("--reconnect-pool", type=int, help="distinct channels (default 1000, quick 100)")
+    sadd("--reconnect-workers", type=int, help="Node processes holding the clients (default 2)")
     add("--out", type=Path, default=ROOT / "bench" / "results" / "latest.json", help="JSON path")
     add("--plot", type=Path, help="PNG path (default: next to --out, .png)")
     args = parser.parse_args(argv)
-    known = [*SCENARIOS, *DOCS_SCENARIOS]
+    known = [*SCENARIOS, *DOCS_SCENARIOS, RECONNECT]
     wanted = ",".join(
         ",".join(DOCS_SCENARIOS) if part.strip() == DOCS_ALIAS else part
         for part in args.scenarios.split(",")
     )
     scenario_names = list(dict.fromkeys(_names(wanted, known)))
     args.docs_scenarios = [DOCS_SCENARIOS[n] for n in scenario_names if n in DOCS_SCENARIOS]
+    args.reconnect = _reconnect_options(args) if RECONNECT in scenario_names else None
     servers = _names(args.servers or DEFAULT_SERVERS, (*SERVERS, *DOCS_SERVERS))
     args.docs_families = (
         sorted({name.rstrip("2") for name in servers} & {"tandem", "hocuspocus"})
@@ -175,6 +196,15 @@ def parse_args(argv: list[str] | None) -> tuple[Options, Path, argparse.Namespac
         options.fractions = [float(f) for f in args.fractions.split(",")]
     options.deflate, options.client = args.deflate, args.client
     return options, args.out, args
+
+
+def _reconnect_options(args: argparse.Namespace) -> ReconnectOptions:
+    options = ReconnectOptions.quick() if args.quick else ReconnectOptions()
+    for name in ("clients", "channels", "pool", "workers"):
+        value = getattr(args, f"reconnect_{name}")
+        if value is not None:
+            setattr(options, name, value)
+    return options
 
 
 def _docs_options(args: argparse.Namespace) -> DocsOptions:
@@ -231,9 +261,10 @@ def _versions() -> dict[str, str]:
 
 async def run_all(
     options: Options, args: argparse.Namespace | None = None
-) -> tuple[list[Result], list[DocsResult]]:
+) -> tuple[list[Result], list[DocsResult], list[ReconnectResult]]:
     results = []
     docs_results: list[DocsResult] = []
+    reconnect_results: list[ReconnectResult] = []
     with tempfile.TemporaryDirectory(prefix="tandem-bench-") as tmp:
         for scenario in options.scenarios:
             if not options.servers:
@@ -249,7 +280,10 @@ async def run_all(
                 docs_results = await run_docs(
                     args.docs_scenarios, args.docs_families, args.docs_options, Path(tmp)
                 )
-    return results, docs_results
+        if args is not None and args.reconnect is not None:
+            print(f"{RECONNECT}: a node restart under clients holding many channels", flush=True)
+            reconnect_results.append(await run_reconnect(args.reconnect, Path(tmp) / RECONNECT))
+    return results, docs_results, reconnect_results
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -271,12 +305,16 @@ def main(argv: list[str] | None = None) -> int:
     servers = options.servers if options.scenarios else []
     if args.docs_scenarios:
         servers = [*servers, *args.docs_families]
+    if args.reconnect is not None and "tandem" not in servers:
+        servers = [*servers, "tandem"]
     print(f"tandem bench: servers {', '.join(servers)}; {meta['note']}", flush=True)
     began = time.monotonic()
-    results, docs_results = asyncio.run(run_all(options, args))
+    results, docs_results, reconnect_results = asyncio.run(run_all(options, args))
     meta["seconds"] = round(time.monotonic() - began, 1)
     meta["load_average_after"] = load_average()
-    write_json(out, meta, [*results, *docs_results])
+    if args.reconnect is not None:
+        meta["reconnect_options"] = dataclasses.asdict(args.reconnect)
+    write_json(out, meta, [*results, *docs_results, *reconnect_results])
     picture = args.plot or out.with_suffix(".png")
     plotted = plot(picture, results) if results else False
     if results:
@@ -287,6 +325,9 @@ def main(argv: list[str] | None = None) -> int:
         print(docs_tables(docs_results))
         print()
         print(FAIRNESS_NOTE)
+    if reconnect_results:
+        print()
+        print(reconnect_table(reconnect_results))
     print()
     print(meta["note"])
     before, after = meta["load_average_before"][0], meta["load_average_after"][0]
@@ -307,7 +348,10 @@ def main(argv: list[str] | None = None) -> int:
             for run in d.runs
         )
         print(f"{d.server} {d.scenario}: {runs or 'no run finished'}; {'; '.join(d.errors)}")
-    return 1 if failed or docs_failed else 0
+    reconnect_failed = [r for r in reconnect_results if r.failed]
+    for storm in reconnect_failed:
+        print(f"reconnect: {'; '.join(storm.errors) or 'refused, unrecovered or missing'}")
+    return 1 if failed or docs_failed or reconnect_failed else 0
 
 
 if __name__ == "__main__":

@@ -3,7 +3,8 @@
 The wire protocol is the SDK's only contract with the server; it imports no server code.
 """
 
-from client_sdk._client import Client, TokenProvider
+from client_sdk._client import Client
+from client_sdk._connector import TokenProvider
 from client_sdk._docs import DocsWatcher, OpenDoc
 from client_sdk._docs_api import (
     DocMember,

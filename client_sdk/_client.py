@@ -5,24 +5,20 @@ from __future__ import annotations
 import asyncio
 import inspect
 import logging
-from collections.abc import Awaitable, Callable, Coroutine, Mapping, Sequence
+from collections.abc import Callable, Coroutine, Mapping, Sequence
 from contextlib import AbstractAsyncContextManager
 from types import TracebackType
-from typing import Any, Literal
+from typing import Any
 
 from client_sdk._connection import Connection
+from client_sdk._connector import Connector, Serializer, TokenProvider
 from client_sdk._docs import DOC_EVENTS, DocsWatcher
 from client_sdk._errors import (
     ClientClosed,
-    ConnectionLost,
-    PermissionDenied,
-    RateLimited,
     RequestTimeout,
     TandemError,
-    TokenExpired,
-    Unauthorized,
+    checked_ack,
     error_class,
-    error_from_body,
 )
 from client_sdk._flights import FlightWatcher
 from client_sdk._job_watch import JobWatcher
@@ -30,13 +26,12 @@ from client_sdk._models import Message, Notice, Position, Presence, PublishResul
 from client_sdk._notifications import NotificationWatcher
 from client_sdk._retry import backoff_delay
 from client_sdk._status import Status, StatusReporter
-from client_sdk._subscription import Subscription, is_transient
+from client_sdk._subscription import Subscription
+from client_sdk._subscriptions import SubscriptionSet
 
 log = logging.getLogger("client_sdk")
 
-TokenProvider = Callable[[], str | Awaitable[str]]
 NoticeCallback = Callable[[Notice], object]
-Serializer = Literal["json", "msgpack"]
 
 
 class Client:
@@ -44,8 +39,9 @@ class Client:
 
     The client keeps one connection and reconnects on its own (exponential backoff with full
     jitter, honouring the server's ``retry_after_ms``). After each reconnect it re-subscribes
-    every active subscription from the last position it received, so subscribers see every
-    publication exactly once and in order, or a `Resync` when that is no longer possible.
+    every active subscription from the last position it received (in ``subscribe_many``
+    requests of up to 100 channels), so subscribers see every publication exactly once and in
+    order, or a `Resync` when that is no longer possible.
 
     Example:
         >>> async with Client(url, token=token) as client:
@@ -98,21 +94,13 @@ class Client:
         if max_queue < 1:
             raise ValueError("max_queue must be at least 1")
         self.url = url
-        self._token_source = token
-        self._token: str | None = None
-        self._transports = tuple(transports) if transports else None
-        self._serializer: Serializer = serializer
-        self._socketio_path = socketio_path
-        self._headers = dict(headers or {})
         self._request_timeout = request_timeout
-        self._connect_timeout = connect_timeout
         self._reconnect_delay = reconnect_delay
         self._reconnect_delay_max = reconnect_delay_max
         self._max_queue = max_queue
         self._conn: Connection | None = None
         self._changed = asyncio.Event()
-        self._subs: dict[str, Subscription] = {}
-        self._workers: dict[Subscription, asyncio.Task[None]] = {}
+        self._subscriptions = SubscriptionSet(self)
         self._tasks: set[asyncio.Task[Any]] = set()
         self._supervisor: asyncio.Task[None] | None = None
         self._notice_callbacks: list[NoticeCallback] = []
@@ -123,6 +111,20 @@ class Client:
         self.flights = FlightWatcher(self)
         self.docs = DocsWatcher(self)
         self._status = StatusReporter(self._call)
+        self._connector = Connector(
+            url,
+            token=token,
+            transports=transports,
+            serializer=serializer,
+            socketio_path=socketio_path,
+            headers=headers,
+            connect_timeout=connect_timeout,
+            reconnect_delay=reconnect_delay,
+            reconnect_delay_max=reconnect_delay_max,
+            on_event=self._dispatch,
+            on_notice=self._notify,
+            status=lambda: self._status.status,
+        )
 
     # -- lifecycle --------------------------------------------------------------------------
 
@@ -160,15 +162,7 @@ class Client:
             raise ClientClosed("the client is closed")
         if self._conn is not None:
             raise RuntimeError("connect() was already called")
-        self._token = await self._fetch_token()
-        try:
-            conn = await self._open()
-        except TokenExpired:
-            if not callable(self._token_source):
-                raise
-            self._token = await self._fetch_token()
-            conn = await self._open()
-        self._use(conn)
+        self._use(await self._connector.first())
         self._supervisor = asyncio.create_task(self._supervise(), name="tandem-client-supervisor")
 
     async def close(self) -> None:
@@ -176,14 +170,11 @@ class Client:
         if self._closed:
             return
         self._closed = True
-        tasks = [t for t in (self._supervisor, *self._workers.values(), *self._tasks) if t]
+        tasks = [t for t in (self._supervisor, *self._tasks) if t]
         for task in tasks:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
-        for sub in list(self._subs.values()):
-            sub._finish()
-        self._subs.clear()
-        self._workers.clear()
+        await self._subscriptions.close()
         await self.docs._close(ClientClosed("the client is closed"))
         if self._conn is not None:
             await self._conn.close()
@@ -222,7 +213,11 @@ class Client:
         """
         position = Position(*since) if since is not None else None
         return Subscription(
-            self, channel, since=position, max_queue=self._max_queue, presence=presence
+            self._subscriptions,
+            channel,
+            since=position,
+            max_queue=self._max_queue,
+            presence=presence,
         )
 
     async def presence(self, channel: str) -> Presence:
@@ -302,7 +297,7 @@ class Client:
                 ack = await conn.request(event, payload)
         except TimeoutError:
             raise RequestTimeout(f"no reply to {event!r} within {self._request_timeout}s") from None
-        return _checked(ack)
+        return checked_ack(ack)
 
     async def _request(
         self, conn: Connection, event: str, payload: Mapping[str, Any]
@@ -313,7 +308,7 @@ class Client:
                 ack = await conn.request(event, payload)
         except TimeoutError:
             raise RequestTimeout(f"no reply to {event!r} within {self._request_timeout}s") from None
-        return _checked(ack)
+        return checked_ack(ack)
 
     def _check_usable(self) -> None:
         if self._fatal is not None:
@@ -336,32 +331,7 @@ class Client:
     # -- connections ------------------------------------------------------------------------
 
     async def _fetch_token(self) -> str | None:
-        source = self._token_source
-        if source is None or isinstance(source, str):
-            return source
-        token = source()
-        if inspect.isawaitable(token):
-            token = await token
-        if not isinstance(token, str):
-            raise TypeError(f"the token provider returned {type(token).__name__}, not str")
-        return token
-
-    async def _open(self) -> Connection:
-        conn = Connection(
-            serializer=self._serializer,
-            timeout=self._connect_timeout,
-            on_event=self._dispatch,
-            on_notice=self._notify,
-        )
-        await conn.open(
-            self.url,
-            token=self._token,
-            transports=self._transports,
-            socketio_path=self._socketio_path,
-            headers=self._headers,
-            status=self._status.status,
-        )
-        return conn
+        return await self._connector.fetch_token()
 
     def _use(self, conn: Connection) -> None:
         self._conn = conn
@@ -376,60 +346,23 @@ class Client:
                 self._changed.set()
                 self.docs._on_disconnect()
                 await conn.close()  # releases the transport's HTTP session
-                self._use(await self._reconnect(conn.notice))
-                for sub in list(self._subs.values()):
-                    self._schedule_sync(sub)
+                self._use(new := await self._connector.reconnect(conn.notice))
+                self._subscriptions.restore(new)
                 self.docs._on_reconnect()
         except TandemError as exc:
             log.warning("not reconnecting: %s", exc)
             self._fatal = exc
-            for sub in list(self._subs.values()):
-                self._drop(sub, exc)
+            self._subscriptions.fail(exc)
             self.docs._fail(exc)
             self._changed.set()
 
-    async def _reconnect(self, notice: Notice | None) -> Connection:
-        """Connect again, with backoff; raise the error that makes retrying pointless."""
-        refresh = False
-        floor = 0.0
-        if notice is not None:
-            if not notice.reconnect:
-                raise error_class(notice.code)(notice.message or notice.code, code=notice.code)
-            refresh = notice.code == TokenExpired.default_code
-            floor = notice.retry_after_ms / 1000
-        can_refresh = callable(self._token_source)
-        if refresh and not can_refresh:
-            raise TokenExpired("the token expired and no token provider was given")
-        attempt = 0
-        while True:
-            delay = backoff_delay(attempt, self._reconnect_delay, self._reconnect_delay_max)
-            await asyncio.sleep(max(delay, floor) if attempt == 0 else delay)
-            attempt += 1
-            fresh = False
-            try:
-                if refresh:
-                    self._token = await self._fetch_token()
-                    refresh, fresh = False, True
-                conn = await self._open()
-            except TokenExpired:
-                if fresh or not can_refresh:
-                    raise
-                refresh = True
-            except (Unauthorized, PermissionDenied):
-                raise
-            except TandemError as exc:
-                log.info("reconnect attempt %d failed: %s", attempt, exc)
-            except Exception:  # a failing token provider is retried like the network
-                log.warning("token provider failed (attempt %d)", attempt, exc_info=True)
-            else:
-                log.info("reconnected after %d attempt(s)", attempt)
-                return conn
-
     def _notify(self, notice: Notice) -> None:
         log.info("server notice: %s (%s)", notice.code, notice.message)
-        sub = self._subs.get(notice.channel) if notice.channel is not None else None
+        sub = self._subscriptions.get(notice.channel) if notice.channel is not None else None
         if sub is not None:  # the server ended it: not resubscribed after a reconnect
-            self._drop(sub, error_class(notice.code)(notice.message, code=notice.code))
+            self._subscriptions.drop(
+                sub, error_class(notice.code)(notice.message, code=notice.code)
+            )
         for callback in self._notice_callbacks:
             try:
                 result = callback(notice)
@@ -454,106 +387,9 @@ class Client:
         except ValueError:
             log.warning("ignoring malformed %r event", event)
             return
-        sub = self._subs.get(msg.channel)
-        if sub is not None:
-            sub._on_message(msg)
-
-    async def _start_subscription(self, sub: Subscription) -> None:
-        self._check_usable()
-        if sub.channel in self._subs:
-            raise ValueError(f"already subscribed to {sub.channel!r} on this client")
-        self._subs[sub.channel] = sub
-        ready = sub._begin()
-        self._schedule_sync(sub)
-        try:
-            async with asyncio.timeout(self._request_timeout):
-                await asyncio.shield(ready)
-        except TimeoutError:
-            ready.cancel()
-            await self._stop_subscription(sub)
-            raise RequestTimeout(
-                f"no subscribe reply for {sub.channel} within {self._request_timeout}s"
-            ) from None
-        except BaseException:
-            if not ready.done():
-                ready.cancel()
-            await self._stop_subscription(sub)
-            raise
-
-    async def _stop_subscription(self, sub: Subscription) -> None:
-        sub._finish()
-        if self._subs.get(sub.channel) is not sub:
-            return
-        del self._subs[sub.channel]
-        worker = self._workers.pop(sub, None)
-        if worker is not None and worker is not asyncio.current_task():
-            worker.cancel()
-            await asyncio.gather(worker, return_exceptions=True)
-        conn = self._conn
-        if sub._is_ready and conn is not None and conn.connected and not self._closed:
-            try:
-                async with asyncio.timeout(self._request_timeout):
-                    _checked(await conn.request("unsubscribe", {"channel": sub.channel}))
-            except (TandemError, TimeoutError) as exc:
-                log.debug("unsubscribe %s: %s", sub.channel, exc)
-
-    def _schedule_sync(self, sub: Subscription) -> None:
-        sub._syncing = True
-        sub._needs_sync = True
-        worker = self._workers.get(sub)
-        if (worker is None or worker.done()) and not self._closed:
-            self._workers[sub] = asyncio.create_task(
-                self._sync_worker(sub), name=f"tandem-sync-{sub.channel}"
-            )
-
-    async def _sync_worker(self, sub: Subscription) -> None:
-        """(Re)subscribe until the server has answered the latest request for this channel."""
-        attempt = 0
-        while sub._needs_sync and sub.active:
-            sub._needs_sync = False
-            payload, reset = sub._sync_request()
-            try:
-                conn = await self._wait_connection()
-                async with asyncio.timeout(self._request_timeout):
-                    ack = _checked(await conn.request("subscribe", payload))
-                sub._apply_ack(ack, asked_since="since" in payload, reset=reset)
-            except TimeoutError:
-                sub._sync_failed(reset)
-                await self._backoff(attempt)
-                attempt += 1
-            except ConnectionLost:
-                sub._sync_failed(reset)  # the supervisor brings the connection back
-            except TandemError as exc:
-                first = not sub._is_ready
-                retry = isinstance(exc, RateLimited) if first else is_transient(exc)
-                if not retry or exc is self._fatal or self._closed:
-                    self._drop(sub, exc)
-                    return
-                sub._sync_failed(reset)
-                await self._backoff(attempt)
-                attempt += 1
-            except (KeyError, TypeError, ValueError) as exc:
-                self._drop(sub, error_class("internal")(f"malformed subscribe ack: {exc!r}"))
-                return
-            else:
-                attempt = 0
+        self._subscriptions.deliver(msg)
 
     async def _backoff(self, attempt: int) -> None:
         await asyncio.sleep(
             backoff_delay(attempt, self._reconnect_delay, self._reconnect_delay_max)
         )
-
-    def _drop(self, sub: Subscription, error: TandemError) -> None:
-        log.warning("subscription %s failed: %s", sub.channel, error)
-        if self._subs.get(sub.channel) is sub:
-            del self._subs[sub.channel]
-        self._workers.pop(sub, None)
-        sub._fail(error)
-
-
-def _checked(ack: object) -> Mapping[str, Any]:
-    if not isinstance(ack, Mapping):
-        raise error_class("internal")(f"malformed ack from server: {ack!r}")
-    if ack.get("ok") is True:
-        return ack
-    raise error_from_body(ack.get("error"))

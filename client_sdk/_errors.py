@@ -232,3 +232,12 @@ def error_from_body(body: object, *, default_code: str = "internal") -> TandemEr
     return error_class(code)(
         message, code=code, retryable=retryable if isinstance(retryable, bool) else None
     )
+
+
+def checked_ack(ack: object) -> Mapping[str, Any]:
+    """``ack`` when it says ``ok``; else raise the typed error it carries."""
+    if not isinstance(ack, Mapping):
+        raise error_class("internal")(f"malformed ack from server: {ack!r}")
+    if ack.get("ok") is True:
+        return ack
+    raise error_from_body(ack.get("error"))

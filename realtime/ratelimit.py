@@ -22,12 +22,22 @@ class TokenBucket:
         self._tokens = burst
         self._updated = clock()
 
-    def take(self) -> bool:
-        """Spend one token if there is one."""
+    def take(self, count: float = 1) -> bool:
+        """Spend ``count`` tokens if there are that many; spend none otherwise."""
+        self._refill()
+        if self._tokens >= count:
+            self._tokens -= count
+            return True
+        return False
+
+    def wait_s(self, count: float = 1) -> float:
+        """Seconds until ``count`` tokens are there (0 now; never, past ``burst``: inf)."""
+        if count > self._burst:
+            return float("inf")
+        self._refill()
+        return max(0.0, (count - self._tokens) / self._rate)
+
+    def _refill(self) -> None:
         now = self._clock()
         self._tokens = min(self._burst, self._tokens + (now - self._updated) * self._rate)
         self._updated = now
-        if self._tokens >= 1:
-            self._tokens -= 1
-            return True
-        return False

@@ -40,6 +40,12 @@ class Metrics:
         self.recoveries = Counter(
             "tandem_recoveries", "Subscribe-with-position outcomes", ["result"], registry=r
         )
+        self.subscribe_requests = Counter(
+            "tandem_subscribe_requests",
+            "subscribe (form=single) and subscribe_many (form=batch) requests admitted",
+            ["form"],
+            registry=r,
+        )
         self.request_errors = Counter(
             "tandem_request_errors",
             "Requests answered with an error, by code",

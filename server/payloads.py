@@ -67,6 +67,19 @@ class SubscribeRequest(Request):
     presence: bool = False
 
 
+# Subscriptions one ``subscribe_many`` may carry: a reconnecting client sends what it held in
+# requests of at most this many (the per-connection channel limit, 128 by default, is two).
+MAX_SUBSCRIBE_BATCH = 100
+
+
+class SubscribeManyRequest(Request):
+    """``subscribe_many``: each item exactly what ``subscribe`` takes; one ack for all."""
+
+    subscriptions: Annotated[
+        list[SubscribeRequest], Field(min_length=1, max_length=MAX_SUBSCRIBE_BATCH)
+    ]
+
+
 class UnsubscribeRequest(Request):
     channel: ChannelName
 

@@ -18,6 +18,9 @@ class Connection:
     # typing and status requests: a second, tighter limit on top of ``bucket``
     presence_bucket: TokenBucket
     transport: str = "unknown"
+    # Channels subscribed to, by subscribe and subscribe_many alike (server.socket.gateway's
+    # SocketGateway.charge_subscriptions); made on the first subscribe
+    subscribe_bucket: TokenBucket | None = None
     # doc.* requests' limits, made on the first one (most connections never edit documents)
     doc_bucket: TokenBucket | None = None
     awareness_bucket: TokenBucket | None = None

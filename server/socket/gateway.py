@@ -7,9 +7,12 @@ Handlers are thin: parse the payload, check the caller, call the broker or hub, 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
+import math
 import time
-from collections.abc import Awaitable, Callable, Collection
+from collections.abc import AsyncIterator, Awaitable, Callable, Collection, Iterable
+from dataclasses import dataclass
 from typing import Any, TypeVar
 
 from pydantic import BaseModel, ValidationError
@@ -18,8 +21,11 @@ from domain.errors import (
     BadRequest,
     DomainError,
     ErrorCode,
+    InvalidPayload,
     PermissionDenied,
+    RateLimited,
     Unavailable,
+    UnknownChannel,
 )
 from realtime.broker import (
     Broker,
@@ -40,10 +46,12 @@ from server.errors import domain_error_ack, error_ack, error_body, validation_me
 from server.metrics import Metrics
 from server.namespaces import check_payload, socket_payload_limit
 from server.payloads import (
+    MAX_SUBSCRIBE_BATCH,
     SERVER_EVENT_PREFIXES,
     PresenceRequest,
     PublishRequest,
     StatusRequest,
+    SubscribeManyRequest,
     SubscribeRequest,
     TypingRequest,
     UnsubscribeRequest,
@@ -58,6 +66,7 @@ log = logging.getLogger(__name__)
 Ack = dict[str, Any]
 NOTICE_EVENT = "server.notice"
 M = TypeVar("M", bound=BaseModel)
+T = TypeVar("T")
 
 
 class SocketGateway:
@@ -103,7 +112,8 @@ class SocketGateway:
         sio = self._sio
         sio.on("connect", self.on_connect)
         sio.on("disconnect", self.on_disconnect)
-        sio.on("subscribe", self.request(SubscribeRequest, self.subscribe))
+        sio.on("subscribe", self.request(SubscribeRequest, self.subscribe_one))
+        sio.on("subscribe_many", self.request(SubscribeManyRequest, self.subscribe_many))
         sio.on("unsubscribe", self.request(UnsubscribeRequest, self.unsubscribe))
         sio.on("publish", self.request(PublishRequest, self.publish))
         sio.on("presence", self.request(PresenceRequest, self.presence))
@@ -322,21 +332,26 @@ class SocketGateway:
                 return self._error(error_ack(ErrorCode.INVALID_PAYLOAD, validation_message(exc)))
             token = bind(connection=sid, user=conn.principal.sub)
             try:
-                return await handler(conn, request)
-            except DomainError as exc:
-                return self._error(domain_error_ack(exc))
-            except BrokerUnavailable:
-                self._metrics.broker_errors.labels(model.__name__).inc()
-                return self._error(domain_error_ack(Unavailable("broker unavailable; retry")))
-            except Exception:
-                log.exception("%s failed", model.__name__)
-                return self._error(
-                    error_ack(ErrorCode.INTERNAL, "internal error; retry", retryable=True)
-                )
+                return await self._answer(model.__name__, handler(conn, request))
             finally:
                 unbind(token)
 
         return run
+
+    async def _answer(self, name: str, call: Awaitable[T]) -> T | Ack:
+        """``call``'s ack, or the error ack of what it raised (``name``: the request's)."""
+        try:
+            return await call
+        except DomainError as exc:
+            return self._error(domain_error_ack(exc))
+        except BrokerUnavailable:
+            self._metrics.broker_errors.labels(name).inc()
+            return self._error(domain_error_ack(Unavailable("broker unavailable; retry")))
+        except Exception:
+            log.exception("%s failed", name)
+            return self._error(
+                error_ack(ErrorCode.INTERNAL, "internal error; retry", retryable=True)
+            )
 
     def _error(self, ack: Ack) -> Ack:
         self._metrics.request_errors.labels(ack["error"]["code"]).inc()
@@ -349,27 +364,129 @@ class SocketGateway:
         return self._error(
             error_ack(
                 ErrorCode.INVALID_PAYLOAD,
-                f"unknown event {str(event)[:64]!r}; use subscribe, unsubscribe, publish, "
-                "presence, status, typing or doc.join, doc.update, doc.sync, doc.awareness, "
-                "doc.leave",
+                f"unknown event {str(event)[:64]!r}; use subscribe, subscribe_many, unsubscribe, "
+                "publish, presence, status, typing or doc.join, doc.update, doc.sync, "
+                "doc.awareness, doc.leave",
             )
         )
 
-    async def subscribe(self, conn: Connection, req: SubscribeRequest) -> Ack:
-        """Concurrent subscribes of one connection to one channel queue: the hub keeps one
-        join buffer per connection and channel, and a state read may await the database."""
-        key = (conn.sid, str(req.channel))
-        join = self._joins.setdefault(key, _Join())
-        join.waiting += 1
-        try:
-            async with join.lock:
-                return await self._subscribe(conn, req)
-        finally:
-            join.waiting -= 1
-            if not join.waiting:
-                self._joins.pop(key, None)
+    async def subscribe_one(self, conn: Connection, req: SubscribeRequest) -> Ack:
+        """The ``subscribe`` request: one channel of the subscription budget."""
+        self.charge_subscriptions(conn, 1)
+        self._metrics.subscribe_requests.labels("single").inc()
+        return await self.subscribe(conn, req)
 
-    async def _subscribe(self, conn: Connection, req: SubscribeRequest) -> Ack:
+    async def subscribe_many(self, conn: Connection, req: SubscribeManyRequest) -> Ack:
+        """The ``subscribe_many`` request: each item is joined as a ``subscribe`` of its own
+        would be, in order, and the ack lists each one's ack (or error ack).
+
+        Names that are not channels or come twice, and a batch the subscription budget cannot
+        cover, refuse the whole batch before anything changes; what depends on the channel
+        (permission, the channel limit, presence) is answered per item. The channels go live
+        together, right before the ack: as with ``subscribe``, a channel's live publications
+        come after the ack that gives its position.
+        """
+        first: dict[str, int] = {}
+        for i, item in enumerate(req.subscriptions):
+            try:
+                name = str(self._namespaces.parse(item.channel))
+            except (InvalidPayload, UnknownChannel) as exc:
+                raise type(exc)(f"subscriptions.{i}.channel: {exc.message}") from None
+            if name in first:
+                raise InvalidPayload(
+                    f"subscriptions.{i}.channel: {name} is subscriptions.{first[name]} again; "
+                    "ask for each channel once"
+                )
+            first[name] = i
+        self.charge_subscriptions(conn, len(req.subscriptions))
+        self._metrics.subscribe_requests.labels("batch").inc()
+        what = SubscribeRequest.__name__
+        async with self._queued(conn.sid, first):
+            joins: list[_Joining | Ack] = []
+            for item in req.subscriptions:
+                if self._connections.get(conn.sid) is not conn:
+                    break  # gone meanwhile
+                joins.append(await self._answer(what, self._join(conn, item)))
+            if len(joins) < len(req.subscriptions):
+                for left in joins:
+                    if isinstance(left, _Joining):
+                        await self._leave(conn.sid, left.channel)
+                return {"ok": False}  # nobody reads it
+            # From the first commit to the ack, nothing awaits: no publication of a channel
+            # goes out before the ack (but after an overflow, whose leave must be awaited).
+            results: list[Ack] = []
+            overflowed: list[Channel] = []
+            for join in joins:
+                if not isinstance(join, _Joining):
+                    results.append(join)
+                    continue
+                try:
+                    results.append(self._commit(conn, join))
+                except JoinOverflow as exc:
+                    overflowed.append(join.channel)
+                    results.append(self._error(domain_error_ack(Unavailable(str(exc)))))
+            for channel in overflowed:
+                await self._leave(conn.sid, channel)
+        return {"ok": True, "results": results}
+
+    def charge_subscriptions(self, conn: Connection, count: int) -> None:
+        """Spend ``count`` channels of the connection's subscription budget, or raise
+        RateLimited (spending nothing).
+
+        One budget for subscribing, in either form: every channel asked for, in a
+        ``subscribe`` or in a ``subscribe_many``, costs one token. The budget refills at the
+        general request rate (TANDEM_CLIENT_RATE_PER_S) and holds a whole connection's worth
+        of channels (TANDEM_MAX_CHANNELS_PER_CONNECTION, and one full batch at least). A new
+        connection starts with it full, so a client that reconnects restores everything it
+        may hold at once; over time neither form subscribes faster than the rate. (A
+        ``subscribe_many`` also costs one request of the general limit, a ``subscribe`` one
+        each, as before.)
+        """
+        bucket = conn.subscribe_bucket
+        if bucket is None:
+            settings = self._settings
+            burst = max(settings.max_channels_per_connection, MAX_SUBSCRIBE_BATCH)
+            bucket = conn.subscribe_bucket = TokenBucket(settings.client_rate_per_s, burst)
+        if not bucket.take(count):
+            wait = bucket.wait_s(count)
+            raise RateLimited(
+                f"too many subscriptions: {count} more would pass in {wait:.1f} s",
+                retry_after_s=max(1, math.ceil(wait)),
+            )
+
+    async def subscribe(self, conn: Connection, req: SubscribeRequest) -> Ack:
+        """Subscribe ``conn`` to one channel: join it, then make it live with the ack."""
+        async with self._queued(conn.sid, [str(req.channel)]):
+            join = await self._join(conn, req)
+            try:
+                return self._commit(conn, join)
+            except JoinOverflow as exc:
+                await self._leave(conn.sid, join.channel)
+                raise Unavailable(str(exc)) from None
+
+    @contextlib.asynccontextmanager
+    async def _queued(self, sid: str, channels: Iterable[str]) -> AsyncIterator[None]:
+        """Concurrent subscribes of one connection to one channel queue: the hub keeps one
+        join buffer per connection and channel, and a state read may await the database.
+        A batch takes its channels' turns in name order, so two never wait for each other."""
+        async with contextlib.AsyncExitStack() as stack:
+            for name in sorted(channels):
+                key = (sid, name)
+                join = self._joins.setdefault(key, _Join())
+                join.waiting += 1
+                stack.callback(self._unqueue, key, join)
+                await stack.enter_async_context(join.lock)
+            yield
+
+    def _unqueue(self, key: tuple[str, str], join: _Join) -> None:
+        join.waiting -= 1
+        if not join.waiting:
+            self._joins.pop(key, None)
+
+    async def _join(self, conn: Connection, req: SubscribeRequest) -> _Joining:
+        """Everything a subscribe does before the channel goes live: authorization, the
+        channel limit, the join buffer, history (recovery from ``since``), state, presence.
+        On failure the channel is left (nothing of the subscribe remains)."""
         channel = self._namespaces.parse(req.channel)
         if not await self.authorizer.can_subscribe(conn.principal, channel):
             raise PermissionDenied(f"not allowed to subscribe to {channel}")
@@ -407,24 +524,27 @@ class SocketGateway:
                 await self._presence.join(name, sid, principal.sub, principal.name)
             elif name in self._presence.channels_of(sid):
                 await self._presence.leave(name, sid)  # re-subscribed without presence
-            newer, position = hub.commit(sid, name, history.position)
-        except JoinOverflow as exc:
-            await self._leave(sid, channel)
-            raise Unavailable(str(exc)) from None
         except BaseException:
             await self._leave(sid, channel)
             raise
-        if fresh:
+        return _Joining(channel, fresh, recovered, history, state)
+
+    def _commit(self, conn: Connection, join: _Joining) -> Ack:
+        """Make a joined channel live and answer its ack. Synchronous: the ack leaves before
+        any live publication of the channel. Raises JoinOverflow (the channel must be left)."""
+        name = str(join.channel)
+        newer, position = self._hub.commit(conn.sid, name, join.history.position)
+        if join.fresh:
             self._metrics.subscriptions.inc()
-        publications = [*history.publications, *newer]
+        publications = [*join.history.publications, *newer]
         return {
             "ok": True,
             "channel": name,
             "epoch": position.epoch,
             "offset": position.offset,
-            "recovered": recovered,
+            "recovered": join.recovered,
             "publications": [pub.envelope() for pub in publications],
-            "state": state,
+            "state": join.state,
         }
 
     async def _new_stream(self, channel: str, top: History) -> History:
@@ -492,6 +612,17 @@ def _client_of(environ: dict[str, Any]) -> tuple[str, str]:
 
 def _presence_bucket(conn: Connection) -> TokenBucket:
     return conn.presence_bucket
+
+
+@dataclass(frozen=True, slots=True)
+class _Joining:
+    """A subscribe joined but not yet live (between the hub's begin and commit)."""
+
+    channel: Channel
+    fresh: bool  # not held before: the subscriptions gauge counts it at commit
+    recovered: bool
+    history: History
+    state: Any
 
 
 class _Join:

@@ -20,13 +20,23 @@
     timeZone: config.timeZone,
   });
   const hhmm = (iso) => (iso ? clock.format(new Date(iso)) : "");
-  // What the page applied, for the curious and the browser tests.
-  const trace = (window.boardTrace = { flights: [], notifications: [], unread: [], left: [], sweeps: 0 });
+  // What the page applied, for the curious and the browser tests; subscriptions(): each
+  // channel's {channel, live, recovered} (see tandem.js).
+  const trace = (window.boardTrace = {
+    flights: [],
+    notifications: [],
+    unread: [],
+    left: [],
+    errors: [],
+    sweeps: 0,
+    subscriptions: () =>
+      [airport, inbox.subscription, ...[...rows.values()].map((e) => e.watch && e.watch.subscription)]
+        .filter(Boolean)
+        .map(({ channel, live, recovered }) => ({ channel, live, recovered })),
+  });
   const rows = new Map(); // flight id -> {row, flight, watch, finishedAt, gone}
   const FINISHED = new Set(["departed", "landed", "cancelled", "diverted"]);
   const jobs = new Map(); // job id -> latest snapshot
-  const SUBSCRIBE_GAP_MS = 60;
-  let subscribeAt = 0;
 
   for (const name of config.users) $("user").add(new Option(name, name));
   $("user").value = user;
@@ -54,7 +64,10 @@
   const client = Tandem.connect("", {
     token,
     onConnection: showConnection,
-    onError: (error) => console.warn("tandem:", error.code, error.message),
+    onError: (error) => {
+      trace.errors.push(error.code);
+      console.warn("tandem:", error.code, error.message);
+    },
   });
   const inbox = Tandem.watchInbox(client, user, { onChange: renderInbox, onOther: onJob, keep: 30 });
   $("read-all").addEventListener("click", () => inbox.markRead().catch(console.warn));
@@ -78,7 +91,7 @@
   }
   refresh();
   setInterval(refresh, refreshMs);
-  client.subscribe(`airport:${config.hub}`, (envelope) => {
+  const airport = client.subscribe(`airport:${config.hub}`, (envelope) => {
     const flight = envelope.data;
     if (envelope.type !== "flight.updated" || !flight || typeof flight.version !== "number") return;
     const entry = rows.get(flight.id);
@@ -116,10 +129,9 @@
     rows.set(flight.id, entry);
     place(entry);
     render(entry, null);
-    // Paced: a board's worth of subscribes at once would trip the per-connection rate limit.
-    const now = Date.now();
-    subscribeAt = Math.max(subscribeAt, now) + SUBSCRIBE_GAP_MS;
-    setTimeout(() => watch(entry), subscribeAt - SUBSCRIBE_GAP_MS - now);
+    // A list's worth of follow() calls subscribes in one subscribe_many (tandem.js batches the
+    // subscribes of one task), as does every reconnect: no per-request rate limit to pace for.
+    watch(entry);
   }
 
   function watch(entry) {

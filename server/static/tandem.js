@@ -12,6 +12,11 @@
  * `since` after every reconnect, drops what it already delivered, and calls onState(state, ack)
  * whenever the server could not replay a gap (`recovered: false`, also the answer to a first
  * subscribe). `token` may be a function (sync or async) called on every (re)connect.
+ *
+ * Subscribing many channels: after a reconnect every channel goes back in `subscribe_many`
+ * requests of at most 100 (one ack each), as do the subscribe() calls made in one go (the same
+ * task), so a page holding many channels is not refused `rate_limited`. A server without
+ * `subscribe_many` gets one `subscribe` each.
  */
 (function (global) {
   "use strict";
@@ -19,7 +24,10 @@
   const TERMINAL = new Set(["completed", "failed", "cancelled"]);
   // Refusals worth retrying even when the server did not mark them retryable.
   const TRANSIENT = new Set(["shutdown", "broker_unavailable", "rate_limited", "internal"]);
+  const MAX_BATCH = 100; // subscriptions the server takes in one subscribe_many
+  const NO_ANSWER = { ok: false, error: { code: "timeout", message: "no answer", retryable: true } };
   const noop = () => {};
+  const retryDelay = (attempt) => Math.min(1000 * 2 ** attempt, 10000);
 
   class Client {
     constructor(url, { token, onConnection = noop, onError = noop, socketOptions = {} } = {}) {
@@ -31,6 +39,8 @@
       this._timer = null;
       this._paused = false; // we disconnected because the browser went offline
       this._closed = false;
+      this._queued = []; // subscribe() calls of this task, sent together at its end
+      this._single = null; // the socket id of a connection whose server lacks subscribe_many
       const socket = (this.socket = global.io(url, {
         transports: ["websocket", "polling"],
         auth: (cb) =>
@@ -44,7 +54,8 @@
       socket.on("connect", () => {
         this._notice = null;
         this._onConnection("connected");
-        for (const sub of this._subs.values()) this._send(sub);
+        this._queued = [];
+        this._sendAll([...this._subs.values()]);
       });
       socket.on("disconnect", (reason) => this._disconnected(reason));
       socket.on("connect_error", (error) => this._refused(error));
@@ -84,19 +95,24 @@
       return this.socket.connected;
     }
 
-    // Returns {channel, position, live, unsubscribe()}; `live`: the ack is applied, no gap open.
+    // Returns {channel, position, live, recovered, unsubscribe()}; `live`: the ack is applied, no
+    // gap open; `recovered`: the last (re)subscribe replayed what was missed (null before one).
     // presence: true makes this connection a visible member (doc:, room:, user:) while subscribed.
     subscribe(channel, onMessage, { onState = noop, onError = this._onError, presence = false } = {}) {
       if (this._subs.has(channel)) throw new Error(`already subscribed to ${channel}`);
       const sub = { channel, onMessage, onState, onError, position: null, ready: false, buffer: [] };
+      sub.recovered = null;
       if (presence) sub.presence = true;
       this._subs.set(channel, sub);
-      if (this.socket.connected) this._send(sub);
+      if (this.socket.connected && this._queued.push(sub) === 1) {
+        queueMicrotask(() => this._sendAll(this._queued.splice(0).filter((s) => this._current(s))));
+      }
       return {
         channel,
         unsubscribe: () => this.unsubscribe(channel),
         get position() { return sub.position; },
         get live() { return sub.ready; },
+        get recovered() { return sub.recovered; },
       };
     }
 
@@ -140,40 +156,88 @@
       this._onConnection("closed");
     }
 
-    _send(sub, attempt = 0) {
-      sub.ready = false; // live publications wait in sub.buffer until the ack is applied
+    // `sub` is still wanted, on the connection `socket`/`sid` if given (else the current one).
+    _current(sub, socket = this.socket, sid = socket.id) {
+      return this._subs.get(sub.channel) === sub && socket.connected && socket.id === sid;
+    }
+
+    // The subscribe request of `sub` (with its position); live publications wait in sub.buffer
+    // until its ack is applied.
+    _request(sub) {
+      sub.ready = false;
       sub.buffer = [];
       const request = { channel: sub.channel };
       if (sub.position) request.since = sub.position;
       if (sub.presence) request.presence = true;
+      return request;
+    }
+
+    _send(sub, attempt = 0) {
       const socket = this.socket;
       const sid = socket.id;
       // An ack is stale once we unsubscribed or reconnected (the connect handler sent anew).
-      const current = () =>
-        this._subs.get(sub.channel) === sub && socket.connected && socket.id === sid;
-      socket.timeout(10000).emit("subscribe", request, (timeout, ack) => {
-        if (!current()) return;
-        if (timeout || !ack.ok) {
-          const error = timeout
-            ? { code: "timeout", message: "no answer", retryable: true }
-            : ack.error;
-          sub.onError({ channel: sub.channel, ...error });
-          const delay = Math.min(1000 * 2 ** attempt, 10000);
-          if (error.retryable) setTimeout(() => current() && this._send(sub, attempt + 1), delay);
+      socket.timeout(10000).emit("subscribe", this._request(sub), (timeout, ack) => {
+        if (this._current(sub, socket, sid)) this._settle(sub, timeout ? NO_ANSWER : ack, attempt);
+      });
+    }
+
+    // (Re)subscribe `subs` in subscribe_many requests of at most MAX_BATCH channels.
+    _sendAll(subs) {
+      if (subs.length === 1) return this._send(subs[0]);
+      for (let i = 0; i < subs.length; i += MAX_BATCH) this._sendBatch(subs.slice(i, i + MAX_BATCH));
+    }
+
+    _sendBatch(subs, attempt = 0) {
+      const socket = this.socket;
+      const sid = socket.id;
+      if (this._single === sid) return subs.forEach((sub) => this._send(sub));
+      const subscriptions = subs.map((sub) => this._request(sub));
+      socket.timeout(10000).emit("subscribe_many", { subscriptions }, (timeout, ack) => {
+        const wanted = subs.filter((sub) => this._current(sub, socket, sid));
+        if (!timeout && ack.ok && Array.isArray(ack.results) && ack.results.length === subs.length) {
+          // Each item is what its own subscribe would have answered.
+          subs.forEach((sub, i) => wanted.includes(sub) && this._settle(sub, ack.results[i], 0));
           return;
         }
-        if (!ack.recovered) {
-          sub.position = null; // the gap cannot be replayed (or is everything): start from state
-          sub.onState(ack.state, ack);
+        if (!wanted.length) return;
+        const error = (timeout ? NO_ANSWER : ack).error || { code: "internal", message: "bad ack" };
+        if (error.code === "invalid_payload" && /^unknown event/.test(error.message)) {
+          this._single = sid; // an older server: one subscribe each
+          return wanted.forEach((sub) => this._send(sub));
         }
-        for (const envelope of ack.publications) this._deliver(sub, envelope);
-        const p = sub.position;
-        if (!p || p.epoch !== ack.epoch || p.offset < ack.offset) {
-          sub.position = { epoch: ack.epoch, offset: ack.offset };
+        if (!(error.retryable || TRANSIENT.has(error.code))) {
+          return wanted.forEach((sub) => this._send(sub)); // each gets its own answer
         }
-        sub.ready = true;
-        for (const envelope of sub.buffer.splice(0)) this._deliver(sub, envelope);
+        for (const sub of wanted) sub.onError({ channel: sub.channel, ...error });
+        setTimeout(() => {
+          const still = wanted.filter((sub) => this._current(sub, socket, sid));
+          if (still.length) this._sendBatch(still, attempt + 1);
+        }, retryDelay(attempt));
       });
+    }
+
+    // Apply one subscribe ack to `sub`, or report its error (retried when it says so).
+    _settle(sub, ack, attempt) {
+      if (!ack.ok) {
+        sub.onError({ channel: sub.channel, ...ack.error });
+        if (!ack.error.retryable) return;
+        const socket = this.socket;
+        const sid = socket.id;
+        setTimeout(() => this._current(sub, socket, sid) && this._send(sub, attempt + 1), retryDelay(attempt));
+        return;
+      }
+      sub.recovered = Boolean(ack.recovered);
+      if (!ack.recovered) {
+        sub.position = null; // the gap cannot be replayed (or is everything): start from state
+        sub.onState(ack.state, ack);
+      }
+      for (const envelope of ack.publications) this._deliver(sub, envelope);
+      const p = sub.position;
+      if (!p || p.epoch !== ack.epoch || p.offset < ack.offset) {
+        sub.position = { epoch: ack.epoch, offset: ack.offset };
+      }
+      sub.ready = true;
+      for (const envelope of sub.buffer.splice(0)) this._deliver(sub, envelope);
     }
 
     _publication(envelope) {

@@ -6,6 +6,7 @@ reports, it does not judge: a slow machine must not fail the suite).
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 import subprocess
@@ -16,6 +17,7 @@ import pytest
 
 from bench.histogram import Histogram
 from bench.loadgen import split
+from bench.reconnect import ReconnectResult, table as reconnect_table
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -109,3 +111,23 @@ def test_histogram_quantiles_are_within_a_percent() -> None:
 def test_split_covers_every_client_once() -> None:
     assert split(10, 3) == [(0, 4), (4, 3), (7, 3)]
     assert sum(n for _, n in split(2000, 2)) == 2000
+
+
+def test_reconnect_storm_fails_on_anything_refused_or_lost_but_a_draining_node() -> None:
+    """The reconnect scenario (bench/reconnect.py; a run takes ~20 s even tiny: two node
+    starts and a drain, so none here): what counts as a failure, and its table."""
+    done = ReconnectResult("tandem", "reconnect", "", clients=2, channels=3, pool=3, recovered=2)
+    done.recovery_ms = {"p50": 900.0, "p99": 1200.0, "max": 1250.0}
+    done.connect_refused = {"shutdown": 5}  # the old node while it drains: expected
+    assert not done.failed
+    assert "| Tandem + Redis | 2/2 x 3 |" in reconnect_table([done])
+    assert "900/1,200/1,250" in reconnect_table([done])
+    for bad in (
+        {"refused": {"rate_limited": 1}},
+        {"connect_refused": {"unauthorized": 1}},
+        {"unrecovered": 1},
+        {"missing": 1},
+        {"disorder": 1},
+        {"recovered": 1},
+    ):
+        assert dataclasses.replace(done, **bad).failed, bad

@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import asyncio
 import subprocess
 import sys
 import time
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -14,6 +17,7 @@ import pytest
 from playwright.sync_api import Page, expect
 
 from tests.support.live import API_KEY, LiveServer, live_server
+from tests.support.redis import broker_url, delete_prefix, unique_prefix
 
 FEED_S = 8
 
@@ -134,3 +138,69 @@ def test_board_sessions_are_for_demo_users_only(airport: LiveServer) -> None:
         assert http.get("/api/flights", headers=auth).status_code == 200
         other = http.get("/api/notifications", params={"user": "grace"}, headers=auth)
         assert other.status_code == 403
+
+
+ALL_LIVE = """(n) => {
+  const subs = window.boardTrace.subscriptions();
+  return subs.length === n && subs.every((s) => s.live);
+}"""
+
+
+def test_a_board_of_61_flights_survives_a_node_restart_none_refused(
+    page: Page, tmp_path: Path
+) -> None:
+    """The issue's board: 61 flight channels (and the airport's and the user's). After the node
+    restarts they all come back in one subscribe_many, each recovered from its position."""
+    prefix = unique_prefix()  # the streams outlive the node in Redis, as in production
+    env = {"TANDEM_DEMO": "true", "TANDEM_BROKER_URL": broker_url(prefix)}
+    soon = datetime.now(UTC) + timedelta(minutes=30)
+    try:
+        with live_server(tmp_path, env) as node:
+            with httpx.Client(
+                base_url=node.url, headers={"Authorization": f"Bearer {API_KEY}"}
+            ) as api:
+                for i in range(61):
+                    departs = (soon + timedelta(minutes=i)).isoformat()
+                    body = {
+                        "date": departs[:10],
+                        "origin": "AMS",
+                        "destination": "OSL",
+                        "scheduled_departure": departs,
+                        "number": f"RS{i}",
+                        "status": "scheduled",
+                        "provider_ts": departs,
+                    }
+                    assert api.put(f"/api/flights/RS{i}-x", json=body).status_code == 200
+            page.goto(f"{node.url}/demo/board?user=ada&refresh=600000")
+            expect(page.locator("#flights tr")).to_have_count(61)
+            page.wait_for_function(ALL_LIVE, arg=63)
+            loaded = node.subscribe_counts()
+            port = node.port
+        # The old process is gone (SIGTERM: it told the page to come back); a new one starts
+        # where the page reconnects.
+        with live_server(tmp_path, env, port=port) as node:
+            with httpx.Client(
+                base_url=node.url, headers={"Authorization": f"Bearer {API_KEY}"}
+            ) as api:
+                body = {
+                    "status": "boarding",
+                    "gate": "D7",
+                    "provider_ts": (soon + timedelta(hours=2)).isoformat(),
+                }
+                assert api.put("/api/flights/RS3-x", json=body).status_code == 200
+            page.wait_for_function(ALL_LIVE, arg=63, timeout=20_000)
+            expect(page.locator("#flight-RS3-x")).to_have_attribute("data-status", "boarding")
+            subs = page.evaluate("window.boardTrace.subscriptions()")
+            assert all(sub["recovered"] for sub in subs), subs
+            restored = node.subscribe_counts()
+        errors = page.evaluate("window.boardTrace.errors")
+        assert "rate_limited" not in errors, errors
+        # Loading the page: its first task's two channels and the list's 61 at once, in one
+        # batch, or in two when the socket connected before the list came.
+        assert loaded["batch"] in (1.0, 2.0), loaded
+        assert (loaded["single"], loaded["rate_limited"]) == (0.0, 0.0), loaded
+        assert restored == {"batch": 1.0, "single": 0.0, "rate_limited": 0.0}, restored
+    finally:
+        # A thread of its own: Playwright's loop counts as running in this one.
+        with ThreadPoolExecutor(1) as pool:
+            pool.submit(asyncio.run, delete_prefix(prefix)).result()

@@ -51,6 +51,26 @@ class LiveServer:
     def log(self) -> str:
         return self.log_path.read_text(errors="replace")
 
+    def metrics(self, *samples: str) -> dict[str, float]:
+        """The values of ``samples`` (e.g. ``'tandem_subscribe_requests_total{form="batch"}'``)
+        on the node's /metrics; 0 for one not exposed yet."""
+        values = dict.fromkeys(samples, 0.0)
+        for line in httpx.get(f"{self.url}/metrics", timeout=10).text.splitlines():
+            name, _, value = line.rpartition(" ")
+            if name in values:
+                values[name] = float(value)
+        return values
+
+    def subscribe_counts(self) -> dict[str, float]:
+        """``subscribe_many`` (batch) and ``subscribe`` (single) requests the node admitted,
+        and the requests it answered ``rate_limited``."""
+        samples = {
+            'tandem_subscribe_requests_total{form="batch"}': "batch",
+            'tandem_subscribe_requests_total{form="single"}': "single",
+            'tandem_request_errors_total{code="rate_limited"}': "rate_limited",
+        }
+        return {samples[k]: v for k, v in self.metrics(*samples).items()}
+
 
 def make_token(
     sub: str | None = "alice",
@@ -89,11 +109,17 @@ def server_env(tmp: Path, extra: Mapping[str, str] | None = None) -> dict[str, s
 
 @contextmanager
 def live_server(
-    tmp: Path, extra_env: Mapping[str, str] | None = None, *, startup_timeout: float = 20.0
+    tmp: Path,
+    extra_env: Mapping[str, str] | None = None,
+    *,
+    startup_timeout: float = 20.0,
+    port: int | None = None,
 ) -> Iterator[LiveServer]:
-    """Start ``python -m server serve`` and wait until it is ready; stop it by PID after."""
+    """Start ``python -m server serve`` and wait until it is ready; stop it by PID after.
+
+    ``port``: the one a stopped node had, to restart it where its clients reconnect."""
     tmp.mkdir(parents=True, exist_ok=True)
-    port = free_port()
+    port = port or free_port()
     env = server_env(tmp, extra_env)
     log_path = tmp / f"server-{port}.log"
     with log_path.open("wb") as log_file:
