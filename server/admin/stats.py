@@ -52,7 +52,7 @@ class NodeStats:
         self._rates = (0.0, 0.0)
         self._publisher = Periodic(self.publish, interval_s, name="admin-stats")
         self._log_handler = _ErrorLog(self)
-        gateway.on_error = self.request_error
+        gateway.requests.on_error = self.request_error
         gateway.on_kick = self.kicked
 
     def request_error(self, code: str, message: str) -> None:

@@ -19,7 +19,7 @@ class Connection:
     presence_bucket: TokenBucket
     transport: str = "unknown"
     # Channels subscribed to, by subscribe and subscribe_many alike (server.socket.gateway's
-    # SocketGateway.charge_subscriptions); made on the first subscribe
+    # Subscriptions.charge_subscriptions); made on the first subscribe
     subscribe_bucket: TokenBucket | None = None
     # doc.* requests' limits, made on the first one (most connections never edit documents)
     doc_bucket: TokenBucket | None = None

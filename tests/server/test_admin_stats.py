@@ -34,7 +34,7 @@ async def test_snapshot_counts_rates_slow_consumers_and_errors(tmp_path: Path) -
         await runtime.gateway.kick("gone", ErrorCode.SLOW, "fell behind", reconnect=True)
         await runtime.gateway.kick("gone", ErrorCode.SHUTDOWN, "restarting", reconnect=True)
         for _ in range(RING_SIZE + 5):
-            await runtime.gateway.on_unknown_event("bogus", "sid")
+            await runtime.gateway.requests.unknown_event("bogus", "sid")
         logging.getLogger("tandem.test").error("something broke")
         runtime.metrics.http_publications.inc(10)
         async with asyncio.timeout(5):
