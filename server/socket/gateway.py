@@ -52,7 +52,6 @@ log = logging.getLogger(__name__)
 
 Ack = dict[str, Any]
 NOTICE_EVENT = "server.notice"
-T = TypeVar("T")
 
 
 class SocketGateway:
