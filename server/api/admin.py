@@ -18,7 +18,7 @@ from domain.errors import InvalidPayload, Unavailable
 from realtime.broker import BrokerUnavailable
 from realtime.control import Gathered
 from server.admin.node import CONNECTION_MAX, MESSAGE_MAX, USER_MAX
-from server.api.channels import ERRORS, AdminCaller, RuntimeDep
+from server.api.callers import ERRORS, AdminCaller, RuntimeDep
 from server.runtime import Runtime
 
 router = APIRouter(prefix="/api/admin", tags=["admin"], responses=ERRORS)  # type: ignore[arg-type]

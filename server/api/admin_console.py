@@ -8,7 +8,7 @@ from functools import cache
 from fastapi import APIRouter
 from fastapi.responses import HTMLResponse
 
-from server.api.channels import RuntimeDep
+from server.api.callers import RuntimeDep
 from server.demo.checkout import STATIC_DIR
 
 router = APIRouter(include_in_schema=False)

@@ -20,7 +20,7 @@ from domain.documents import DocFormat, Document, Role, Version, doc_id_of
 from domain.errors import Conflict, InvalidPayload, NotFound, PayloadTooLarge, PermissionDenied
 from realtime.collab import crdt
 from realtime.collab.room import Room
-from server.api.channels import ERRORS, RuntimeDep, needs
+from server.api.callers import ERRORS, RuntimeDep, needs
 from server.auth.authz import doc_role
 from server.auth.tokens import Principal
 from server.runtime import Runtime

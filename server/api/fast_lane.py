@@ -26,15 +26,8 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 
 from domain.errors import DomainError, ErrorCode, InvalidPayload
 from server.api import jobs as jobs_api
-from server.api.channels import (
-    IDEMPOTENCY_KEY_MAX,
-    Reply,
-    allowed,
-    authenticate,
-    publish_many,
-    publish_one,
-    service_only,
-)
+from server.api.callers import IDEMPOTENCY_KEY_MAX, Reply, allowed, authenticate, service_only
+from server.api.channels import publish_many, publish_one
 from server.auth.tokens import Principal
 from server.errors import describe_errors, http_domain_error, http_error
 from server.payloads import HttpPublishBatchRequest, HttpPublishRequest

@@ -29,7 +29,7 @@ from domain.flight_fields import (
 )
 from domain.flights import Applied, FlightQuery, FlightUpdate
 from realtime.channels import InvalidChannel, check_id
-from server.api.channels import ERRORS, Caller, RuntimeDep, needs
+from server.api.callers import ERRORS, Caller, RuntimeDep, needs
 from server.auth.tokens import Principal
 from server.webhooks.signatures import SIGNATURE_WINDOW_S, sign, verify_signature
 

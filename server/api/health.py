@@ -11,7 +11,7 @@ from fastapi import APIRouter, Response
 from fastapi.responses import JSONResponse
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
-from server.api.channels import RuntimeDep
+from server.api.callers import RuntimeDep
 
 router = APIRouter()
 

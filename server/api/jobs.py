@@ -10,7 +10,7 @@ from pydantic import BaseModel, ConfigDict, Field, StringConstraints
 from domain.errors import InvalidPayload, PermissionDenied
 from domain.jobs import Job, JobError
 from realtime.channels import InvalidChannel, check_id, job_channel
-from server.api.channels import ERRORS, RuntimeDep, needs
+from server.api.callers import ERRORS, RuntimeDep, needs
 from server.auth.tokens import Principal, mint_token
 from server.payloads import JsonData
 from server.runtime import Runtime

@@ -9,7 +9,7 @@ from fastapi import APIRouter, Path
 from pydantic import BaseModel, ConfigDict, Field
 
 from domain.api_keys import MAX_SCOPES, ApiKey
-from server.api.channels import ERRORS, AdminCaller, RuntimeDep
+from server.api.callers import ERRORS, AdminCaller, RuntimeDep
 
 router = APIRouter(prefix="/api/admin/keys", tags=["admin"], responses=ERRORS)  # type: ignore[arg-type]
 

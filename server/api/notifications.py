@@ -10,7 +10,7 @@ from pydantic import BaseModel, ConfigDict, Field, StringConstraints, model_vali
 from domain.errors import InvalidPayload, PermissionDenied
 from domain.notifications import MAX_BODY, MAX_KEY, MAX_LINK, MAX_PAGE, MAX_TITLE
 from realtime.channels import InvalidChannel, check_id
-from server.api.channels import ERRORS, Caller, RuntimeDep, needs
+from server.api.callers import ERRORS, Caller, RuntimeDep, needs
 from server.auth.tokens import Principal
 from server.payloads import JsonData
 

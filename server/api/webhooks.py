@@ -22,7 +22,7 @@ from domain.webhooks import (
     check_url,
 )
 from realtime.channels import ChannelKind
-from server.api.channels import ERRORS, RuntimeDep, needs
+from server.api.callers import ERRORS, RuntimeDep, needs
 from server.auth.tokens import Principal
 from storage.webhooks import new_id
 

@@ -32,7 +32,7 @@ from pydantic import BaseModel, ConfigDict
 
 from domain.errors import DomainError, InvalidPayload, RateLimited
 from domain.jobs import JobError, JobService
-from server.api.channels import RuntimeDep
+from server.api.callers import RuntimeDep
 from server.api.jobs import watch_token
 from server.auth.tokens import mint_token
 from server.config import Settings

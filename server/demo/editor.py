@@ -17,7 +17,7 @@ from fastapi.responses import HTMLResponse
 from pydantic import BaseModel, ConfigDict, StringConstraints
 
 from domain.documents import doc_id_of
-from server.api.channels import RuntimeDep
+from server.api.callers import RuntimeDep
 from server.auth.tokens import mint_token
 from server.demo.checkout import STATIC_DIR, WATCH_TTL_S
 
