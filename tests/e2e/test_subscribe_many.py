@@ -129,6 +129,19 @@ def batch(*items: Any) -> dict[str, Any]:
     return {"subscriptions": [{"channel": i} if isinstance(i, str) else i for i in items]}
 
 
+async def nothing_reaches(server: LiveServer, client: Recorder, *channels: str) -> None:
+    """Publish on ``channels`` and show that ``client`` got none of it: a watcher on the same
+    node receives each publication (so the node has fanned it out), then a request answered
+    on ``client``'s connection comes back with nothing before it."""
+    async with connected(server.url, server.token("watcher", channels=ROOMS)) as watcher:
+        for channel in channels:
+            assert (await watcher.call("subscribe", {"channel": channel}))["ok"]
+            await publish(server, channel, 1)
+            name, envelope = await watcher.next()
+            assert envelope["channel"] == channel, (name, envelope)
+    await client.quiet_until(client.round_trip())
+
+
 @pytest.mark.parametrize(
     ("payload", "code", "says"),
     [
@@ -164,8 +177,7 @@ async def test_malformed_batches_are_refused_whole_and_change_nothing(
         assert ack["ok"] is False, ack
         assert ack["error"]["code"] == code and ack["error"]["retryable"] is False
         assert says in ack["error"]["message"], ack
-        await publish(server, "room:bad-1", 1)
-        await client.quiet()  # subscribed to nothing
+        await nothing_reaches(server, client, "room:bad-1")  # subscribed to nothing
         not_an_object = await client.call("subscribe_many", ["room:bad-1"])
         assert not_an_object["error"]["code"] == "invalid_payload"
 
@@ -187,15 +199,15 @@ async def test_a_new_connection_restores_a_full_channel_load_at_once_but_no_more
             assert "would pass in" in refused["error"]["message"]
             single = await client.call("subscribe", {"channel": "room:full-0"})
             assert single["error"]["code"] == "rate_limited"
-            await publish(server, "room:full-0", 1)
-            await publish(server, "room:more-1", 1)
-            await client.quiet()
+            await nothing_reaches(server, client, "room:full-0", "room:more-1")
             # It refills at the rate, whichever form asks.
             await asyncio.sleep(2.2)
             again = await many(client, "room:full-0")
             assert again["ok"] is True and again["results"][0]["ok"] is True
         counts = server.subscribe_counts()
-        assert (counts["batch"], counts["single"]) == (3, 0)
+        # The client's three batches, and the two single subscribes of the watcher that
+        # showed the client got nothing.
+        assert (counts["batch"], counts["single"]) == (3, 2)
 
 
 async def test_batches_subscribe_no_faster_over_time_than_the_rate(tmp_path: Path) -> None:

@@ -171,12 +171,14 @@ def test_engineio_garbage_is_counted_and_handled_cleanly(
     assert protocol_errors(server) > before, f"{label} was not counted"
 
 
-def test_binary_event_before_namespace_connect(server: LiveServer, token: str) -> None:
+def test_binary_event_before_namespace_connect_closes_the_connection(server: LiveServer) -> None:
+    # The Socket.IO spec: a server that does not receive a CONNECT first closes at once.
     with RawClient(server.port) as raw:
         raw.send('451-["subscribe",{"_placeholder":true,"num":0}]')
         raw.send(b"\x00\x01")
-        raw.connect_namespace(token)
-        raw.probe()
+        closed, frames = raw.wait_closed(timeout=2.0)
+    assert frames == [], frames
+    assert closed.code == 1000, closed
 
 
 def test_event_to_a_namespace_never_joined(client: RawClient) -> None:
