@@ -1,23 +1,28 @@
 """The CollabEngine: this node's open documents, kept in sync with clients, peers and the store.
 
-Per document (a ``Room``): one Y.Doc and one Awareness, loaded once however many join at the
-same moment (single flight), dropped ``unload_grace`` seconds after the last member left
-(flushed and reconciled first; a join during an unload waits for it, then loads afresh).
+This module is the facade the server talks to (joins, edits, reads, access changes, what the
+bus delivers); each concern it puts together lives in a module of its own:
 
-- A client's update is applied (invalid bytes change nothing), buffered for the log, sent to
-  the other local members and published raw to the peers. Peers apply what they hear and
-  pass on only what integrated; their own echoes never reach them (the bus drops them).
-- The log gets each node's own clients' raw updates in batches (``flush_interval``), never a
-  commit per keystroke. A crash loses at most the last batch of this node, and only until
-  its clients reconnect (they send what the server lacks on join) or another node holding
-  the document reconciles: on unload and every ``reconcile_interval`` it appends whatever
-  the store lacks of its copy.
-- Lost bus messages are healed by a state-vector exchange: on load (waiting up to
+- ``room_table``: one ``Room`` per open document, loaded once however many join at the same
+  moment (single flight), dropped ``unload_grace`` seconds after the last member left
+  (flushed and reconciled first; a join during an unload waits for it, then loads afresh).
+- ``updates``: a client's update is applied (invalid bytes change nothing), buffered for the
+  log, sent to the other local members and published raw to the peers. Peers apply what they
+  hear and pass on only what integrated; their own echoes never reach them (the bus drops
+  them).
+- ``keeper``: the log gets each node's own clients' raw updates in batches
+  (``flush_interval``), never a commit per keystroke. A crash loses at most the last batch of
+  this node, and only until its clients reconnect (they send what the server lacks on join)
+  or another node holding the document reconciles: on unload and every
+  ``reconcile_interval`` it appends whatever the store lacks of its copy.
+- ``peers``: lost bus messages are healed by a state-vector exchange: on load (waiting up to
   ``initial_sync_timeout`` for the peers), every ``anti_entropy_interval`` for documents
   that changed, and after the bus reconnects.
-- Awareness (cursors, names, typing) is relayed, never stored. A connection's states go the
-  moment it leaves; those of clients on other nodes go when not renewed within
+- ``awareness``: awareness (cursors, names, typing) is relayed, never stored. A connection's
+  states go the moment it leaves; those of clients on other nodes go when not renewed within
   ``awareness_ttl`` (their node says which it still holds every third of that).
+- ``closing``: sessions on a deleted document, or of a member who lost access, are closed
+  on every node holding it.
 """
 
 from __future__ import annotations
@@ -25,63 +30,42 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import time
-from collections.abc import AsyncIterator, Awaitable, Callable, Collection, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from typing import Any, Self, TypeVar
 
-import msgpack
 from pycrdt import Doc
 
-from domain.documents import Document, DocumentStore, Role, strongest
-from domain.errors import (
-    DomainError,
-    InvalidPayload,
-    NotFound,
-    PayloadTooLarge,
-    PermissionDenied,
-)
+from domain.documents import Document, DocumentStore, Role
+from domain.errors import InvalidPayload, NotFound, PermissionDenied
 from domain.graceful import finish_or_cancel
 from realtime.collab import crdt
-from realtime.collab.bus import (
-    BusKind,
-    BusMessage,
-    BusUnavailable,
-    DocBus,
-    MessageHandler,
-    ReconnectHandler,
-)
+from realtime.collab.awareness import MAX_CLIENTS_PER_CONNECTION, AwarenessRelay
+from realtime.collab.bus import BusKind, BusMessage, DocBus, MessageHandler, ReconnectHandler
+from realtime.collab.clients import Send
+from realtime.collab.closing import SessionCloser
 from realtime.collab.keeper import DocKeeper
+from realtime.collab.options import CollabOptions, CollabStats
+from realtime.collab.peers import PeerLink
 from realtime.collab.room import Member, Room
+from realtime.collab.room_table import RoomTable
+from realtime.collab.updates import UpdateFlow
 from realtime.periodic import Periodic
+
+# These names were defined here before they had modules of their own; importers keep them.
+__all__ = [
+    "MAX_CLIENTS_PER_CONNECTION",
+    "CollabEngine",
+    "CollabOptions",
+    "CollabStats",
+    "JoinAnswer",
+    "Send",
+]
 
 log = logging.getLogger(__name__)
 
-# Sends ``event`` with ``payload`` to each of these local connections.
-Send = Callable[[str, dict[str, Any], Collection[str]], Awaitable[None]]
 T = TypeVar("T")
-
-MAX_CLIENTS_PER_CONNECTION = 8
-
-
-@dataclass(frozen=True, slots=True)
-class CollabOptions:
-    node_id: str
-    max_doc_bytes: int = 4 * 1024 * 1024
-    flush_interval: float = 0.25
-    # Unflushed bytes this node may hold while the store is down before refusing updates.
-    max_pending_bytes: int = 64 * 1024 * 1024
-    unload_grace: float = 30.0
-    reconcile_interval: float = 60.0
-    anti_entropy_interval: float = 30.0
-    awareness_ttl: float = 30.0
-    initial_sync_timeout: float = 1.0
-    # A log is folded into the snapshot once it is as large as the snapshot (so a document
-    # is rewritten at most about once per its own size typed), at least this large...
-    compact_min_bytes: int = 64 * 1024
-    # ... or this long (each row is applied one by one when the document loads).
-    compact_after_rows: int = 20_000
 
 
 @dataclass(frozen=True, slots=True)
@@ -96,21 +80,6 @@ class JoinAnswer:
     awareness: bytes
 
 
-@dataclass(slots=True)
-class CollabStats:
-    updates: int = 0  # client updates applied
-    remote_updates: int = 0  # updates from peers that integrated something
-    repairs: int = 0  # reconciles that appended what the store lacked
-    invalid: int = 0
-    echoes: int = 0  # client updates whose integrated form went back to their sender
-    redundant: int = 0  # client updates that carried nothing new (not stored, not relayed)
-    flushed: int = 0
-    flush_failures: int = 0
-    compactions: int = 0
-    loads: int = 0
-    unloads: int = 0
-
-
 class CollabEngine:
     def __init__(
         self,
@@ -121,18 +90,32 @@ class CollabEngine:
     ) -> None:
         self._store = store
         self._bus = bus_factory(self.on_bus_message, self.on_bus_reconnect)
-        self._send = send
         self.options = options
         self.stats = CollabStats()
-        self._rooms: dict[str, Room] = {}
-        self._loading: dict[str, asyncio.Future[Room]] = {}
-        self._unloading: dict[str, asyncio.Future[None]] = {}
         self._docs_of: dict[str, set[str]] = {}  # connection -> open documents
         self._keeper = DocKeeper(
             store, options, self.stats, on_gone=self._deleted, spawn=self._spawn
         )
         self._tasks: set[asyncio.Task[Any]] = set()
         o = options
+        self._peers = PeerLink(self._bus, o.node_id)
+        self._table = RoomTable(
+            store,
+            self._bus,
+            self._keeper,
+            self._peers,
+            self.stats,
+            unload_grace=o.unload_grace,
+            spawn=self._spawn,
+        )
+        # The table owns these; the engine reads them on every call (and tests inspect them).
+        self._rooms = self._table.rooms
+        self._unloading = self._table.unloading
+        self._updates = UpdateFlow(
+            send, self._peers, self._keeper, self.stats, max_doc_bytes=o.max_doc_bytes
+        )
+        self._awareness = AwarenessRelay(send, self._peers, ttl=o.awareness_ttl)
+        self._closer = SessionCloser(self._rooms, self._bus, self._keeper, send, leave=self.leave)
         # Stopping lets a round under way finish (a flush cut off mid-transaction would
         # leave its connection holding SQLite's write lock, and lose the batch).
         self._loops = [
@@ -143,7 +126,6 @@ class CollabEngine:
             Periodic(self._anti_entropy_round, o.anti_entropy_interval, name="collab-sync"),
             Periodic(self._reconcile_round, o.reconcile_interval, name="collab-reconcile"),
         ]
-        self._announced = 0.0  # when this node last said which awareness states it holds
 
     # -- lifecycle --------------------------------------------------------------------------
 
@@ -188,7 +170,7 @@ class CollabEngine:
         """``role``: the caller's role now; ``granted``: what its token gives by itself
         (kept when its membership changes while it edits)."""
         entries = crdt.awareness_clients(awareness, max_clients=4) if awareness else []
-        room = await self._acquire(doc_id)
+        room = await self._table.acquire(doc_id)
         try:
             reset = epoch is not None and epoch != room.epoch
             try:
@@ -213,16 +195,16 @@ class CollabEngine:
                 awareness=room.awareness_state(),
             )
         finally:
-            self._release_if_idle(room)
+            self._table.release_if_idle(room)
         if awareness and entries:
-            await self._client_awareness(room, member, awareness, entries)
+            await self._awareness.from_client(room, member, awareness, entries)
         return answer
 
     async def update(self, conn: str, doc_id: str, update: bytes) -> None:
         room, member = self._member(conn, doc_id)
         if not member.role.can_edit:
             raise PermissionDenied(f"{member.user} may read document {doc_id!r} but not edit it")
-        await self._apply_local(room, update, exclude=conn)
+        await self._updates.apply_local(room, update, exclude=conn)
 
     async def sync(self, conn: str, doc_id: str, sv: bytes) -> tuple[bytes, bytes]:
         room, _ = self._member(conn, doc_id)
@@ -234,7 +216,7 @@ class CollabEngine:
     async def awareness(self, conn: str, doc_id: str, update: bytes) -> None:
         room, member = self._member(conn, doc_id)
         entries = crdt.awareness_clients(update, max_clients=4)
-        await self._client_awareness(room, member, update, entries)
+        await self._awareness.from_client(room, member, update, entries)
 
     async def leave(self, conn: str, doc_id: str) -> None:
         room = self._rooms.get(doc_id)
@@ -249,9 +231,9 @@ class CollabEngine:
         if member is None:
             return
         gone = room.remove_clients(sorted(member.clients), conn)
-        self._release_if_idle(room)
+        self._table.release_if_idle(room)
         if gone is not None:
-            await self._relay_awareness(room, gone, exclude=None)
+            await self._awareness.relay(room, gone, exclude=None)
 
     async def leave_all(self, conn: str) -> None:
         for doc_id in list(self._docs_of.get(conn, ())):
@@ -274,7 +256,7 @@ class CollabEngine:
         client's (checked, applied, logged, sent, published). Returns the size afterwards."""
         async with self.borrow(doc_id) as room:
             update = crdt.edit_of(room.doc.get_update(), lambda copy: change(room, copy))
-            await self._apply_local(room, update, exclude=None)
+            await self._updates.apply_local(room, update, exclude=None)
             return room.exact_size()
 
     async def read(self, doc_id: str, read: Callable[[Room], T]) -> T:
@@ -284,7 +266,7 @@ class CollabEngine:
     @asynccontextmanager
     async def borrow(self, doc_id: str) -> AsyncIterator[Room]:
         """The live document, loaded (and synced with the peers) for server-side use."""
-        room = await self._acquire(doc_id)
+        room = await self._table.acquire(doc_id)
         room.holds += 1
         try:
             with contextlib.suppress(TimeoutError):
@@ -293,7 +275,7 @@ class CollabEngine:
             yield room
         finally:
             room.holds -= 1
-            self._release_if_idle(room)
+            self._table.release_if_idle(room)
 
     async def deleted(self, doc_id: str) -> None:
         """The document is gone: its members here and on every other node are told
@@ -306,71 +288,40 @@ class CollabEngine:
         and on every other node keep the strongest of it and what their token grants; one
         left with no role is closed (``doc.closed``, ``permission_denied``)."""
         await self._announce(doc_id, {"user": user, "role": membership})
-        await self._access_changed(doc_id, user, membership)
+        await self._closer.access_changed(doc_id, user, membership)
 
     async def _announce(self, doc_id: str, fields: dict[str, Any]) -> None:
         room = self._rooms.get(doc_id)
         epoch = room.epoch if room is not None else ""
-        payload = msgpack.packb(fields)
-        await self._publish(BusMessage(BusKind.ACCESS, doc_id, self._node, epoch, payload))
+        await self._peers.announce(doc_id, epoch, fields)
 
     # -- the bus ----------------------------------------------------------------------------
 
     async def on_bus_message(self, message: BusMessage) -> None:
         if message.kind is BusKind.ACCESS:
-            try:
-                fields = msgpack.unpackb(message.payload)
-                user = fields["user"]
-                membership = None if fields.get("role") is None else Role(fields["role"])
-            except Exception:
-                log.warning("dropping a malformed access message for %s", message.doc_id)
-                return
-            if user is None:
-                await self._deleted(message.doc_id)
-            else:
-                await self._access_changed(message.doc_id, str(user), membership)
+            await self._closer.on_access_message(message)
             return
         room = self._rooms.get(message.doc_id)
         if room is None or message.epoch != room.epoch:
             return
         match message.kind:
             case BusKind.UPDATE:
-                await self._apply_remote(room, message.payload)
+                await self._updates.apply_remote(room, message.payload)
             case BusKind.AWARENESS:
-                try:
-                    forward = room.apply_remote_awareness(message.payload, message.node)
-                except DomainError:
-                    log.warning("dropping a malformed awareness update for %s", room.doc_id)
-                    return
-                if forward is not None:
-                    await self._send("doc.awareness", self._payload(room, forward), room.members)
+                await self._awareness.from_peer(room, message.payload, message.node)
             case BusKind.SV_REQUEST:
-                await self._answer_state_vector(room, message.payload)
-                await self._publish_to(room, BusKind.SV_REPLY, room.doc.get_state())
-                # A node that just loaded the document knows nobody's cursor yet.
-                clients = room.local_clients()
-                if clients:
-                    update = room.awareness.encode_awareness_update(clients)
-                    await self._publish_to(room, BusKind.AWARENESS, update)
+                await self._peers.answer_request(room, message.payload)
             case BusKind.SV_REPLY:
-                await self._answer_state_vector(room, message.payload)
-                room.sync_replies += 1
-                if room.sync_replies >= 1:
-                    room.synced.set()
+                await self._peers.take_reply(room, message.payload)
             case BusKind.ALIVE:
-                with contextlib.suppress(Exception):
-                    room.renew([int(c) for c in msgpack.unpackb(message.payload)])
+                self._awareness.renewed(room, message.payload)
 
     async def on_bus_reconnect(self) -> None:
         """Whatever was published while the bus was down is lost: exchange state vectors."""
         for room in list(self._rooms.values()):
-            await self._request_state(room)
+            await self._peers.request_state(room)
 
-    # -- internals: rooms -------------------------------------------------------------------
-
-    @property
-    def _node(self) -> str:
-        return self.options.node_id
+    # -- internals -------------------------------------------------------------------------
 
     @property
     def open_documents(self) -> int:
@@ -383,277 +334,22 @@ class CollabEngine:
             raise NotFound(f"join document {doc_id!r} first (doc.join)")
         return room, member
 
-    async def _acquire(self, doc_id: str) -> Room:
-        """The loaded room (loading it once however many ask at the same time); the caller
-        must make it non-idle (a member or a hold) or call ``_release_if_idle``."""
-        while True:
-            unloading = self._unloading.get(doc_id)
-            if unloading is not None:
-                await asyncio.shield(unloading)
-                continue
-            room = self._rooms.get(doc_id)
-            if room is not None:
-                if room.unload_timer is not None:
-                    room.unload_timer.cancel()
-                    room.unload_timer = None
-                return room
-            loading = self._loading.get(doc_id)
-            if loading is not None:
-                await asyncio.shield(loading)
-                continue
-            future: asyncio.Future[Room] = asyncio.get_running_loop().create_future()
-            self._loading[doc_id] = future
-            try:
-                room = await self._load(doc_id)
-            except BaseException as exc:
-                future.set_exception(exc)
-                future.exception()  # retrieved: the waiters re-raise from their own load
-                raise
-            else:
-                future.set_result(room)
-            finally:
-                del self._loading[doc_id]
-
-    async def _load(self, doc_id: str) -> Room:
-        # Subscribe first: what peers publish from now on is heard; what they published
-        # before is in the store or comes with the state-vector exchange below.
-        await self._bus.subscribe(doc_id)
-        try:
-            document = await self._store.get(doc_id)
-            state = await self._store.load(doc_id) if document is not None else None
-            if document is None or state is None:
-                raise NotFound(f"no document {doc_id!r}")
-            room = Room(doc_id, document.format, state)
-        except BaseException:
-            if doc_id not in self._rooms:
-                await self._bus.unsubscribe(doc_id)
-            raise
-        self._rooms[doc_id] = room
-        self.stats.loads += 1
-        if await self._bus.peers(doc_id):
-            await self._request_state(room)
-        else:
-            room.synced.set()
-        self._keeper.compact_if_due(room)
-        return room
-
-    def _release_if_idle(self, room: Room) -> None:
-        if not room.idle or room.unload_timer is not None:
-            return
-        if self._rooms.get(room.doc_id) is not room:
-            return
-        loop = asyncio.get_running_loop()
-        room.unload_timer = loop.call_later(
-            self.options.unload_grace, lambda: self._spawn(self._unload(room))
-        )
-
-    async def _unload(self, room: Room) -> None:
-        room.unload_timer = None
-        if not room.idle or self._rooms.get(room.doc_id) is not room:
-            return
-        doc_id = room.doc_id
-        done = asyncio.get_running_loop().create_future()
-        self._unloading[doc_id] = done
-        del self._rooms[doc_id]
-        try:
-            await self._keeper.flush([room])
-            if room.remote:
-                await self._keeper.reconcile(room)
-            await self._bus.unsubscribe(doc_id)
-            self.stats.unloads += 1
-        except Exception:
-            # Its unflushed updates may exist nowhere else: keep it and try again later.
-            log.exception("could not unload document %s; keeping it open", doc_id)
-            self._rooms[doc_id] = room
-            self._release_if_idle(room)
-            self._spawn(self._request_state(room))  # it missed the bus meanwhile
-        finally:
-            del self._unloading[doc_id]
-            done.set_result(None)
-
     async def _deleted(self, doc_id: str) -> None:
-        room = self._rooms.get(doc_id)
-        if room is None:
-            return
-        await self._close_members(room, list(room.members.values()), "not_found", "deleted")
-        if self._rooms.get(doc_id) is room:
-            self._keeper.discard(room)  # its pending updates have nowhere to go
-            if room.unload_timer is not None:
-                room.unload_timer.cancel()
-            del self._rooms[doc_id]
-            await self._bus.unsubscribe(doc_id)
+        await self._closer.deleted(doc_id)
 
-    async def _access_changed(self, doc_id: str, user: str, membership: Role | None) -> None:
-        room = self._rooms.get(doc_id)
-        if room is None:
-            return
-        gone = []
-        for member in room.members.values():
-            if member.user == user:
-                role = strongest(member.granted, membership)
-                if role is None:
-                    gone.append(member)
-                else:
-                    member.role = role
-        await self._close_members(room, gone, "permission_denied", "access removed")
-
-    async def _close_members(
-        self, room: Room, members: list[Member], code: str, reason: str
-    ) -> None:
-        if not members:
-            return
-        message = f"document {room.doc_id!r}: {reason}"
-        payload = {"doc": room.doc_id, "code": code, "message": message}
-        await self._send("doc.closed", payload, [m.conn for m in members])
-        for member in members:
-            await self.leave(member.conn, room.doc_id)
-
-    # -- internals: updates -----------------------------------------------------------------
-
-    async def _apply_local(self, room: Room, update: bytes, *, exclude: str | None) -> None:
-        self._check_capacity(room, len(update))
-        try:
-            integrated = room.apply(update)
-        except ValueError:
-            self.stats.invalid += 1
-            raise InvalidPayload("update is not a Yjs update; the document is unchanged") from None
-        if integrated is None and crdt.redundant(room.doc, update):
-            # A client re-sending what is here already (its join handshake after a reconnect
-            # carries its whole delete set): nothing to store or to tell anyone.
-            self.stats.redundant += 1
-            return
-        self.stats.updates += 1
-        room.size += len(update)
-        self._keeper.hold(room, update)
-        if integrated is not None:
-            recipients = [conn for conn in room.members if conn != exclude]
-            if exclude is not None and integrated != update:
-                # Usually the same bytes. When not, the update may have released structs
-                # that were waiting for it (pending), which its sender never had: it gets
-                # them too (anything it already holds is ignored by its Yjs).
-                recipients.append(exclude)
-                self.stats.echoes += 1
-            if recipients:
-                await self._send("doc.update", self._payload(room, integrated), recipients)
-        await self._publish_to(room, BusKind.UPDATE, update)
-
-    async def _apply_remote(self, room: Room, update: bytes) -> None:
-        try:
-            integrated = room.apply(update)
-        except ValueError:
-            self.stats.invalid += 1
-            log.warning("dropping an invalid update for %s from the bus", room.doc_id)
-            return
-        room.remote = True
-        if integrated is None:
-            return
-        self.stats.remote_updates += 1
-        room.size += len(integrated)
-        if room.members:
-            await self._send("doc.update", self._payload(room, integrated), room.members)
-
-    def _check_capacity(self, room: Room, incoming: int) -> None:
-        cap = self.options.max_doc_bytes
-        if room.size + incoming > cap and room.exact_size() + incoming > cap:
-            raise PayloadTooLarge(
-                f"document {room.doc_id!r} would exceed its {cap}-byte size limit"
-            )
-        self._keeper.check_room(incoming)
-
-    @staticmethod
-    def _payload(room: Room, update: bytes) -> dict[str, Any]:
-        return {"doc": room.doc_id, "update": update}
-
-    # -- internals: awareness ---------------------------------------------------------------
-
-    async def _client_awareness(
-        self, room: Room, member: Member, update: bytes, entries: Sequence[crdt.AwarenessEntry]
-    ) -> None:
-        for entry in entries:
-            owner = room.owner_of(entry.client)
-            if owner is not None and owner is not member:
-                raise PermissionDenied("awareness states of another connection")
-        for entry in entries:
-            if entry.removed:
-                member.clients.discard(entry.client)
-            elif entry.client not in member.clients:
-                if len(member.clients) >= MAX_CLIENTS_PER_CONNECTION:
-                    raise InvalidPayload(
-                        f"a connection may hold {MAX_CLIENTS_PER_CONNECTION} awareness states"
-                    )
-                member.clients.add(entry.client)
-                room.seen.pop(entry.client, None)
-        room.awareness.apply_awareness_update(update, member.conn)
-        await self._relay_awareness(room, update, exclude=member.conn)
-
-    async def _relay_awareness(self, room: Room, update: bytes, *, exclude: str | None) -> None:
-        recipients = [conn for conn in room.members if conn != exclude]
-        if recipients:
-            await self._send("doc.awareness", self._payload(room, update), recipients)
-        await self._publish_to(room, BusKind.AWARENESS, update)
+    # -- internals: the periodic rounds -----------------------------------------------------
 
     async def _sweep_awareness(self) -> None:
-        ttl = self.options.awareness_ttl
-        now = time.monotonic()
-        announce = now - self._announced >= ttl / 3
-        if announce:
-            self._announced = now
-        for room in list(self._rooms.values()):
-            gone = room.remove_clients(room.expired_clients(ttl), "timeout")
-            if gone is not None and room.members:
-                await self._send("doc.awareness", self._payload(room, gone), room.members)
-            clients = room.local_clients()
-            if announce and clients:
-                await self._publish_to(room, BusKind.ALIVE, msgpack.packb(clients))
-
-    # -- internals: peers -------------------------------------------------------------------
-
-    async def _publish_to(self, room: Room, kind: BusKind, payload: bytes) -> None:
-        await self._publish(BusMessage(kind, room.doc_id, self._node, room.epoch, payload))
-
-    async def _publish(self, message: BusMessage) -> None:
-        try:
-            await self._bus.publish(message)
-        except BusUnavailable as exc:
-            # At most once anyway: the next state-vector exchange carries it.
-            log.debug("document bus unavailable (%s)", exc)
-
-    async def _request_state(self, room: Room) -> None:
-        room.sync_replies = 0
-        await self._publish_to(room, BusKind.SV_REQUEST, room.doc.get_state())
-
-    async def _answer_state_vector(self, room: Room, sv: bytes) -> None:
-        try:
-            diff = room.doc.get_update(sv)
-        except ValueError:
-            log.warning("dropping a malformed state vector for %s", room.doc_id)
-            return
-        if diff != crdt.EMPTY_UPDATE:
-            await self._publish_to(room, BusKind.UPDATE, diff)
+        await self._awareness.sweep(list(self._rooms.values()))
 
     async def _anti_entropy_round(self) -> None:
-        for room in list(self._rooms.values()):
-            if room.changed:
-                room.changed = False
-                await self._request_state(room)
-
-    # -- internals: the store (DocKeeper) ----------------------------------------------------
+        await self._peers.anti_entropy_round(list(self._rooms.values()))
 
     async def _flush_round(self) -> None:
-        try:
-            await self._keeper.flush(list(self._rooms.values()))
-        except Exception as exc:
-            # Kept in memory and tried again next round (clients hold their updates too).
-            self.stats.flush_failures += 1
-            log.warning("could not store document updates (%s); retrying", exc)
+        await self._keeper.flush_round(list(self._rooms.values()))
 
     async def _reconcile_round(self) -> None:
-        for room in list(self._rooms.values()):
-            if room.remote:
-                try:
-                    await self._keeper.reconcile(room)
-                except Exception as exc:
-                    log.warning("could not reconcile document %s (%s)", room.doc_id, exc)
+        await self._keeper.reconcile_round(list(self._rooms.values()))
 
     # -- internals: tasks -------------------------------------------------------------------
 

@@ -18,15 +18,13 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Awaitable, Callable
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from domain.documents import DocumentStore, LogEntry
 from domain.errors import Unavailable
 from realtime.collab import crdt
+from realtime.collab.options import CollabOptions, CollabStats
 from realtime.collab.room import Room
-
-if TYPE_CHECKING:
-    from realtime.collab.engine import CollabOptions, CollabStats
 
 log = logging.getLogger(__name__)
 
@@ -116,6 +114,24 @@ class DocKeeper:
             log.exception("compaction of document %s failed", room.doc_id)
         finally:
             self._compacting.discard(room.doc_id)
+
+    async def flush_round(self, rooms: list[Room]) -> None:
+        """One periodic flush; a failure is logged and counted, never raised."""
+        try:
+            await self.flush(rooms)
+        except Exception as exc:
+            # Kept in memory and tried again next round (clients hold their updates too).
+            self._stats.flush_failures += 1
+            log.warning("could not store document updates (%s); retrying", exc)
+
+    async def reconcile_round(self, rooms: list[Room]) -> None:
+        """Reconcile each of ``rooms`` that heard from peers; a failure is logged, never raised."""
+        for room in rooms:
+            if room.remote:
+                try:
+                    await self.reconcile(room)
+                except Exception as exc:
+                    log.warning("could not reconcile document %s (%s)", room.doc_id, exc)
 
     async def reconcile(self, room: Room) -> None:
         """Append what the store lacks of this node's copy of ``room``."""

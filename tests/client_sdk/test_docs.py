@@ -24,7 +24,7 @@ from client_sdk import (
     RateLimited,
     ServerAPI,
     TandemError,
-    _doc_session as doc_session,
+    _doc_awareness as doc_awareness,
 )
 from client_sdk._connection import Connection
 from client_sdk._doc_session import DocSession
@@ -436,9 +436,9 @@ async def test_an_update_refused_for_good_is_reported_not_retried() -> None:
 async def test_awareness_is_throttled_renewed_and_times_out_others(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    monkeypatch.setattr(doc_session, "AWARENESS_CHECK", 0.02)
-    monkeypatch.setattr(doc_session, "AWARENESS_RENEW", 0.2)
-    monkeypatch.setattr(doc_session, "AWARENESS_OUTDATED", 0.3)
+    monkeypatch.setattr(doc_awareness, "AWARENESS_CHECK", 0.02)
+    monkeypatch.setattr(doc_awareness, "AWARENESS_RENEW", 0.2)
+    monkeypatch.setattr(doc_awareness, "AWARENESS_OUTDATED", 0.3)
     scripted = ScriptedServer(refuse_updates=0)
     session = DocSession(scripted, "unit", awareness=None, on_gone=lambda s: None)
     await asyncio.wait_for(session.start(), 5)
@@ -462,7 +462,7 @@ async def test_awareness_is_throttled_renewed_and_times_out_others(
     while not sent() or last_sent_state() != {"n": 19}:
         assert time.monotonic() < deadline, sent()
         await asyncio.sleep(0.01)
-    assert 1 <= len(sent()) <= elapsed / doc_session.AWARENESS_THROTTLE + 2
+    assert 1 <= len(sent()) <= elapsed / doc_awareness.AWARENESS_THROTTLE + 2
 
     # Unchanged, it is renewed anyway; a remote state nobody renews goes.
     other = Awareness(Doc())
