@@ -218,17 +218,26 @@ class EngineServer:
         """End ``session`` now: what was sent before goes out, then the close."""
         if session.closed:
             return
-        if self.sessions.get(session.sid) is session:
-            del self.sessions[session.sid]
         if session.outbound is not None:
+            self._forget(session)
             session.outbound.close()  # what is queued goes out before the close frame
             assert session.socket is not None
             session.socket.close()
         else:
-            # A long-polling client learns it at its next poll: the CLOSE packet.
-            session.send(CLOSE)
+            # A long-polling client learns it at its next poll. What was queued before (a
+            # server.notice, the DISCONNECT) goes first, in a poll of its own: the JavaScript
+            # client handles a payload's CLOSE before the messages beside it, and would lose
+            # them. The session stays reachable for those polls, or one heartbeat if none come.
+            if not session.polled:
+                session.send(CLOSE)
+            delay = self.options.ping_interval_s + self.options.ping_timeout_s
+            asyncio.get_running_loop().call_later(delay, self._forget, session)
         session.closed = True
         self.spawn(self._app.closed(session, reason))
+
+    def _forget(self, session: Session) -> None:
+        if self.sessions.get(session.sid) is session:
+            del self.sessions[session.sid]
 
     def _ping(self, session: Beating) -> None:
         assert isinstance(session, Session)
@@ -280,6 +289,11 @@ class EngineServer:
                 await session.poll
             finally:
                 session.poll = None
+        if session.closed:
+            if not session.polled:  # what was queued went in the last poll: now the CLOSE
+                session.polled.append(CLOSE)
+            if session.polled[-1] == CLOSE:
+                self._forget(session)
         await answer(send, 200, session.take_polled(), TEXT + cors)
 
     async def _post(self, session: Session, receive: Receive, send: Send, cors: Headers) -> None:
@@ -324,7 +338,7 @@ class EngineServer:
             self._app.opened(session)
             return
         polling = self.sessions.get(sid)
-        if polling is None or polling.transport != POLLING or polling.upgrading:
+        if polling is None or polling.closed or polling.transport != POLLING or polling.upgrading:
             await refuse_websocket(send, UNKNOWN_SID if polling is None else BAD_REQUEST)
             return
         await send({"type": "websocket.accept"})
