@@ -163,7 +163,7 @@
 
     // The subscribe request of `sub` (with its position); live publications wait in sub.buffer
     // until its ack is applied.
-    _request(sub) {
+    _subscription(sub) {
       sub.ready = false;
       sub.buffer = [];
       const request = { channel: sub.channel };
@@ -176,7 +176,7 @@
       const socket = this.socket;
       const sid = socket.id;
       // An ack is stale once we unsubscribed or reconnected (the connect handler sent anew).
-      socket.timeout(10000).emit("subscribe", this._request(sub), (timeout, ack) => {
+      socket.timeout(10000).emit("subscribe", this._subscription(sub), (timeout, ack) => {
         if (this._current(sub, socket, sid)) this._settle(sub, timeout ? NO_ANSWER : ack, attempt);
       });
     }
@@ -191,7 +191,7 @@
       const socket = this.socket;
       const sid = socket.id;
       if (this._single === sid) return subs.forEach((sub) => this._send(sub));
-      const subscriptions = subs.map((sub) => this._request(sub));
+      const subscriptions = subs.map((sub) => this._subscription(sub));
       socket.timeout(10000).emit("subscribe_many", { subscriptions }, (timeout, ack) => {
         const wanted = subs.filter((sub) => this._current(sub, socket, sid));
         if (!timeout && ack.ok && Array.isArray(ack.results) && ack.results.length === subs.length) {
