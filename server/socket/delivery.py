@@ -10,12 +10,9 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable, Collection
-from typing import Any
 
 from realtime.broker import Publication
 from server.metrics import Metrics
-from server.transport.frames import engineio_frame
-from server.transport.packets import EVENT, Packet
 from server.transport.sockets import SocketServer
 
 
@@ -43,36 +40,9 @@ class SocketDelivery:
             # Tells clients that an offset gap before this event is coalescing, not loss.
             envelope["latest"] = True
             key = pub.event
-        messages = self._encode(pub.event, envelope)
-        connections = self._sio.connections
-        frames: bytes | None = None
-        for sid in recipients:
-            session = connections.get(sid)
-            if session is None:
-                continue
-            outbound = session.outbound
-            if outbound is None:  # long-polling
-                for message in messages:
-                    session.send(message)
-                continue
-            if frames is None:
-                frames = b"".join(map(engineio_frame, messages))
-            outbound.write(frames, pub.channel, key)
+        sio = self._sio
+        sio.broadcast(sio.event_messages(pub.event, envelope), recipients, pub.channel, key)
         self._metrics.deliveries.inc(len(recipients))
         if self._on_delivered is not None:
             self._on_delivered(pub, len(recipients))
         self._metrics.latency.observe(max(0.0, time.time() - pub.ts))
-
-    def _encode(self, event: str, envelope: dict[str, Any]) -> list[str | bytes]:
-        """The Engine.IO messages of the Socket.IO EVENT packet."""
-        wire = self._sio.json_wire
-        if wire is not None:
-            try:
-                # Not the packet codec: it looks for bytes only once encoding fails.
-                return ["42" + wire.encode([event, envelope])]
-            except TypeError:
-                pass  # bytes in the data: a binary event with attachments
-        return [
-            "4" + m if isinstance(m, str) else m
-            for m in self._sio.codec.encode(Packet(EVENT, data=[event, envelope]))
-        ]

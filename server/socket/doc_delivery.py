@@ -13,8 +13,6 @@ from collections.abc import Collection
 from typing import Any
 
 from server.metrics import Metrics
-from server.transport.frames import engineio_frame
-from server.transport.packets import EVENT, Packet
 from server.transport.sockets import SocketServer
 
 
@@ -24,22 +22,5 @@ class DocDelivery:
         self._metrics = metrics
 
     async def __call__(self, event: str, payload: dict[str, Any], conns: Collection[str]) -> None:
-        messages = [
-            "4" + m if isinstance(m, str) else m
-            for m in self._sio.codec.encode(Packet(EVENT, data=[event, payload]))
-        ]
-        connections = self._sio.connections
-        frames: bytes | None = None
-        for sid in conns:
-            session = connections.get(sid)
-            if session is None:
-                continue
-            outbound = session.outbound
-            if outbound is None:  # long-polling
-                for message in messages:
-                    session.send(message)
-                continue
-            if frames is None:
-                frames = b"".join(map(engineio_frame, messages))
-            outbound.write(frames)
+        self._sio.broadcast(self._sio.event_messages(event, payload), conns)
         self._metrics.doc_deliveries.labels(event).inc(len(conns))

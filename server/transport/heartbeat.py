@@ -35,7 +35,7 @@ class Heartbeat:
         self.timeout = timeout
         self._ping = ping
         self._expire = expire
-        self._pings: _Schedule = _Schedule(self._send_ping)
+        self._pings: _Schedule = _Schedule(self._ping_due)
         self._deadlines: _Schedule = _Schedule(self._check_pong)
 
     def start(self, session: Beating) -> None:
@@ -52,7 +52,7 @@ class Heartbeat:
         self._pings.close()
         self._deadlines.close()
 
-    def _send_ping(self, session: Beating, beat: int) -> None:
+    def _ping_due(self, session: Beating, beat: int) -> None:
         if session.closed or beat != session.beat:
             return
         session.awaiting_pong = True

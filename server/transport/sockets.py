@@ -24,13 +24,14 @@ import logging
 import secrets
 import time
 from collections import deque
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass
 from typing import Any
 
 from domain.errors import ErrorCode
 from server.errors import error_ack
 from server.transport.engine import EngineOptions, EngineServer
+from server.transport.frames import engineio_frame
 from server.transport.packets import (
     ACK,
     BINARY_ACK,
@@ -123,6 +124,44 @@ class SocketServer:
         self._send(session, Packet(DISCONNECT))
         await self._disconnected(session, SERVER_DISCONNECT)
         self.engine.close(session, SERVER_DISCONNECT)
+
+    def event_messages(self, event: str, data: Any) -> list[str | bytes]:
+        """The Engine.IO messages of an EVENT packet ``[event, data]``, for ``broadcast``."""
+        wire = self.json_wire
+        if wire is not None:
+            try:
+                # Not the packet codec: it looks for bytes only once encoding fails.
+                return ["42" + wire.encode([event, data])]
+            except TypeError:
+                pass  # bytes in the data: a binary event with attachments
+        return [
+            "4" + m if isinstance(m, str) else m
+            for m in self.codec.encode(Packet(EVENT, data=[event, data]))
+        ]
+
+    def broadcast(
+        self,
+        messages: list[str | bytes],
+        sids: Iterable[str],
+        channel: str | None = None,
+        key: str | None = None,
+    ) -> None:
+        """Send ``messages`` to the connections ``sids``, framed once for every websocket
+        (``channel`` and ``key`` let a lagging client's Outbound coalesce latest values)."""
+        connections = self.connections
+        frames: bytes | None = None
+        for sid in sids:
+            session = connections.get(sid)
+            if session is None:
+                continue
+            outbound = session.outbound
+            if outbound is None:  # long-polling
+                for message in messages:
+                    session.send(message)
+                continue
+            if frames is None:
+                frames = b"".join(map(engineio_frame, messages))
+            outbound.write(frames, channel, key)
 
     def transport(self, sid: str) -> str:
         return self.connections[sid].transport

@@ -137,6 +137,12 @@ class PrivateRedisCluster:
 
         self._until(deadline, healthy, "the cluster healthy")
 
+    def wait_primary(self, key: str, node: ClusterNode, timeout: float) -> None:
+        """Until ``node`` serves ``key``'s slot (``CLUSTER FAILOVER`` answers OK at once and
+        hands the slots over after)."""
+        deadline = time.monotonic() + timeout
+        self._until(deadline, lambda: self.primary_of(key).port == node.port, f"{node} primary")
+
     def topology(self) -> list[RoleLine]:
         """CLUSTER NODES as one running node sees it."""
         node = next(node for node in self.nodes if node.alive)
