@@ -106,8 +106,8 @@ class CheckoutResult:
 def slow_token(job_id: str) -> str:
     """The job's watch token plus the filler channel (the bench's own signing secret)."""
     now = int(time.time())
-    claims = {"sub": f"watch:{job_id}", "iat": now, "exp": now + 3600}
-    claims["channels"] = [f"job:{job_id}", FILLER]  # type: ignore[assignment]
+    claims: dict[str, Any] = {"sub": f"watch:{job_id}", "iat": now, "exp": now + 3600}
+    claims["channels"] = [f"job:{job_id}", FILLER]
     return jwt.encode(claims, JWT_SECRET, algorithm="HS256")
 
 
@@ -115,9 +115,12 @@ async def create_jobs(http: aiohttp.ClientSession, url: str, pages: int, slow: i
     gate = asyncio.Semaphore(32)
 
     async def one(i: int) -> dict[str, Any]:
-        async with gate, http.post(
-            f"{url}/api/jobs", json={"owner": f"shopper{i}", "kind": "checkout"}
-        ) as response:
+        async with (
+            gate,
+            http.post(
+                f"{url}/api/jobs", json={"owner": f"shopper{i}", "kind": "checkout"}
+            ) as response,
+        ):
             response.raise_for_status()
             body = await response.json()
         job_id = body["job"]["id"]
@@ -168,8 +171,8 @@ async def run(target: Target, args: argparse.Namespace, tmp: Path) -> CheckoutRe
             await pages.stdin.drain()
             await asyncio.wait_for(pages.stdout.readline(), 30)
             # Queued behind whatever a slow page missed: once it arrives, so did the rest.
-            body = {"channel": FILLER, "event": "bench.end", "data": None}
-            async with http.post(f"{url}/api/publish", json=body) as response:
+            end = {"channel": FILLER, "event": "bench.end", "data": None}
+            async with http.post(f"{url}/api/publish", json=end) as response:
                 response.raise_for_status()
             expect = [last.get(job["id"], 0) for job in jobs]
             pages.stdin.write(json.dumps({"expect": expect, "within": DRAIN_S}).encode() + b"\n")
@@ -211,12 +214,18 @@ def split_jobs(
     return specs
 
 
-async def run_workers(specs: list[Path], timeout: float) -> tuple[list[dict], float]:
+async def run_workers(specs: list[Path], within_s: float) -> tuple[list[dict], float]:
     """Start every worker process, wait for their results; their CPU seconds in total."""
     procs = [
         await asyncio.create_subprocess_exec(
-            sys.executable, "-m", "bench.checkout_worker", str(spec), cwd=ROOT,
-            stdout=asyncio.subprocess.PIPE, preexec_fn=die_with_parent, limit=1 << 26,
+            sys.executable,
+            "-m",
+            "bench.checkout_worker",
+            str(spec),
+            cwd=ROOT,
+            stdout=asyncio.subprocess.PIPE,
+            preexec_fn=die_with_parent,
+            limit=1 << 26,
         )  # fmt: skip
         for spec in specs
     ]
@@ -230,7 +239,7 @@ async def run_workers(specs: list[Path], timeout: float) -> tuple[list[dict], fl
         return dict(json.loads(line))
 
     try:
-        outcomes = await asyncio.wait_for(asyncio.gather(*map(finish, procs)), timeout)
+        outcomes = await asyncio.wait_for(asyncio.gather(*map(finish, procs)), within_s)
     finally:
         for proc in procs:
             if proc.returncode is None:

@@ -79,6 +79,7 @@ async def run(args: argparse.Namespace, tmp: Path) -> IdleResult:
         await asyncio.sleep(1)  # let the node's start-up work end before its baseline
         result.baseline_cpu_s = round(await window_cpu(pid, args.window), 3)
         count = max(1, min(args.workers, args.connections))
+        shares = split(args.connections, count)
         workers = [await Worker.start(tmp / f"idle-{i}.log", bound) for i in range(count)]
         try:
             began = time.monotonic()
@@ -86,13 +87,19 @@ async def run(args: argparse.Namespace, tmp: Path) -> IdleResult:
                 *(
                     worker.call(
                         {
-                            "cmd": "subscribe", "url": target.url, "token": target.token,
-                            "count": n, "prefix": "room:idle-", "start": start,
-                            "concurrency": 50, "deflate": False, "client": "ws",
+                            "cmd": "subscribe",
+                            "url": target.url,
+                            "token": target.token,
+                            "count": n,
+                            "prefix": "room:idle-",
+                            "start": start,
+                            "concurrency": 50,
+                            "deflate": False,
+                            "client": "ws",
                         },  # fmt: skip
                         60 + args.connections / 50,
                     )
-                    for worker, (start, n) in zip(workers, split(args.connections, count), strict=True)
+                    for worker, (start, n) in zip(workers, shares, strict=True)
                 )
             )
             result.connect_s = round(time.monotonic() - began, 1)
