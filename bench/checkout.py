@@ -71,6 +71,9 @@ class CheckoutResult:
     p50_ms: float | None = None
     p99_ms: float | None = None
     max_ms: float | None = None
+    # Send to answer of the progress calls, at the workers (HTTP pool wait, server, commit).
+    call_p50_ms: float | None = None
+    call_p99_ms: float | None = None
     final_missing: int = 0  # pages that never saw their job's last accepted update
     intermediate_missing: int = 0  # updates a page that is not slow did not see
     slow_received: int = 0
@@ -94,7 +97,8 @@ class CheckoutResult:
             f"updates/job, target {self.target_rate:.0f}/s by {self.workers} workers: posted "
             f"{self.posted} in {self.post_s:.1f}s ({self.achieved_rate:.0f}/s, accepted "
             f"{self.accepted}, unsent {self.unsent}, failed {self.post_failures or 'none'}); "
-            f"latency ms p50 {self.p50_ms} p99 {self.p99_ms} max {self.max_ms}; final missing "
+            f"latency ms p50 {self.p50_ms} p99 {self.p99_ms} max {self.max_ms} (the calls' "
+            f"answers p50 {self.call_p50_ms} p99 {self.call_p99_ms}); final missing "
             f"{self.final_missing}, intermediate missing {self.intermediate_missing}, dropped "
             f"{self.dropped_pages}; slow pages got {self.slow_received}/{self.slow_expected} "
             f"({self.slow_coalesced_pages}/{self.slow_pages} coalesced, final seen); server "
@@ -258,6 +262,10 @@ def tally(result: CheckoutResult, outcomes: list[dict], pages: dict, jobs: list[
             result.post_failures[status] = result.post_failures.get(status, 0) + n
         result.post_s = max(result.post_s, round(outcome["s"], 2))
     result.accepted = sum(last.values())
+    rtts = sorted(ms for outcome in outcomes for ms in outcome["rtt_ms"])
+    if rtts:
+        result.call_p50_ms = rtts[len(rtts) // 2]
+        result.call_p99_ms = rtts[min(len(rtts) - 1, len(rtts) * 99 // 100)]
     if result.post_s:
         result.achieved_rate = round(result.posted / result.post_s, 1)
     result.dropped_pages = pages["dropped"]

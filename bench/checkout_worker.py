@@ -30,6 +30,7 @@ async def post_all(spec: dict[str, Any]) -> dict[str, Any]:
     last: dict[str, int] = {}
     failures: dict[str, int] = {}
     sent = unsent = 0
+    rtts: list[float] = []  # ms from sending a call to its answer: the worker's side of latency
     headers = {"Authorization": f"Bearer {spec['api_key']}"}
     # aiohttp: httpx's own CPU cost caps a Python load generator far lower (bench/jobs.py).
     connector = aiohttp.TCPConnector(limit=spec["connections"])
@@ -50,6 +51,7 @@ async def post_all(spec: dict[str, Any]) -> dict[str, Any]:
                     "message": f"t={time.time() * 1000:.3f}",
                 }
                 sent += 1
+                began = time.monotonic()
                 try:
                     async with http.post(
                         f"{spec['url']}/api/jobs/{job_id}/progress", json=body
@@ -58,6 +60,7 @@ async def post_all(spec: dict[str, Any]) -> dict[str, Any]:
                         status = str(response.status)
                 except aiohttp.ClientError as exc:
                     status = type(exc).__name__
+                rtts.append(round((time.monotonic() - began) * 1000, 1))
                 if status == "200":
                     last[job_id] = step
                 else:
@@ -65,7 +68,10 @@ async def post_all(spec: dict[str, Any]) -> dict[str, Any]:
 
         await asyncio.gather(*(job_worker(i, job) for i, job in enumerate(jobs)))
         elapsed = time.monotonic() - start
-    return {"sent": sent, "unsent": unsent, "failures": failures, "last": last, "s": elapsed}
+    return {
+        "sent": sent, "unsent": unsent, "failures": failures, "last": last, "s": elapsed,
+        "rtt_ms": rtts,
+    }  # fmt: skip
 
 
 def main() -> None:
