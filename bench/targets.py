@@ -140,16 +140,20 @@ def _spawn(
 
 
 @asynccontextmanager
-async def started(name: str, tmp: Path) -> AsyncIterator[Target]:
-    """Start server ``name`` in ``tmp`` and wait until it answers; stop it by PID after."""
+async def started(
+    name: str, tmp: Path, extra: dict[str, str] | None = None
+) -> AsyncIterator[Target]:
+    """Start server ``name`` in ``tmp`` and wait until it answers; stop it by PID after.
+
+    ``extra``: environment on top of the server's own (e.g. TANDEM_PING_INTERVAL_S)."""
     if name != "tandem2":
-        async with _processes(name, tmp, [{}]) as target:
+        async with _processes(name, tmp, [dict(extra or {})]) as target:
             yield target
         return
     prefix = f"tandem-bench-{secrets.token_hex(4)}:"
-    extra = {"TANDEM_BROKER_URL": f"{REDIS_URL}?prefix={prefix}"}
+    both = {**(extra or {}), "TANDEM_BROKER_URL": f"{REDIS_URL}?prefix={prefix}"}
     try:
-        async with _processes("tandem", tmp, [extra, extra]) as target:
+        async with _processes("tandem", tmp, [both, both]) as target:
             target.name = name
             yield target
     finally:
