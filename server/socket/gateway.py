@@ -263,6 +263,9 @@ class SocketGateway:
         """Refuse new connections, tell every client to reconnect elsewhere, and take this
         node's presence entries out at once (their leaves are published)."""
         self.draining = True
+        # New handshakes are refused at the transport (503): a client that reconnects at once
+        # opens no session here, and none holds a long-poll that shutdown would wait for.
+        self._sio.engine.stop_accepting()
         log.info("draining: %d clients told to reconnect elsewhere", len(self._connections))
         await asyncio.gather(
             *(
@@ -276,6 +279,8 @@ class SocketGateway:
                 for sid in list(self._connections)
             )
         )
+        # What is left never showed a token (or was refused): nothing to tell it.
+        self._sio.engine.close_all("server shutdown")
         await self._edge.leave_node()
 
     async def resync(self, channel: str, sids: Collection[str]) -> None:

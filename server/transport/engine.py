@@ -30,6 +30,7 @@ from server.transport.heartbeat import Beating, Heartbeat
 from server.transport.http import (
     BAD_METHOD,
     BAD_REQUEST,
+    DRAINING,
     FORBIDDEN,
     TEXT,
     UNKNOWN_SID,
@@ -89,6 +90,8 @@ class EngineServer:
         self.options = options
         self._app = app
         self.sessions: dict[str, Session] = {}
+        # Off once the node drains: no new session opens (``stop_accepting``).
+        self.accepting = True
         self._flusher = Flusher()
         self._tasks: set[asyncio.Task[None]] = set()
         self.heartbeat = Heartbeat(
@@ -104,11 +107,18 @@ class EngineServer:
     def websockets(self) -> int:
         return sum(1 for s in self.sessions.values() if s.outbound is not None)
 
+    def stop_accepting(self) -> None:
+        """Open no new session: a handshake is answered 503 with Retry-After."""
+        self.accepting = False
+
+    def close_all(self, reason: str) -> None:
+        for session in list(self.sessions.values()):
+            self.close(session, reason)
+
     async def shutdown(self) -> None:
         """Sessions closed as the server stopped are still ending (their handlers leave
         channels and presence): let them, for a bounded time; then stop the heartbeat."""
-        for session in list(self.sessions.values()):
-            self.close(session, "server shutdown")
+        self.close_all("server shutdown")
         await finish_or_cancel(list(self._tasks), 5.0)
         self.heartbeat.close()
 
@@ -129,6 +139,8 @@ class EngineServer:
             error = self._check(query, transport, origin, headers, scope)
             if error is None and transport != WEBSOCKET:
                 error = BAD_REQUEST
+            if error is None and sid is None and not self.accepting:
+                error = DRAINING
             if error is not None:
                 await refuse_websocket(send, error)
             else:
@@ -149,7 +161,10 @@ class EngineServer:
             await refuse(send, error, cors)
         elif sid is None:
             if method == "GET":
-                await self._open_polling(scope, send, cors)
+                if self.accepting:
+                    await self._open_polling(scope, send, cors)
+                else:
+                    await refuse(send, DRAINING, cors)
             else:
                 await refuse(send, BAD_METHOD, cors)
         else:

@@ -18,6 +18,10 @@ BAD_METHOD = (2, "Bad handshake method")
 BAD_REQUEST = (3, "Bad request")
 FORBIDDEN = (4, "Forbidden")
 UNSUPPORTED_VERSION = (5, "Unsupported protocol version")
+# Not the spec's: a node that is shutting down opens no new session (503, Retry-After), so a
+# reconnecting client goes elsewhere, or comes back once the node has restarted.
+DRAINING = (-1, "Server is restarting")
+_RETRY = [(b"retry-after", b"1")]
 TEXT = [(b"content-type", b"text/plain; charset=UTF-8")]
 Headers = list[tuple[bytes, bytes]]
 
@@ -98,19 +102,22 @@ async def answer(send: Send, status: int, body: bytes, headers: list[tuple[bytes
 
 async def refuse(send: Send, error: tuple[int, str], cors: list[tuple[bytes, bytes]]) -> None:
     body = json.dumps({"code": error[0], "message": error[1]}).encode()
-    await answer(send, 400, body, [(b"content-type", b"application/json"), *cors])
+    status, more = (503, _RETRY) if error is DRAINING else (400, [])
+    await answer(send, status, body, [(b"content-type", b"application/json"), *more, *cors])
 
 
 async def refuse_websocket(send: Send, error: tuple[int, str]) -> None:
-    """A refused websocket handshake: 400 with the same body as for long-polling."""
+    """A refused websocket handshake: the same answer as for long-polling."""
     body = json.dumps({"code": error[0], "message": error[1]}).encode()
+    status, more = (503, _RETRY) if error is DRAINING else (400, [])
     await send(
         {
             "type": "websocket.http.response.start",
-            "status": 400,
+            "status": status,
             "headers": [
                 (b"content-type", b"application/json"),
                 (b"content-length", str(len(body)).encode()),
+                *more,
             ],
         }
     )

@@ -18,6 +18,7 @@ from pathlib import Path
 import httpx
 import pytest
 import uvicorn
+from websockets.exceptions import InvalidStatus
 
 from server.app import TandemApp, create_app
 from server.config import Settings
@@ -57,7 +58,7 @@ async def node(tmp_path: Path) -> AsyncIterator[Node]:
         database_url=url,
         jwt_secret=TEST_SECRET,
         api_keys=[API_KEY],
-        ping_interval_s=1.0,  # Engine.IO announces whole seconds
+        ping_interval_s=1.0,
         ping_timeout_s=1.0,
     )
     app = create_app(settings)
@@ -198,3 +199,27 @@ async def test_a_session_ends_at_once_on_the_clients_close_or_a_broken_frame(nod
         await asyncio.to_thread(bystander.probe)
     finally:
         await asyncio.to_thread(bystander.close)
+
+
+async def test_a_draining_node_opens_no_session_and_holds_no_poll(node: Node) -> None:
+    """After the drain, a handshake is refused 503 with Retry-After (the client goes elsewhere
+    or comes back once the node has restarted), and a session that never connected is closed:
+    its pending long-poll is answered now, not when the ping interval runs out."""
+    polling = {"EIO": "4", "transport": "polling"}
+    engine = node.app.runtime.sio.engine
+    async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{node.port}", timeout=5) as http:
+        opened = await http.get("/socket.io/", params=polling)
+        sid = json.loads(opened.text[1:])["sid"]
+        poll = asyncio.create_task(http.get("/socket.io/", params={**polling, "sid": sid}))
+        await node.until(lambda: engine.sessions[sid].poll is not None)
+        await node.app.runtime.gateway.drain()
+        answered = await asyncio.wait_for(poll, 2)
+        assert answered.status_code == 200 and answered.text == "1", answered.text
+        refused = await http.get("/socket.io/", params=polling)
+        assert refused.status_code == 503, refused.text
+        assert refused.headers["retry-after"] == "1"
+        assert refused.json() == {"code": -1, "message": "Server is restarting"}
+    with pytest.raises(InvalidStatus) as websocket:
+        await asyncio.to_thread(RawClient, node.port)
+    assert websocket.value.response.status_code == 503
+    assert engine.sessions == {}
