@@ -79,7 +79,6 @@ class SocketGateway:
         self._presence = presence
         self._edge = presence_edge
         self.authorizer = authorizer
-        self._state = state
         self._verifier = verifier
         self._metrics = metrics
         self._connections: dict[str, Connection] = {}
